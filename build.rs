@@ -1,0 +1,50 @@
+//! Compiles `proto/` without a system `protoc` (protox is a Rust protobuf compiler).
+//!
+//! Outputs, all in `OUT_DIR`, never in the source tree:
+//! - `builtin.binpb`: google/api, google/rpc and the well-known types. Built into the gateway
+//!   so that users' descriptors need not carry them and `.proto` files can import them.
+//! - `examples.binpb`: the example services, with imports and source info. `descriptors/`
+//!   holds a committed copy; a test fails when the two differ.
+//! - `testing.binpb`: the test fixtures (bookstore, everything), same format.
+//! - Rust code for those packages (prost messages, tonic servers and clients), used by the
+//!   gateway (google.api.HttpRule), the examples and the tests.
+
+use std::path::{Path, PathBuf};
+
+const BUILTIN: &[&str] = &[
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+    "google/api/httpbody.proto",
+    "google/rpc/code.proto",
+    "google/rpc/error_details.proto",
+    "google/rpc/status.proto",
+];
+const EXAMPLES: &[&str] = &["example/users/v1/users.proto", "example/orders/v1/orders.proto"];
+const TESTING: &[&str] = &["protogate/testing/v1/bookstore.proto", "protogate/testing/v1/everything.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let builtin = compile(BUILTIN, false)?;
+    std::fs::write(out.join("builtin.binpb"), builtin.encode_file_descriptor_set())?;
+    let examples = compile(EXAMPLES, true)?;
+    std::fs::write(out.join("examples.binpb"), examples.encode_file_descriptor_set())?;
+    let testing = compile(TESTING, true)?;
+    std::fs::write(out.join("testing.binpb"), testing.encode_file_descriptor_set())?;
+
+    let all: Vec<&str> = BUILTIN.iter().chain(EXAMPLES).chain(TESTING).copied().collect();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .emit_rerun_if_changed(false)
+        .compile_fds(compile(&all, false)?.file_descriptor_set())?;
+    Ok(())
+}
+
+fn compile(files: &[&str], source_info: bool) -> Result<protox::Compiler, protox::Error> {
+    let mut compiler = protox::Compiler::new([Path::new("proto")])?;
+    compiler.include_imports(true).include_source_info(source_info);
+    compiler.open_files(files)?;
+    Ok(compiler)
+}

@@ -1,0 +1,108 @@
+//! The demo: the example user and order services plus the gateway in front of them.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run --release --example demo                    # everything
+//! cargo run --release --example demo -- --without orders  # orders down: its routes answer 502
+//! ```
+//!
+//! then, in another terminal:
+//!
+//! ```text
+//! curl -s localhost:8080/v1/users/1?view=FULL
+//! curl -s -X POST localhost:8080/v1/users -H 'content-type: application/json' \
+//!      -d '{"email":"edsger@example.com","displayName":"Edsger Dijkstra"}'
+//! curl -s -X PATCH localhost:8080/v1/users/2 -H 'content-type: application/json' -d '{"displayName":"A. M. Turing"}'
+//! curl -s -X POST localhost:8080/v1/orders/2:cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
+//! curl -s localhost:8080/v1/users/42
+//! ```
+//!
+//! The gateway loads the services' descriptors from `descriptors/` at start, as a deployment
+//! would; the services' code is in `examples/services/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod services;
+
+use std::sync::Arc;
+
+use protogate::config::Config;
+use protogate::gateway::Gateway;
+use tokio::net::TcpListener;
+
+const USERS: &str = "127.0.0.1:50051";
+const ORDERS: &str = "127.0.0.1:50052";
+const GATEWAY: &str = "127.0.0.1:8080";
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let without: Vec<String> = std::env::args().skip_while(|a| a != "--without").skip(1).collect();
+    let run_users = !without.iter().any(|s| s == "users");
+    let run_orders = !without.iter().any(|s| s == "orders");
+
+    if run_users {
+        let listener = bind(USERS).await;
+        tokio::spawn(services::serve(listener, Some(services::Users::seeded()), None, std::future::pending()));
+        tracing::info!("UserService listening on {USERS}");
+    }
+    if run_orders {
+        let listener = bind(ORDERS).await;
+        tokio::spawn(services::serve(listener, None, Some(services::Orders::seeded()), std::future::pending()));
+        tracing::info!("OrderService listening on {ORDERS}");
+    }
+
+    let descriptors = concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors");
+    let config = Config::from_toml(&format!(
+        r#"
+listen = "{GATEWAY}"
+
+[descriptors]
+paths = ["{descriptors}"]
+
+[[upstreams]]
+name = "users"
+services = ["example.users.v1.*"]
+endpoints = ["http://{USERS}"]
+timeout = "5s"
+
+[[upstreams]]
+name = "orders"
+services = ["example.orders.v1.*"]
+endpoints = ["http://{ORDERS}"]
+timeout = "5s"
+"#
+    ))
+    .expect("the demo config parses");
+    let gateway = match Gateway::build(&config) {
+        Ok(gateway) => gateway,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            std::process::exit(1);
+        }
+    };
+    tracing::info!("{gateway}; gateway listening on http://{GATEWAY}");
+    let listener = bind(GATEWAY).await;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    protogate::server::serve(listener, Arc::new(gateway), shutdown).await.expect("the gateway serves");
+}
+
+async fn bind(addr: &str) -> TcpListener {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e} (is another demo running?)");
+            std::process::exit(1);
+        }
+    }
+}

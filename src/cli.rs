@@ -1,0 +1,285 @@
+//! The command line: `serve`, `routes` and `check`, their flags, their output and exit codes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use protogate::config::{Config, Overrides, UpstreamFlag};
+use protogate::gateway::Gateway;
+use protogate::route::RouteOrigin;
+use serde_json::json;
+
+/// An HTTP/JSON to gRPC gateway driven by protobuf descriptors.
+#[derive(Debug, Parser)]
+#[command(name = "protogate", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP/JSON on the listener, calling the upstream gRPC services.
+    Serve(SourceArgs),
+    /// Print the route table, or explain how one request would be routed.
+    Routes(RoutesArgs),
+    /// Validate the configuration and descriptors; exit 1 listing every problem.
+    Check(SourceArgs),
+}
+
+/// Where the configuration comes from; flags win over the file.
+#[derive(Debug, Args)]
+struct SourceArgs {
+    /// The config file [default: ./gateway.toml if present].
+    #[arg(long, env = "PROTOGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Public listener address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin listener address.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// A descriptor set (.binpb .pb .desc .protoset), a .proto file, or a directory of them.
+    #[arg(long = "descriptors", value_name = "PATH")]
+    descriptors: Vec<PathBuf>,
+    /// The default upstream, or `pkg.Service=URL` / `pkg.*=URL` for some services.
+    #[arg(long = "upstream", value_name = "[SELECTOR=]URL")]
+    upstreams: Vec<UpstreamFlag>,
+}
+
+#[derive(Debug, Args)]
+struct RoutesArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Explain one request, e.g. 'GET /v1/users/7?view=FULL', without sending it.
+    #[arg(long = "match", value_name = "REQUEST")]
+    request: Option<String>,
+    /// The JSON body of the request given to --match.
+    #[arg(long, value_name = "JSON", requires = "request")]
+    body: Option<String>,
+}
+
+impl Cli {
+    /// Runs the subcommand.
+    pub(crate) async fn run(self) -> ExitCode {
+        match self.command {
+            Command::Serve(source) => serve(source).await,
+            Command::Routes(args) => routes(args),
+            Command::Check(source) => check(source),
+        }
+    }
+}
+
+// === config ===
+
+fn load_config(args: SourceArgs) -> Result<Config, String> {
+    let default = Path::new("gateway.toml");
+    let path = args.config.or_else(|| default.exists().then(|| default.to_owned()));
+    let mut config = match &path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut config = Config::from_toml(&text).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+            config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            config
+        }
+        None => Config::default(),
+    };
+    config.merge(Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        descriptors: args.descriptors,
+        upstreams: args.upstreams,
+    });
+    Ok(config)
+}
+
+/// Loads the config and builds the gateway, printing every problem on failure.
+fn build(source: SourceArgs) -> Result<(Config, Gateway), ExitCode> {
+    let config = load_config(source).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    match Gateway::build(&config) {
+        Ok(gateway) => Ok((config, gateway)),
+        Err(errors) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+// === serve ===
+
+async fn serve(source: SourceArgs) -> ExitCode {
+    let (config, gateway) = match build(source) {
+        Ok(built) => built,
+        Err(code) => return code,
+    };
+    log_startup(&gateway);
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    tracing::info!("listening on http://{addr}");
+    match protogate::server::serve(listener, Arc::new(gateway), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_startup(gateway: &Gateway) {
+    for source in gateway.sources() {
+        tracing::info!("loaded {source}");
+    }
+    for upstream in gateway.upstreams().iter() {
+        tracing::info!("upstream {} at {}", upstream.name, upstream.endpoints.join(", "));
+    }
+    for service in gateway.unserved_services() {
+        tracing::warn!("no upstream serves {service}: its routes answer 502");
+    }
+    for conflict in gateway.table().conflicts() {
+        tracing::warn!("{}", describe_conflict(gateway, conflict.winner, conflict.shadowed));
+    }
+    tracing::info!("{gateway}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+// === routes ===
+
+fn routes(args: RoutesArgs) -> ExitCode {
+    let (_, gateway) = match build(args.source) {
+        Ok(built) => built,
+        Err(code) => return code,
+    };
+    if let Some(request) = &args.request {
+        let explanation = protogate::explain::explain(&gateway, request, args.body.as_deref());
+        print!("{}", explanation.text);
+        return if explanation.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let rows: Vec<[String; 5]> = gateway
+        .table()
+        .routes()
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            [
+                route.http_method.to_string(),
+                route.template.to_string(),
+                route.method.full_name().to_owned(),
+                route.body.to_string(),
+                gateway.upstream_name(i).unwrap_or("-").to_owned(),
+            ]
+        })
+        .collect();
+    if args.json {
+        let routes: Vec<serde_json::Value> = gateway
+            .table()
+            .routes()
+            .iter()
+            .zip(&rows)
+            .map(|(route, [method, path, grpc, body, upstream])| {
+                json!({
+                    "method": method,
+                    "path": path,
+                    "grpc_method": grpc,
+                    "body": body,
+                    "response_body": route.response_body.as_ref().map(|f| f.name()),
+                    "upstream": upstream,
+                    "default": route.origin == RouteOrigin::Default,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&routes).unwrap_or_default());
+    } else {
+        print_table(&["METHOD", "PATH", "GRPC METHOD", "BODY", "UPSTREAM"], &rows);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let print_row = |cells: Vec<&str>| {
+        let line: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    };
+    print_row(header.to_vec());
+    for row in rows {
+        print_row(row.iter().map(String::as_str).collect());
+    }
+}
+
+// === check ===
+
+fn check(source: SourceArgs) -> ExitCode {
+    let (config, gateway) = match build(source) {
+        Ok(built) => built,
+        Err(code) => return code,
+    };
+    let conflicts = gateway.table().conflicts();
+    for conflict in conflicts {
+        eprintln!("error: {}", describe_conflict(&gateway, conflict.winner, conflict.shadowed));
+    }
+    for service in gateway.unserved_services() {
+        eprintln!("warning: no upstream serves {service}: its routes would answer 502");
+    }
+    if !conflicts.is_empty() {
+        return ExitCode::FAILURE;
+    }
+    let files: usize = gateway.sources().iter().map(|s| s.files.len()).sum();
+    println!("ok: {files} proto files, {gateway}, {} upstreams", config.upstreams.len());
+    ExitCode::SUCCESS
+}
+
+fn describe_conflict(gateway: &Gateway, winner: usize, shadowed: usize) -> String {
+    let routes = gateway.table().routes();
+    let (w, s) = (&routes[winner], &routes[shadowed]);
+    format!(
+        "{} {} of {} never matches: {} {} of {} has the same shape and comes first",
+        s.http_method,
+        s.template,
+        s.method.full_name(),
+        w.http_method,
+        w.template,
+        w.method.full_name()
+    )
+}

@@ -1,0 +1,420 @@
+//! Configuration: `gateway.toml` parsed into typed data, merged with command-line overrides,
+//! then validated as a whole.
+//!
+//! The flow is `Config::from_toml(&str)` → [`Config::merge`] → [`Config::validate`], which
+//! returns every problem at once with its key path. Nothing here reads the process environment
+//! or the file system: `main` does, so these functions are tested with plain strings.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The default public listener: loopback port 8080.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8080));
+/// The default request body limit: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The default limit on one upstream response message: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address (health, metrics); none by default.
+    pub admin_listen: Option<SocketAddr>,
+    /// Where the protobuf descriptors come from.
+    pub descriptors: DescriptorsConfig,
+    /// Options of the proto3 JSON mapping.
+    pub json: JsonConfig,
+    /// Upstream gRPC services and which protobuf services they serve.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The largest request body accepted, in bytes; larger ones answer 413.
+    pub max_body_bytes: usize,
+    /// The largest upstream response message accepted, in bytes.
+    pub max_response_bytes: usize,
+    // Sections that CONTRACT.md reserves for features this build does not have yet. They are
+    // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
+    // instead of being served without the protection it asks for.
+    policy: Option<toml::Value>,
+    jwt: Option<toml::Value>,
+    rate_limit: Option<toml::Value>,
+    cors: Option<toml::Value>,
+    tls: Option<toml::Value>,
+    aggregate: Option<toml::Value>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            admin_listen: None,
+            descriptors: DescriptorsConfig::default(),
+            json: JsonConfig::default(),
+            upstreams: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            policy: None,
+            jwt: None,
+            rate_limit: None,
+            cors: None,
+            tls: None,
+            aggregate: None,
+        }
+    }
+}
+
+/// `[descriptors]`: descriptor files and directories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DescriptorsConfig {
+    /// Files (`.binpb .pb .desc .protoset .proto`) or directories of them.
+    pub paths: Vec<PathBuf>,
+    /// Watch the paths and reload on change.
+    pub watch: bool,
+}
+
+impl Default for DescriptorsConfig {
+    fn default() -> Self {
+        DescriptorsConfig { paths: vec![PathBuf::from("descriptors")], watch: false }
+    }
+}
+
+/// `[json]`: options of the proto3 JSON mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonConfig {
+    /// Emit fields that hold their default value.
+    pub emit_unpopulated: bool,
+    /// Emit proto field names instead of lowerCamelCase JSON names.
+    pub use_proto_names: bool,
+    /// Emit enums as numbers instead of names.
+    pub enums_as_ints: bool,
+    /// Skip unknown JSON fields and query parameters instead of answering 400.
+    pub ignore_unknown_fields: bool,
+    /// Query parameters that are never bound to a field (e.g. `_` cache busters).
+    pub ignored_query_parameters: Vec<String>,
+}
+
+/// `[[upstreams]]`: one upstream gRPC service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A name for logs and error messages.
+    pub name: String,
+    /// Which protobuf services it serves.
+    pub services: Vec<ServiceSelector>,
+    /// Where it listens; requests are balanced over all of them.
+    pub endpoints: Vec<Endpoint>,
+    /// Deadline of each call, unless the client asks for a shorter one.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    /// How long to wait for a connection to be established.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Which services an upstream serves: `pkg.Service`, `pkg.*` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServiceSelector {
+    /// One fully-qualified service, e.g. `example.users.v1.UserService`.
+    Exact(String),
+    /// Every service in a package or its sub-packages: the prefix before `.*`.
+    Package(String),
+    /// Every service: the default upstream.
+    Any,
+}
+
+/// An upstream endpoint URL, `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint(http::Uri);
+
+/// Values from the command line that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--descriptors`, replacing `descriptors.paths` when given.
+    pub descriptors: Vec<PathBuf>,
+    /// `--upstream [SELECTOR=]URL`.
+    pub upstreams: Vec<UpstreamFlag>,
+}
+
+/// One `--upstream [SELECTOR=]URL` flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFlag {
+    /// The services it serves; `*` when the flag names none.
+    pub selector: ServiceSelector,
+    /// Where it listens.
+    pub endpoint: Endpoint,
+}
+
+/// One problem in the configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `upstreams[0].endpoints`; empty for the whole file.
+    pub key: String,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Parses a TOML document. Unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError { key: String::new(), message: e.to_string().trim_end().to_owned() })
+    }
+
+    /// Makes relative descriptor paths relative to `dir` (the directory of the config file).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for path in &mut self.descriptors.paths {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+
+    /// Applies command-line overrides: flags win over the file.
+    ///
+    /// An `--upstream` flag takes its selector away from any configured upstream, so
+    /// `--upstream 'pkg.*=URL'` redirects one package without editing the file.
+    pub fn merge(&mut self, overrides: Overrides) {
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+        if overrides.admin_listen.is_some() {
+            self.admin_listen = overrides.admin_listen;
+        }
+        if !overrides.descriptors.is_empty() {
+            self.descriptors.paths = overrides.descriptors;
+        }
+        for flag in overrides.upstreams {
+            for upstream in &mut self.upstreams {
+                upstream.services.retain(|s| *s != flag.selector);
+            }
+            self.upstreams.retain(|u| !u.services.is_empty());
+            self.upstreams.push(UpstreamConfig {
+                name: flag.selector.to_string(),
+                services: vec![flag.selector],
+                endpoints: vec![flag.endpoint],
+                timeout: None,
+                connect_timeout: None,
+            });
+        }
+    }
+
+    /// Every problem in the configuration, each with its key path.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |key: String, message: String| errors.push(ConfigError { key, message });
+        let unsupported = [
+            ("policy", self.policy.is_some(), "per-route policies (auth, rate limits, cache)"),
+            ("jwt", self.jwt.is_some(), "JWT authentication"),
+            ("rate_limit", self.rate_limit.is_some(), "rate limiting"),
+            ("cors", self.cors.is_some(), "CORS"),
+            ("tls", self.tls.is_some(), "TLS termination"),
+            ("aggregate", self.aggregate.is_some(), "aggregate routes"),
+        ];
+        for (key, present, what) in unsupported {
+            if present {
+                err(
+                    key.to_owned(),
+                    format!(
+                        "{what} is not supported by this version of protogate; remove the section rather than run without it"
+                    ),
+                );
+            }
+        }
+        if self.admin_listen.is_some() {
+            err("admin_listen".into(), "the admin listener is not supported by this version of protogate".into());
+        }
+        if self.descriptors.watch {
+            err(
+                "descriptors.watch".into(),
+                "live reload is not supported by this version of protogate; set it to false and restart to load changes"
+                    .into(),
+            );
+        }
+        if self.descriptors.paths.is_empty() {
+            err("descriptors.paths".into(), "no descriptor paths: give at least one file or directory".into());
+        }
+        if self.max_body_bytes == 0 {
+            err("max_body_bytes".into(), "must be greater than 0".into());
+        }
+        if self.max_response_bytes == 0 {
+            err("max_response_bytes".into(), "must be greater than 0".into());
+        }
+        let mut names = HashSet::new();
+        let mut selectors = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstreams[{i}].{k}");
+            if upstream.name.trim().is_empty() {
+                err(key("name"), "must not be empty".into());
+            } else if !names.insert(upstream.name.as_str()) {
+                err(key("name"), format!("upstream name {:?} is used twice", upstream.name));
+            }
+            if upstream.services.is_empty() {
+                err(key("services"), "must name at least one service, package glob or \"*\"".into());
+            }
+            for selector in &upstream.services {
+                if !selectors.insert(selector) {
+                    err(key("services"), format!("{selector} is already served by another upstream"));
+                }
+            }
+            if upstream.endpoints.is_empty() {
+                err(key("endpoints"), "must list at least one endpoint URL".into());
+            }
+            if upstream.timeout == Some(Duration::ZERO) {
+                err(key("timeout"), "must be greater than 0".into());
+            }
+        }
+        errors
+    }
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("invalid duration {text:?} ({e}); use e.g. \"250ms\", \"10s\", \"2m\""))
+    })
+}
+
+// === impl ServiceSelector ===
+
+impl ServiceSelector {
+    /// Whether this selector covers `service` (a fully-qualified service name).
+    pub fn matches(&self, service: &str) -> bool {
+        match self {
+            ServiceSelector::Exact(name) => name == service,
+            ServiceSelector::Package(prefix) => {
+                service.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            }
+            ServiceSelector::Any => true,
+        }
+    }
+
+    /// Higher is more specific: exact names beat longer packages beat shorter ones beat `*`.
+    pub fn specificity(&self) -> usize {
+        match self {
+            ServiceSelector::Exact(_) => usize::MAX,
+            ServiceSelector::Package(prefix) => 1 + prefix.len(),
+            ServiceSelector::Any => 0,
+        }
+    }
+}
+
+impl FromStr for ServiceSelector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(ServiceSelector::Any);
+        }
+        let (name, selector): (&str, fn(String) -> ServiceSelector) = match s.strip_suffix(".*") {
+            Some(prefix) => (prefix, ServiceSelector::Package),
+            None => (s, ServiceSelector::Exact),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if valid {
+            Ok(selector(name.to_owned()))
+        } else {
+            Err(format!("invalid service selector {s:?}: use \"pkg.Service\", \"pkg.*\" or \"*\""))
+        }
+    }
+}
+
+impl fmt::Display for ServiceSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServiceSelector::Exact(name) => f.write_str(name),
+            ServiceSelector::Package(prefix) => write!(f, "{prefix}.*"),
+            ServiceSelector::Any => f.write_str("*"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceSelector {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        String::deserialize(de)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// The URL.
+    pub fn uri(&self) -> &http::Uri {
+        &self.0
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("invalid endpoint URL {s:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "endpoint {s:?}: TLS to upstreams is not supported by this version of protogate; use http://"
+                ));
+            }
+            _ => return Err(format!("endpoint {s:?} must be an http:// URL with host and port")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("endpoint {s:?} has no host"));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(format!("endpoint {s:?} must not have a path"));
+        }
+        Ok(Endpoint(uri))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Uri` renders an empty path as "/"; endpoints are shown as they are written.
+        let text = self.0.to_string();
+        f.write_str(text.strip_suffix('/').unwrap_or(&text))
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        String::deserialize(de)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// === impl UpstreamFlag ===
+
+impl FromStr for UpstreamFlag {
+    type Err = String;
+
+    /// `URL` or `SELECTOR=URL`; a `=` inside the URL itself is not taken for the separator.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (selector, url) = match s.split_once('=') {
+            Some((selector, url)) if !selector.contains("://") => (selector.parse()?, url),
+            _ => (ServiceSelector::Any, s),
+        };
+        Ok(UpstreamFlag { selector, endpoint: url.parse()? })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use super::*;
+
+#[test]
+fn empty_file_gives_defaults() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(config.listen, DEFAULT_LISTEN);
+    assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.descriptors.paths, vec![PathBuf::from("descriptors")]);
+    assert!(config.validate().is_empty());
+}
+
+#[test]
+fn contract_example_parses() {
+    let config = Config::from_toml(
+        r#"
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+
+[descriptors]
+paths = ["descriptors"]
+watch = true
+
+[json]
+emit_unpopulated = false
+use_proto_names = false
+enums_as_ints = false
+ignore_unknown_fields = false
+ignored_query_parameters = ["_", "callback"]
+
+[[upstreams]]
+name = "users"
+services = ["example.users.v1.*"]
+endpoints = ["http://127.0.0.1:50051"]
+timeout = "10s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let users = &config.upstreams[0];
+    assert_eq!(users.services, vec![ServiceSelector::Package("example.users.v1".into())]);
+    assert_eq!(users.endpoints[0].to_string(), "http://127.0.0.1:50051");
+    assert_eq!(users.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(config.json.ignored_query_parameters, ["_", "callback"]);
+    // Parsed, but refused until this build serves them.
+    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["admin_listen", "descriptors.watch"]);
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let err = Config::from_toml("[json]\nemit_unpopulatd = true\n").unwrap_err();
+    assert!(err.message.contains("emit_unpopulatd"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_problem() {
+    for (toml, needle) in [
+        ("listen = \"nowhere\"", "invalid socket address"),
+        ("[[upstreams]]\nname = \"a\"\nservices = [\"a..b\"]\nendpoints = []", "invalid service selector"),
+        ("[[upstreams]]\nname = \"a\"\nservices = [\"*\"]\nendpoints = [\"ftp://x:1\"]", "http:// URL"),
+        ("[[upstreams]]\nname = \"a\"\nservices = [\"*\"]\nendpoints = [\"https://x:1\"]", "TLS to upstreams"),
+        ("[[upstreams]]\nname = \"a\"\nservices = [\"*\"]\nendpoints = [\"http://x:1/path\"]", "must not have a path"),
+        (
+            "[[upstreams]]\nname = \"a\"\nservices = [\"*\"]\nendpoints = [\"http://x:1\"]\ntimeout = \"soon\"",
+            "invalid duration",
+        ),
+    ] {
+        let err = Config::from_toml(toml).unwrap_err();
+        assert!(err.message.contains(needle), "{toml}: {err}");
+    }
+}
+
+#[test]
+fn validate_lists_every_problem_with_its_key() {
+    let config = Config::from_toml(
+        r#"
+max_body_bytes = 0
+[jwt]
+issuers = ["x"]
+[[upstreams]]
+name = "a"
+services = ["*"]
+endpoints = []
+[[upstreams]]
+name = "a"
+services = ["*", "pkg.*"]
+endpoints = ["http://127.0.0.1:1"]
+timeout = "0s"
+"#,
+    )
+    .unwrap();
+    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "jwt",
+            "max_body_bytes",
+            "upstreams[0].endpoints",
+            "upstreams[1].name",
+            "upstreams[1].services",
+            "upstreams[1].timeout",
+        ]
+    );
+}
+
+#[test]
+fn selectors_match_and_rank() {
+    let exact: ServiceSelector = "a.b.Svc".parse().unwrap();
+    let pkg: ServiceSelector = "a.b.*".parse().unwrap();
+    let parent: ServiceSelector = "a.*".parse().unwrap();
+    assert!(exact.matches("a.b.Svc") && !exact.matches("a.b.Svc2"));
+    assert!(pkg.matches("a.b.Svc") && pkg.matches("a.b.c.Svc") && !pkg.matches("a.bc.Svc"));
+    assert!(ServiceSelector::Any.matches("x.Y"));
+    assert!(exact.specificity() > pkg.specificity());
+    assert!(pkg.specificity() > parent.specificity());
+    assert!(parent.specificity() > ServiceSelector::Any.specificity());
+}
+
+#[test]
+fn upstream_flags_parse_with_and_without_selector() {
+    let plain: UpstreamFlag = "http://127.0.0.1:50051".parse().unwrap();
+    assert_eq!(plain.selector, ServiceSelector::Any);
+    let scoped: UpstreamFlag = "example.users.v1.*=http://127.0.0.1:1".parse().unwrap();
+    assert_eq!(scoped.selector, ServiceSelector::Package("example.users.v1".into()));
+    assert_eq!(scoped.endpoint.to_string(), "http://127.0.0.1:1");
+    assert!("bad name=http://x:1".parse::<UpstreamFlag>().is_err());
+}
+
+#[test]
+fn flags_override_the_file() {
+    let mut config = Config::from_toml(
+        r#"
+[[upstreams]]
+name = "users"
+services = ["example.users.v1.*"]
+endpoints = ["http://127.0.0.1:1"]
+[[upstreams]]
+name = "rest"
+services = ["*", "other.Svc"]
+endpoints = ["http://127.0.0.1:2"]
+"#,
+    )
+    .unwrap();
+    config.merge(Overrides {
+        listen: Some("127.0.0.1:9999".parse().unwrap()),
+        admin_listen: None,
+        descriptors: vec![PathBuf::from("x.binpb")],
+        upstreams: vec![
+            "example.users.v1.*=http://127.0.0.1:3".parse().unwrap(),
+            "http://127.0.0.1:4".parse().unwrap(),
+        ],
+    });
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.descriptors.paths, vec![PathBuf::from("x.binpb")]);
+    let summary: Vec<(String, String)> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let services: Vec<String> = u.services.iter().map(ToString::to_string).collect();
+            (services.join(","), u.endpoints[0].to_string())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("other.Svc".to_owned(), "http://127.0.0.1:2".to_owned()),
+            ("example.users.v1.*".to_owned(), "http://127.0.0.1:3".to_owned()),
+            ("*".to_owned(), "http://127.0.0.1:4".to_owned()),
+        ]
+    );
+    assert!(config.validate().is_empty());
+}
+
+#[test]
+fn relative_descriptor_paths_follow_the_config_file() {
+    let mut config = Config::from_toml("[descriptors]\npaths = [\"d\", \"/abs\"]").unwrap();
+    config.resolve_paths(Path::new("/etc/protogate"));
+    assert_eq!(config.descriptors.paths, [PathBuf::from("/etc/protogate/d"), PathBuf::from("/abs")]);
+}

@@ -1,0 +1,148 @@
+//! Every way a request can fail, translated to the wire once: a gRPC code, an HTTP status and
+//! the `google.rpc.Status` JSON body.
+
+use std::sync::Arc;
+
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use prost_reflect::DescriptorPool;
+use tonic::Code;
+
+use crate::metadata::{self, MetadataError};
+use crate::status::{self, StatusBody};
+use crate::transcode::{JsonOptions, TranscodeError};
+use crate::upstream::UpstreamError;
+
+/// Why a request got no upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the path.
+    #[error("no route matches {method} {path}")]
+    NotFound {
+        /// The request method.
+        method: Method,
+        /// The request path.
+        path: String,
+    },
+    /// Routes match the path, under other methods.
+    #[error("{method} is not allowed on {path}; allowed: {}", join_methods(allow))]
+    MethodNotAllowed {
+        /// The request method.
+        method: Method,
+        /// The request path.
+        path: String,
+        /// Methods that would match.
+        allow: Vec<Method>,
+    },
+    /// The path cannot be routed.
+    #[error("invalid path: {reason}")]
+    InvalidPath {
+        /// Why.
+        reason: String,
+    },
+    /// The body is over the configured limit.
+    #[error("the request body is larger than the {limit}-byte limit")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is not JSON.
+    #[error("unsupported content type {content_type:?}: send application/json")]
+    UnsupportedMediaType {
+        /// The Content-Type sent (empty when none was).
+        content_type: String,
+    },
+    /// The body could not be read.
+    #[error("the request body could not be read: {reason}")]
+    BodyRead {
+        /// Why.
+        reason: String,
+    },
+    /// The request does not transcode to the request message, or the response to JSON.
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
+    /// A header does not become metadata.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// The upstream call failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A streaming method, which this gateway does not serve over HTTP/JSON yet.
+    #[error("{method} is a streaming method; streaming calls are not served over HTTP/JSON by this version")]
+    Streaming {
+        /// The full method name.
+        method: String,
+    },
+}
+
+impl GatewayError {
+    /// The gRPC code and HTTP status this error answers with.
+    pub fn code(&self) -> (Code, StatusCode) {
+        let code = match self {
+            GatewayError::NotFound { .. } => Code::NotFound,
+            GatewayError::MethodNotAllowed { .. } => {
+                return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
+            }
+            GatewayError::InvalidPath { .. } | GatewayError::Metadata(_) | GatewayError::BodyRead { .. } => {
+                Code::InvalidArgument
+            }
+            GatewayError::BodyTooLarge { .. } => return (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
+            GatewayError::UnsupportedMediaType { .. } => {
+                return (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            }
+            GatewayError::Transcode(TranscodeError::Render { .. }) => Code::Internal,
+            GatewayError::Transcode(_) => Code::InvalidArgument,
+            GatewayError::Upstream(UpstreamError::NotConfigured { .. } | UpstreamError::Unreachable { .. }) => {
+                // The upstream never answered: a bad gateway, not a service that said UNAVAILABLE.
+                return (Code::Unavailable, StatusCode::BAD_GATEWAY);
+            }
+            GatewayError::Upstream(UpstreamError::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
+            GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.code(),
+            GatewayError::Streaming { .. } => Code::Unimplemented,
+        };
+        (code, status::http_status(code))
+    }
+
+    /// The HTTP response: status, `google.rpc.Status` JSON body and the headers that go with
+    /// it (`Allow` on 405; the upstream's metadata when it answered with an error).
+    pub fn into_response(self, pool: &DescriptorPool, options: &JsonOptions) -> Response<Vec<u8>> {
+        let (code, http_status) = self.code();
+        let mut headers = HeaderMap::new();
+        let (message, details) = match &self {
+            GatewayError::Upstream(UpstreamError::Status(reply)) => {
+                let status = &reply.status;
+                metadata::from_grpc(&reply.headers, status.metadata().as_ref(), &mut headers);
+                (status.message().to_owned(), status::render_details(status.details(), pool, options))
+            }
+            GatewayError::Transcode(e) if e.field().is_some() && code == Code::InvalidArgument => {
+                let message = e.to_string();
+                let field = e.field().unwrap_or_default();
+                let encoded = status::bad_request(code, &message, field, &message);
+                (message, status::render_details(&encoded, pool, options))
+            }
+            other => (other.to_string(), Vec::new()),
+        };
+        if let GatewayError::MethodNotAllowed { allow, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&join_methods(allow))
+        {
+            headers.insert(ALLOW, value);
+        }
+        let body = StatusBody { code: code as i32, message: &message, details }.to_json();
+        let mut response = json_response(http_status, body);
+        response.headers_mut().extend(headers);
+        response.extensions_mut().insert(Arc::new(self));
+        response
+    }
+}
+
+/// A response with a JSON body.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn join_methods(methods: &[Method]) -> String {
+    methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,123 @@
+//! `protogate routes --match 'GET /v1/users/7?view=FULL'`: what the gateway would do with a
+//! request, without sending it — the route, the variable bindings and the request message.
+
+use std::fmt::Write as _;
+
+use http::{Method, Uri};
+
+use crate::gateway::Gateway;
+use crate::route::template::Segment;
+use crate::route::{Lookup, Route};
+use crate::transcode;
+
+/// What a request would become, as text, and whether it would reach an upstream.
+#[derive(Debug)]
+pub struct Explanation {
+    /// A human-readable report.
+    pub text: String,
+    /// Whether the request matches a route and transcodes.
+    pub ok: bool,
+}
+
+/// Explains `request` (`METHOD /path?query`) with an optional JSON `body`.
+pub fn explain(gateway: &Gateway, request: &str, body: Option<&str>) -> Explanation {
+    let mut text = format!("{request}\n");
+    let Some((method, uri)) = parse_request_line(request) else {
+        text.push_str("  not a request: give it as 'METHOD /path?query', e.g. 'GET /v1/users/7?view=FULL'\n");
+        return Explanation { text, ok: false };
+    };
+    let ok = match gateway.table().lookup(&method, uri.path()) {
+        Lookup::Matched(matched) => {
+            let route = matched.route;
+            line(&mut text, "route", &format!("{} {}", route.http_method, route.template));
+            line(&mut text, "calls", &describe_call(gateway, matched.index, route));
+            for (binding, value) in route.bindings.iter().zip(&matched.values) {
+                line(&mut text, "binds", &format!("{} = {value:?}", binding.field));
+            }
+            let body = body.unwrap_or("").as_bytes();
+            match transcode::decode(route, &matched.values, uri.query(), body, gateway.json_options()) {
+                Ok(message) => {
+                    let json = transcode::render(&message, None, gateway.json_options())
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_else(|e| e.to_string());
+                    line(&mut text, "request", &json);
+                    true
+                }
+                Err(e) => {
+                    line(&mut text, "error", &format!("400: {e}"));
+                    false
+                }
+            }
+        }
+        Lookup::MethodNotAllowed { allow } => {
+            let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            line(&mut text, "error", &format!("405: the path matches, but only for {}", allow.join(", ")));
+            false
+        }
+        Lookup::InvalidPath { reason } => {
+            line(&mut text, "error", &format!("400: {reason}"));
+            false
+        }
+        Lookup::NotFound => {
+            line(&mut text, "error", "404: no route matches");
+            for route in nearest(gateway, &method, uri.path()) {
+                line(
+                    &mut text,
+                    "nearest",
+                    &format!("{} {}  ({})", route.http_method, route.template, route.method.full_name()),
+                );
+            }
+            false
+        }
+    };
+    Explanation { text, ok }
+}
+
+fn parse_request_line(request: &str) -> Option<(Method, Uri)> {
+    let (method, target) = request.trim().split_once(char::is_whitespace)?;
+    let method = Method::from_bytes(method.as_bytes()).ok()?;
+    let uri: Uri = target.trim().parse().ok()?;
+    uri.path().starts_with('/').then_some((method, uri))
+}
+
+fn describe_call(gateway: &Gateway, index: usize, route: &Route) -> String {
+    let upstream =
+        gateway.upstream_name(index).and_then(|name| gateway.upstreams().iter().find(|u| u.name == name)).map_or_else(
+            || "no upstream configured".to_owned(),
+            |u| format!("upstream {} ({})", u.name, u.endpoints.join(", ")),
+        );
+    format!("{} on {upstream}", route.method.full_name())
+}
+
+fn line(text: &mut String, label: &str, value: &str) {
+    let _ = writeln!(text, "  {label:<8} {value}");
+}
+
+/// Up to three routes that come closest to the path: the most leading segments in common,
+/// then the same HTTP method.
+fn nearest<'g>(gateway: &'g Gateway, method: &Method, path: &str) -> Vec<&'g Route> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut scored: Vec<(usize, bool, usize, &Route)> = gateway
+        .table()
+        .routes()
+        .iter()
+        .enumerate()
+        .map(|(i, route)| (common_prefix(route, &segments), route.http_method == *method, i, route))
+        .filter(|(common, ..)| *common > 0)
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    scored.into_iter().take(3).map(|(.., route)| route).collect()
+}
+
+fn common_prefix(route: &Route, segments: &[&str]) -> usize {
+    route
+        .template
+        .segments()
+        .iter()
+        .zip(segments)
+        .take_while(|(template, segment)| match template {
+            Segment::Literal(text) => text == *segment,
+            Segment::Wildcard | Segment::DeepWildcard => true,
+        })
+        .count()
+}

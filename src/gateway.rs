@@ -1,0 +1,229 @@
+//! The gateway: built once from the configuration, then [`Gateway::handle`] runs the six steps
+//! of the pipeline for each request.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost_reflect::DescriptorPool;
+
+use crate::config::{Config, ConfigError};
+use crate::descriptors::{self, DescriptorError, Descriptors, Source};
+use crate::error::{GatewayError, json_response};
+use crate::metadata::{self, Peer};
+use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
+use crate::transcode::{self, JsonOptions};
+use crate::upstream::{UpstreamError, UpstreamId, Upstreams};
+
+/// Everything a request needs, immutable and shared by all requests.
+#[derive(Debug)]
+pub struct Gateway {
+    table: Table,
+    /// The upstream of each route, by route index.
+    route_upstreams: Vec<Option<UpstreamId>>,
+    upstreams: Upstreams,
+    pool: DescriptorPool,
+    sources: Vec<Source>,
+    json: JsonOptions,
+    max_body_bytes: usize,
+}
+
+/// A problem that keeps the gateway from being built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// In the configuration.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// In a descriptor file.
+    #[error("descriptors: {0}")]
+    Descriptor(#[from] DescriptorError),
+    /// In a method's HTTP rule.
+    #[error("route: {0}")]
+    Route(#[from] RouteError),
+}
+
+impl Gateway {
+    /// Loads descriptors, builds the route table and the upstream channels. Every problem is
+    /// reported. Must run inside a tokio runtime (channels connect lazily from it).
+    pub fn build(config: &Config) -> Result<Gateway, Vec<BuildError>> {
+        let mut errors: Vec<BuildError> = config.validate().into_iter().map(BuildError::from).collect();
+        let descriptors = match descriptors::load(&config.descriptors.paths) {
+            Ok(descriptors) => Some(descriptors),
+            Err(e) => {
+                errors.extend(e.into_iter().map(BuildError::from));
+                None
+            }
+        };
+        let Some(Descriptors { pool, http_rules, sources }) = descriptors else { return Err(errors) };
+        let (routes, route_errors) = rule::build_routes(&pool, &http_rules);
+        errors.extend(route_errors.into_iter().map(BuildError::from));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut builder = TableBuilder::new();
+        builder.extend(routes);
+        let table = builder.build();
+        let upstreams = Upstreams::build(&config.upstreams, config.max_response_bytes);
+        let route_upstreams =
+            table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
+        Ok(Gateway {
+            table,
+            route_upstreams,
+            upstreams,
+            pool,
+            sources,
+            json: JsonOptions::from_config(&config.json),
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The descriptor pool.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The JSON mapping options.
+    pub fn json_options(&self) -> &JsonOptions {
+        &self.json
+    }
+
+    /// The upstreams.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// What each descriptor path contributed.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The upstream name serving route `index`, if one is configured.
+    pub fn upstream_name(&self, index: usize) -> Option<&str> {
+        let id = (*self.route_upstreams.get(index)?)?;
+        Some(self.upstreams.get(id).name.as_str())
+    }
+
+    /// Services that no upstream serves (their routes answer 502).
+    pub fn unserved_services(&self) -> Vec<String> {
+        let mut services: Vec<String> = self
+            .table
+            .routes()
+            .iter()
+            .zip(&self.route_upstreams)
+            .filter(|(_, upstream)| upstream.is_none())
+            .map(|(route, _)| route.method.parent_service().full_name().to_owned())
+            .collect();
+        services.dedup();
+        services
+    }
+
+    /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON.
+    pub async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+        match self.respond(request, peer).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(&self.pool, &self.json).map(Body::from),
+        }
+    }
+
+    /// The pipeline, steps 1 to 6.
+    async fn respond(&self, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let matched = self.route(&parts)?;
+        let route = matched.route;
+        if route.method.is_client_streaming() || route.method.is_server_streaming() {
+            return Err(GatewayError::Streaming { method: route.method.full_name().to_owned() });
+        }
+        let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
+        let message = transcode::decode(route, &matched.values, parts.uri.query(), &body, &self.json)?;
+        let upstream_id = self.route_upstreams[matched.index].ok_or_else(|| UpstreamError::NotConfigured {
+            service: route.method.parent_service().full_name().to_owned(),
+        })?;
+        let upstream = self.upstreams.get(upstream_id);
+        let md = metadata::to_grpc(&parts.headers, peer)?;
+        let deadline = earliest(metadata::grpc_timeout(&parts.headers)?, upstream.timeout);
+        let reply = upstream.unary(route.grpc_path.clone(), message, md, deadline, route.method.output()).await?;
+        let json = transcode::render(&reply.message, route.response_body.as_ref(), &self.json)?;
+        Ok(success(json, &reply.headers, &reply.trailers))
+    }
+
+    /// Step 1: the route for this request.
+    fn route<'t>(&'t self, parts: &Parts) -> Result<RouteMatch<'t>, GatewayError> {
+        let path = parts.uri.path();
+        match self.table.lookup(&parts.method, path) {
+            Lookup::Matched(matched) => Ok(matched),
+            Lookup::NotFound => Err(GatewayError::NotFound { method: parts.method.clone(), path: path.to_owned() }),
+            Lookup::MethodNotAllowed { allow } => {
+                Err(GatewayError::MethodNotAllowed { method: parts.method.clone(), path: path.to_owned(), allow })
+            }
+            Lookup::InvalidPath { reason } => Err(GatewayError::InvalidPath { reason }),
+        }
+    }
+}
+
+/// Reads the body of a route that takes one: JSON only, at most `limit` bytes whether the
+/// length is declared or the body is chunked.
+async fn read_body(route: &Route, headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    if route.body == BodySelector::Empty {
+        return Ok(Bytes::new());
+    }
+    let declared: Option<u64> = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge { limit }),
+        Err(e) => return Err(GatewayError::BodyRead { reason: e.to_string() }),
+    };
+    if !bytes.trim_ascii().is_empty() && !is_json(headers) {
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        return Err(GatewayError::UnsupportedMediaType { content_type });
+    }
+    Ok(bytes)
+}
+
+/// `application/json` or any `+json` type, parameters (charset) aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Step 6: the HTTP response for an upstream's answer.
+fn success(json: Vec<u8>, headers: &HeaderMap, trailers: &HeaderMap) -> Response<Body> {
+    let status = metadata::http_code(headers, trailers).unwrap_or(StatusCode::OK);
+    let mut response = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let mut empty = Response::new(Body::empty());
+        *empty.status_mut() = status;
+        empty
+    } else {
+        json_response(status, json).map(Body::from)
+    };
+    metadata::from_grpc(headers, trailers, response.headers_mut());
+    response
+}
+
+impl fmt::Display for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let services: std::collections::BTreeSet<&str> =
+            self.table.routes().iter().map(|r| r.method.parent_service().full_name()).collect();
+        write!(f, "{} routes for {} services", self.table.routes().len(), services.len())
+    }
+}

@@ -1,0 +1,53 @@
+//! protogate: an HTTP/JSON to gRPC gateway driven by protobuf descriptors loaded at run time.
+//!
+//! # Layout
+//!
+//! A request flows through six steps, each in its own module:
+//!
+//! | step | module | does |
+//! |---|---|---|
+//! | 1 | [`route::table`] | method + path → route and path variable values (404, 405) |
+//! | 2 | [`transcode::request`] | body, path values and query → request message (400, 413, 415) |
+//! | 3 | [`metadata`] | headers → gRPC metadata and deadline |
+//! | 4 | [`upstream`] | the gRPC call over a shared channel (502, 504) |
+//! | 5 | [`transcode::response`] | response message → JSON |
+//! | 6 | [`metadata`] | response headers and trailers → `Grpc-Metadata-*`, `Grpc-Trailer-*` |
+//!
+//! [`gateway::Gateway::handle`] strings them together; [`error`] turns any failure into the
+//! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns
+//! are tower layers in [`layers`]; [`server`] binds the listener.
+//!
+//! Everything a request looks up is decided once, when the gateway is built: [`config`] and
+//! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
+//! routes that [`route::table`] freezes into a trie.
+
+pub mod codec;
+pub mod config;
+pub mod descriptors;
+pub mod error;
+pub mod explain;
+pub mod gateway;
+pub mod layers;
+pub mod metadata;
+pub mod route;
+pub mod server;
+pub mod status;
+pub mod transcode;
+pub mod upstream;
+
+/// Messages generated from `proto/google`: the HTTP rule the gateway reads from method
+/// options, and the google.rpc status and error details it renders.
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+pub mod pb {
+    /// `google.api`.
+    pub mod google {
+        /// `google.api`: HTTP rules.
+        pub mod api {
+            include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
+        }
+        /// `google.rpc`: status and error details.
+        pub mod rpc {
+            include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+        }
+    }
+}
