@@ -1,7 +1,7 @@
 //! Compiles `proto/` without a system `protoc` (protox is a Rust protobuf compiler).
 //!
 //! Outputs, all in `OUT_DIR`, never in the source tree:
-//! - `builtin.binpb`: google/api, google/rpc and the well-known types. Built into the gateway
+//! - `builtin.binpb`: google/api, google/rpc and every well-known type. Built into the gateway
 //!   so that users' descriptors need not carry them and `.proto` files can import them.
 //! - `examples.binpb`: the example services, with imports and source info. `descriptors/`
 //!   holds a committed copy; a test fails when the two differ.
@@ -18,6 +18,17 @@ const BUILTIN: &[&str] = &[
     "google/rpc/code.proto",
     "google/rpc/error_details.proto",
     "google/rpc/status.proto",
+    "google/protobuf/any.proto",
+    "google/protobuf/api.proto",
+    "google/protobuf/descriptor.proto",
+    "google/protobuf/duration.proto",
+    "google/protobuf/empty.proto",
+    "google/protobuf/field_mask.proto",
+    "google/protobuf/source_context.proto",
+    "google/protobuf/struct.proto",
+    "google/protobuf/timestamp.proto",
+    "google/protobuf/type.proto",
+    "google/protobuf/wrappers.proto",
 ];
 const EXAMPLES: &[&str] = &["example/users/v1/users.proto", "example/orders/v1/orders.proto"];
 const TESTING: &[&str] = &["protogate/testing/v1/bookstore.proto", "protogate/testing/v1/everything.proto"];

@@ -35,6 +35,9 @@ pub mod status;
 pub mod transcode;
 pub mod upstream;
 
+#[cfg(test)]
+mod test_util;
+
 /// Messages generated from `proto/google`: the HTTP rule the gateway reads from method
 /// options, and the google.rpc status and error details it renders.
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]

@@ -1,1 +1,152 @@
+use super::*;
 
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+        .collect()
+}
+
+fn pairs(map: &HeaderMap) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        map.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned())).collect();
+    out.sort();
+    out
+}
+
+fn peer() -> Peer {
+    Peer { ip: Some("10.0.0.7".parse().unwrap()), tls: false }
+}
+
+#[test]
+fn request_headers_become_metadata() {
+    let md = to_grpc(
+        &headers(&[
+            ("grpc-metadata-tenant", "acme"),
+            ("grpc-metadata-trace-bin", "AQID"),
+            ("authorization", "Bearer t"),
+            ("x-request-id", "r-1"),
+            ("host", "api.example.com"),
+            ("accept", "application/json"),
+            ("cookie", "secret=1"),
+            ("content-type", "application/json"),
+        ]),
+        peer(),
+    )
+    .unwrap();
+    assert_eq!(
+        pairs(&md),
+        [
+            ("authorization", "Bearer t"),
+            ("tenant", "acme"),
+            ("trace-bin", "AQID"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-forwarded-host", "api.example.com"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "r-1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+}
+
+#[test]
+fn forwarded_headers_extend_what_proxies_sent() {
+    let md = to_grpc(
+        &headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "outer.example"),
+            ("x-forwarded-proto", "https"),
+        ]),
+        peer(),
+    )
+    .unwrap();
+    assert_eq!(md["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
+    assert_eq!(md["x-forwarded-host"], "outer.example");
+    assert_eq!(md["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
+    let md = to_grpc(
+        &headers(&[
+            ("connection", "keep-alive, grpc-metadata-secret"),
+            ("grpc-metadata-secret", "s"),
+            ("grpc-metadata-connection", "close"),
+            ("grpc-metadata-te", "trailers"),
+            ("grpc-metadata-grpc-status", "0"),
+            ("grpc-metadata-content-type", "text/plain"),
+            ("grpc-metadata-host", "evil"),
+            ("grpc-metadata-transfer-encoding", "chunked"),
+            ("grpc-metadata-", "empty"),
+            ("grpc-metadata-ok", "1"),
+        ]),
+        Peer { ip: None, tls: true },
+    )
+    .unwrap();
+    assert_eq!(pairs(&md), [("ok", "1"), ("x-forwarded-proto", "https")].map(|(k, v)| (k.to_owned(), v.to_owned())));
+}
+
+#[test]
+fn binary_metadata_is_base64_and_normalised() {
+    let md = to_grpc(&headers(&[("grpc-metadata-a-bin", "AQI="), ("grpc-metadata-b-bin", "_-8")]), peer()).unwrap();
+    assert_eq!(md["a-bin"], "AQI");
+    assert_eq!(md["b-bin"], "/+8");
+    let err = to_grpc(&headers(&[("grpc-metadata-c-bin", "***")]), peer()).unwrap_err();
+    assert_eq!(err.to_string(), "header grpc-metadata-c-bin: a -bin value must be base64");
+}
+
+#[test]
+fn grpc_timeout_follows_the_grpc_syntax() {
+    for (text, want) in [
+        ("1H", Some(Duration::from_secs(3600))),
+        ("2M", Some(Duration::from_secs(120))),
+        ("10S", Some(Duration::from_secs(10))),
+        ("250m", Some(Duration::from_millis(250))),
+        ("7u", Some(Duration::from_micros(7))),
+        ("99999999n", Some(Duration::from_nanos(99_999_999))),
+        ("123456789m", None),
+        ("10", None),
+        ("m", None),
+        ("-1S", None),
+        ("1.5S", None),
+        ("1s", None),
+        ("", None),
+        ("é", None),
+    ] {
+        assert_eq!(parse_grpc_timeout(text), want, "{text:?}");
+    }
+    assert_eq!(grpc_timeout(&headers(&[("grpc-timeout", "5S")])), Ok(Some(Duration::from_secs(5))));
+    assert_eq!(grpc_timeout(&HeaderMap::new()), Ok(None));
+    assert!(grpc_timeout(&headers(&[("grpc-timeout", "soon")])).is_err());
+}
+
+#[test]
+fn response_metadata_becomes_prefixed_headers() {
+    let mut out = HeaderMap::new();
+    from_grpc(
+        &headers(&[
+            ("content-type", "application/grpc"),
+            ("date", "today"),
+            ("x-served-by", "users"),
+            ("x-http-code", "201"),
+            ("grpc-encoding", "gzip"),
+            ("session-bin", "AQID"),
+        ]),
+        &headers(&[("grpc-status", "0"), ("grpc-message", ""), ("x-cost", "3"), ("connection", "close")]),
+        &mut out,
+    );
+    assert_eq!(
+        pairs(&out),
+        [("grpc-metadata-session-bin", "AQID"), ("grpc-metadata-x-served-by", "users"), ("grpc-trailer-x-cost", "3")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+}
+
+#[test]
+fn x_http_code_chooses_the_success_status() {
+    assert_eq!(http_code(&headers(&[("x-http-code", "201")]), &HeaderMap::new()), Some(StatusCode::CREATED));
+    assert_eq!(http_code(&HeaderMap::new(), &headers(&[("x-http-code", "204")])), Some(StatusCode::NO_CONTENT));
+    assert_eq!(http_code(&headers(&[("x-http-code", "500")]), &HeaderMap::new()), None, "not for errors");
+    assert_eq!(http_code(&headers(&[("x-http-code", "abc")]), &HeaderMap::new()), None);
+    assert_eq!(http_code(&HeaderMap::new(), &HeaderMap::new()), None);
+}

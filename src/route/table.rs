@@ -19,6 +19,8 @@ use std::ops::ControlFlow;
 use http::Method;
 
 use crate::route::rule::Route;
+#[cfg(test)]
+use crate::route::template::PathTemplate;
 use crate::route::template::Segment;
 
 /// Collects routes; [`TableBuilder::build`] freezes them into a [`Table`].
