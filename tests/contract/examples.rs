@@ -1,0 +1,158 @@
+//! The example services (tonic-generated servers, as a team would write them) behind the
+//! gateway, loaded from the committed `descriptors/`: the flows the README shows.
+
+use protogate::config::Config;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::support::{Client, Gateway, example_descriptors};
+
+#[path = "../../examples/services/mod.rs"]
+mod services;
+
+struct Demo {
+    client: Client,
+    _gateway: Gateway,
+    _services: Vec<oneshot::Sender<()>>,
+}
+
+async fn start_service(users: bool, orders: bool) -> (String, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let users = users.then(services::Users::seeded);
+    let orders = orders.then(services::Orders::seeded);
+    tokio::spawn(services::serve(listener, users, orders, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+/// The demo's layout: one upstream per service, descriptors from `descriptors/`.
+async fn demo(orders_running: bool) -> Demo {
+    let (users_url, users_stop) = start_service(true, false).await;
+    let (orders_url, orders_stop) = if orders_running {
+        start_service(false, true).await
+    } else {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        (format!("http://{closed}"), oneshot::channel().0)
+    };
+    let toml = format!(
+        r#"
+[descriptors]
+paths = ["{}/descriptors"]
+[[upstreams]]
+name = "users"
+services = ["example.users.v1.*"]
+endpoints = ["{users_url}"]
+[[upstreams]]
+name = "orders"
+services = ["example.orders.v1.*"]
+endpoints = ["{orders_url}"]
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let gateway = Gateway::with_config(Config::from_toml(&toml).unwrap()).await;
+    Demo { client: gateway.client.clone(), _gateway: gateway, _services: vec![users_stop, orders_stop] }
+}
+
+#[tokio::test]
+async fn the_committed_descriptors_match_proto() {
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors/examples.binpb")).unwrap();
+    let built = std::fs::read(example_descriptors()).unwrap();
+    assert!(
+        committed == built,
+        "descriptors/examples.binpb is out of date with proto/example: copy {} over it",
+        example_descriptors().display()
+    );
+}
+
+#[tokio::test]
+async fn crud_through_the_gateway() {
+    let demo = demo(true).await;
+    let c = &demo.client;
+
+    let ada = c.request("GET", "/v1/users/1?view=FULL").send().await;
+    assert_eq!(ada.status, 200);
+    assert_eq!(ada.json()["displayName"], "Ada Lovelace");
+    assert_eq!(ada.json()["address"]["city"], "London");
+    assert_eq!(ada.header("grpc-metadata-x-served-by"), Some("users"));
+    let basic = c.request("GET", "/v1/users/1").send().await.json();
+    assert!(basic.get("address").is_none(), "BASIC view by default: {basic}");
+
+    let created = c
+        .request("POST", "/v1/users")
+        .json(&json!({"email": "edsger@example.com", "displayName": "Edsger Dijkstra", "role": "ROLE_MEMBER"}))
+        .send()
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+
+    let patched =
+        c.request("PATCH", &format!("/v1/users/{id}")).json(&json!({"displayName": "E. W. Dijkstra"})).send().await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.json()["displayName"], "E. W. Dijkstra");
+    assert_eq!(patched.json()["email"], "edsger@example.com", "fields outside the mask are kept");
+
+    let list = c.request("GET", "/v1/users?pageSize=2&role=ROLE_MEMBER").send().await.json();
+    assert_eq!(list["users"].as_array().unwrap().len(), 2);
+    assert_eq!(list["totalSize"], 3);
+    assert!(list["nextPageToken"].is_string());
+
+    let deleted = c.request("DELETE", &format!("/v1/users/{id}")).send().await;
+    assert_eq!(deleted.status, 204);
+    let gone = c.request("GET", &format!("/v1/users/{id}")).send().await;
+    let json = gone.assert_error(404, 5);
+    assert_eq!(json["details"][0]["@type"], "type.googleapis.com/google.rpc.ResourceInfo");
+    assert_eq!(json["details"][0]["resourceName"], id);
+}
+
+#[tokio::test]
+async fn errors_with_details_from_a_real_service() {
+    let demo = demo(true).await;
+    let c = &demo.client;
+    let invalid = c.request("POST", "/v1/users").json(&json!({"email": "nope"})).send().await.assert_error(400, 3);
+    assert_eq!(invalid["details"][0]["fieldViolations"][0]["field"], "user.email");
+    let taken =
+        c.request("POST", "/v1/users").json(&json!({"email": "ada@example.com"})).send().await.assert_error(409, 6);
+    assert_eq!(taken["details"][0]["reason"], "EMAIL_TAKEN");
+    assert_eq!(taken["details"][0]["metadata"]["email"], "ada@example.com");
+}
+
+#[tokio::test]
+async fn a_custom_verb_and_a_failed_precondition() {
+    let demo = demo(true).await;
+    let c = &demo.client;
+    let cancelled = c.request("POST", "/v1/orders/2:cancel").json(&json!({"reason": "changed my mind"})).send().await;
+    assert_eq!(cancelled.status, 200);
+    assert_eq!(cancelled.json()["state"], "CANCELLED");
+    assert_eq!(cancelled.json()["totalMicros"], "25000000", "int64 as a string");
+    let again = c.request("POST", "/v1/orders/2:cancel").json(&json!({})).send().await.assert_error(400, 9);
+    assert_eq!(again["details"][0]["@type"], "type.googleapis.com/google.rpc.PreconditionFailure");
+    let orders = c.request("GET", "/v1/users/1/orders?state=SHIPPED").send().await.json();
+    assert_eq!(orders["orders"].as_array().unwrap().len(), 1);
+    let placed = c
+        .request("POST", "/v1/users/2/orders")
+        .json(&json!({"items": [{"sku": "X", "quantity": 2, "unitPriceMicros": "1500000"}]}))
+        .send()
+        .await;
+    assert_eq!(placed.status, 201);
+    assert_eq!(placed.json()["totalMicros"], "3000000");
+    assert_eq!(placed.json()["userId"], "2");
+}
+
+#[tokio::test]
+async fn a_stopped_service_is_502_and_the_others_keep_working() {
+    let demo = demo(false).await;
+    let json = demo.client.request("GET", "/v1/users/1/orders").send().await.assert_error(502, 14);
+    assert!(json["message"].as_str().unwrap().starts_with("upstream orders is unreachable"), "{json}");
+    assert_eq!(demo.client.request("GET", "/v1/users/1").send().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_deadline_shorter_than_the_call_is_504() {
+    let demo = demo(true).await;
+    let response = demo.client.request("GET", "/v1/users/1").header("grpc-timeout", "1n").send().await;
+    response.assert_error(504, 4);
+}

@@ -1,0 +1,17 @@
+//! The external contract (CONTRACT.md), driven over real HTTP against protogate in front of a
+//! real gRPC upstream, both on ephemeral loopback ports. One file per contract area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// json_mapping.rs spells out a message with every field kind in one `json!`.
+#![recursion_limit = "256"]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod bindings_query;
+mod errors;
+mod examples;
+mod headers;
+mod json_mapping;
+mod routing;
