@@ -42,6 +42,8 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let without: Vec<String> = std::env::args().skip_while(|a| a != "--without").skip(1).collect();
     let run_users = !without.iter().any(|s| s == "users");

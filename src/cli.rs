@@ -266,8 +266,12 @@ fn check(source: SourceArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let files: usize = gateway.sources().iter().map(|s| s.files.len()).sum();
-    println!("ok: {files} proto files, {gateway}, {} upstreams", config.upstreams.len());
+    println!("ok: {gateway} from {} and {}", plural(files, "proto file"), plural(config.upstreams.len(), "upstream"));
     ExitCode::SUCCESS
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
 fn describe_conflict(gateway: &Gateway, winner: usize, shadowed: usize) -> String {

@@ -204,8 +204,12 @@ impl Config {
                 upstream.services.retain(|s| *s != flag.selector);
             }
             self.upstreams.retain(|u| !u.services.is_empty());
+            let name = match &flag.selector {
+                ServiceSelector::Any => "default".to_owned(),
+                selector => selector.to_string(),
+            };
             self.upstreams.push(UpstreamConfig {
-                name: flag.selector.to_string(),
+                name,
                 services: vec![flag.selector],
                 endpoints: vec![flag.endpoint],
                 timeout: None,

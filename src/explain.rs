@@ -93,8 +93,9 @@ fn line(text: &mut String, label: &str, value: &str) {
     let _ = writeln!(text, "  {label:<8} {value}");
 }
 
-/// Up to three routes that come closest to the path: the most leading segments in common,
-/// then the same HTTP method.
+/// Up to three routes that come closest to the path: segment by segment, an equal literal
+/// counts most, a variable next, a literal a typo away (edit distance ≤ 2) a little; the same
+/// HTTP method breaks ties.
 fn nearest<'g>(gateway: &'g Gateway, method: &Method, path: &str) -> Vec<&'g Route> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut scored: Vec<(usize, bool, usize, &Route)> = gateway
@@ -102,22 +103,52 @@ fn nearest<'g>(gateway: &'g Gateway, method: &Method, path: &str) -> Vec<&'g Rou
         .routes()
         .iter()
         .enumerate()
-        .map(|(i, route)| (common_prefix(route, &segments), route.http_method == *method, i, route))
-        .filter(|(common, ..)| *common > 0)
+        .map(|(i, route)| (similarity(route, &segments), route.http_method == *method, i, route))
+        .filter(|(score, ..)| *score > 0)
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
     scored.into_iter().take(3).map(|(.., route)| route).collect()
 }
 
-fn common_prefix(route: &Route, segments: &[&str]) -> usize {
-    route
-        .template
-        .segments()
+fn similarity(route: &Route, segments: &[&str]) -> usize {
+    let template = route.template.segments();
+    let aligned: usize = template
         .iter()
         .zip(segments)
-        .take_while(|(template, segment)| match template {
-            Segment::Literal(text) => text == *segment,
-            Segment::Wildcard | Segment::DeepWildcard => true,
+        .map(|(t, s)| match t {
+            Segment::Literal(text) if text == s => 4,
+            Segment::Literal(text) if edit_distance(text, s) <= 2 => 2,
+            Segment::Literal(_) => 0,
+            Segment::Wildcard | Segment::DeepWildcard => 3,
         })
-        .count()
+        .sum();
+    aligned.saturating_sub(template.len().abs_diff(segments.len()))
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("users", "user"), 1);
+        assert_eq!(edit_distance("orders", "odrers"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
 }

@@ -1,7 +1,7 @@
 //! The integration-test harness: real servers on ephemeral loopback ports.
 //!
 //! - [`Upstream`]: a gRPC server (tonic's transport) that answers every method of the test
-//!   fixtures, records each call (method, request JSON, metadata) and replies as the test
+//!   fixtures and examples, records each call (method, request JSON, metadata) and replies as the test
 //!   scripts it: a message, a status with details, extra headers and trailers, a delay.
 //! - [`Gateway`]: protogate serving HTTP on `127.0.0.1:0` in front of it.
 //! - [`Client`]: plain HTTP/1.1 requests, and raw bytes for what no client would send.
@@ -42,8 +42,9 @@ pub fn example_descriptors() -> PathBuf {
     PathBuf::from(concat!(env!("OUT_DIR"), "/examples.binpb"))
 }
 
+/// Every method the scripted upstream answers: the test fixtures and the examples.
 fn pool() -> DescriptorPool {
-    protogate::descriptors::load(&[testing_descriptors()]).unwrap().pool
+    protogate::descriptors::load(&[testing_descriptors(), example_descriptors()]).unwrap().pool
 }
 
 // === upstream ===

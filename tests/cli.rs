@@ -1,0 +1,269 @@
+//! The `protogate` binary: `check`, `routes` (table, JSON, `--match`) and `serve`, with their
+//! output and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use support::{Client, Reply, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_protogate");
+
+fn descriptors_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors").to_owned()
+}
+
+fn protogate(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PROTOGATE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example_args(descriptors: &str) -> Vec<&str> {
+    vec!["--descriptors", descriptors, "--upstream", "http://127.0.0.1:50051"]
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out = protogate(&[&["check"][..], &example_args(&d)].concat(), dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ok: 18 routes for 2 services from 2 proto files and 1 upstream\n");
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.binpb"), b"\xff\xff\xff").unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[jwt]\nissuers = [\"x\"]\n[[upstreams]]\nname = \"a\"\nservices = [\"*\"]\nendpoints = []\n",
+    )
+    .unwrap();
+    let out = protogate(&["check", "--descriptors", "broken.binpb"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with("error: config: jwt: JWT authentication is not supported"), "{stderr}");
+    assert_eq!(lines[1], "error: config: upstreams[0].endpoints: must list at least one endpoint URL");
+    assert!(lines[2].starts_with("error: descriptors: broken.binpb: not a FileDescriptorSet"), "{stderr}");
+}
+
+#[test]
+fn check_reports_shadowed_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dup.proto"),
+        r#"syntax = "proto3";
+package dup.v1;
+import "google/api/annotations.proto";
+service Things {
+  rpc A(Req) returns (Req) { option (google.api.http) = { get: "/v1/things/{id}" }; }
+  rpc B(Req) returns (Req) { option (google.api.http) = { get: "/v1/things/{name}" }; }
+}
+message Req { string id = 1; string name = 2; }
+"#,
+    )
+    .unwrap();
+    let out = protogate(&["check", "--descriptors", "dup.proto", "--upstream", "http://127.0.0.1:1"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: GET /v1/things/{name} of dup.v1.Things.B never matches: GET /v1/things/{id} of dup.v1.Things.A has the same shape and comes first\n"
+    );
+}
+
+#[test]
+fn check_warns_about_services_without_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out =
+        protogate(&["check", "--descriptors", &d, "--upstream", "example.users.v1.*=http://127.0.0.1:1"], dir.path());
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "warning: no upstream serves example.orders.v1.OrderService: its routes would answer 502\n"
+    );
+}
+
+#[test]
+fn routes_prints_an_aligned_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out = protogate(&[&["routes"][..], &example_args(&d)].concat(), dir.path());
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 19, "{stdout}");
+    assert!(lines[0].starts_with("METHOD  PATH"), "{stdout}");
+    let column = lines[0].find("GRPC METHOD").unwrap();
+    let get_user = lines.iter().find(|l| l.contains("UserService.GetUser") && l.starts_with("GET")).unwrap();
+    assert_eq!(get_user.find("example.users.v1.UserService.GetUser"), Some(column), "aligned: {stdout}");
+    assert!(get_user.contains("/v1/users/{id}"));
+    assert!(stdout.contains("POST    /v1/orders/{id}:cancel"), "{stdout}");
+}
+
+#[test]
+fn routes_json_is_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out = protogate(&[&["routes", "--json"][..], &example_args(&d)].concat(), dir.path());
+    let routes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(routes.len(), 18);
+    let update = routes
+        .iter()
+        .find(|r| r["grpc_method"] == "example.users.v1.UserService.UpdateUser" && r["default"] == false)
+        .unwrap();
+    assert_eq!(
+        update,
+        &serde_json::json!({
+            "method": "PATCH", "path": "/v1/users/{user.id}", "grpc_method": "example.users.v1.UserService.UpdateUser",
+            "body": "user", "response_body": null, "upstream": "default", "default": false
+        })
+    );
+}
+
+#[test]
+fn routes_match_explains_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out =
+        protogate(&[&["routes", "--match", "GET /v1/users/7?view=FULL"][..], &example_args(&d)].concat(), dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "GET /v1/users/7?view=FULL\n  route    GET /v1/users/{id}\n  calls    example.users.v1.UserService.GetUser on upstream default (http://127.0.0.1:50051)\n  binds    id = \"7\"\n  request  {\"id\":\"7\",\"view\":\"FULL\"}\n"
+    );
+    let with_body = protogate(
+        &[&["routes", "--match", "PATCH /v1/users/2", "--body", r#"{"displayName":"A"}"#][..], &example_args(&d)]
+            .concat(),
+        dir.path(),
+    );
+    assert!(
+        text(&with_body.stdout)
+            .contains(r#"request  {"user":{"id":"2","displayName":"A"},"updateMask":"displayName"}"#)
+    );
+}
+
+#[test]
+fn routes_match_explains_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out = protogate(&[&["routes", "--match", "GET /v1/user/7"][..], &example_args(&d)].concat(), dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("error    404: no route matches"), "{stdout}");
+    assert!(stdout.contains("nearest  GET /v1/users/{id}  (example.users.v1.UserService.GetUser)\n"), "{stdout}");
+    let first = stdout.lines().find(|l| l.contains("nearest")).unwrap();
+    assert!(first.contains("/v1/users/{id}"), "the closest comes first: {stdout}");
+    let wrong = protogate(&[&["routes", "--match", "PUT /v1/users/7"][..], &example_args(&d)].concat(), dir.path());
+    assert!(text(&wrong.stdout).contains("405: the path matches, but only for GET, PATCH, DELETE"));
+    let bad =
+        protogate(&[&["routes", "--match", "GET /v1/users/7?view=HUGE"][..], &example_args(&d)].concat(), dir.path());
+    assert!(text(&bad.stdout).contains("400: invalid value for field \"view\""), "{}", text(&bad.stdout));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = protogate(&["serve", "--upstream", "ftp://x"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("must be an http:// URL"), "{}", text(&out.stderr));
+    let missing = protogate(&["check", "--config", "nope.toml"], dir.path());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).starts_with("error: nope.toml: "), "{}", text(&missing.stderr));
+}
+
+/// Starts `protogate serve` and waits for its "listening on" line; returns the child and address.
+async fn serve(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PROTOGATE_CONFIG")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return addr.trim().to_owned();
+            }
+        }
+        panic!("serve exited before listening");
+    })
+    .await
+    .expect("serve starts within 20 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_on_sigterm() {
+    let upstream = Upstream::start().await;
+    upstream.reply(Reply::json(serde_json::json!({"id": "7", "displayName": "Seven"})));
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let url = upstream.url();
+    let (mut child, addr) =
+        serve(&["serve", "--listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url], dir.path(), &[]).await;
+    let client = Client::new(addr.parse().unwrap());
+    let response = client.request("GET", "/v1/users/7").send().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["displayName"], "Seven");
+    assert_eq!(upstream.last_call().path, "/example.users.v1.UserService/GetUser");
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn serve_reads_the_config_file_with_paths_relative_to_it() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("protos")).unwrap();
+    std::fs::copy(format!("{}/examples.binpb", descriptors_dir()), conf.join("protos/examples.binpb")).unwrap();
+    std::fs::write(
+        conf.join("gw.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\n[descriptors]\npaths = [\"protos\"]\n[[upstreams]]\nname = \"all\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let config = conf.join("gw.toml");
+    let (_child, addr) = serve(&["serve"], dir.path(), &[("PROTOGATE_CONFIG", config.to_str().unwrap())]).await;
+    let response = Client::new(addr.parse().unwrap()).request("GET", "/v1/users/1/orders").send().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(upstream.last_call().path, "/example.orders.v1.OrderService/ListOrders");
+}
+
+#[test]
+fn serve_refuses_to_start_on_bad_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.proto"), "syntax = \"proto3\"; message {").unwrap();
+    let out = protogate(&["serve", "--descriptors", "bad.proto", "--listen", "127.0.0.1:0"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("bad.proto"), "{}", text(&out.stderr));
+}
