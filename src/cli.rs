@@ -146,7 +146,13 @@ fn log_startup(gateway: &Gateway) {
         tracing::info!("loaded {source}");
     }
     for upstream in gateway.upstreams().iter() {
-        tracing::info!("upstream {} at {}", upstream.name, upstream.endpoints.join(", "));
+        let services = gateway.services_of(&upstream.name);
+        tracing::info!(
+            "upstream {} at {} serves {}",
+            upstream.name,
+            upstream.endpoints.join(", "),
+            services.join(", ")
+        );
     }
     for service in gateway.unserved_services() {
         tracing::warn!("no upstream serves {service}: its routes answer 502");
@@ -202,7 +208,7 @@ fn routes(args: RoutesArgs) -> ExitCode {
                 route.template.to_string(),
                 route.method.full_name().to_owned(),
                 route.body.to_string(),
-                gateway.upstream_name(i).unwrap_or("-").to_owned(),
+                gateway.upstream_of(i).map_or("-", |u| u.name.as_str()).to_owned(),
             ]
         })
         .collect();

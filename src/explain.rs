@@ -81,11 +81,10 @@ fn parse_request_line(request: &str) -> Option<(Method, Uri)> {
 }
 
 fn describe_call(gateway: &Gateway, index: usize, route: &Route) -> String {
-    let upstream =
-        gateway.upstream_name(index).and_then(|name| gateway.upstreams().iter().find(|u| u.name == name)).map_or_else(
-            || "no upstream configured".to_owned(),
-            |u| format!("upstream {} ({})", u.name, u.endpoints.join(", ")),
-        );
+    let upstream = gateway.upstream_of(index).map_or_else(
+        || "no upstream configured".to_owned(),
+        |u| format!("upstream {} ({})", u.name, u.endpoints.join(", ")),
+    );
     format!("{} on {upstream}", route.method.full_name())
 }
 

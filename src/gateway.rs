@@ -18,7 +18,7 @@ use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
 use crate::transcode::{self, JsonOptions};
-use crate::upstream::{UpstreamError, UpstreamId, Upstreams};
+use crate::upstream::{Upstream, UpstreamError, UpstreamId, Upstreams};
 
 /// Everything a request needs, immutable and shared by all requests.
 #[derive(Debug)]
@@ -107,22 +107,32 @@ impl Gateway {
         &self.sources
     }
 
-    /// The upstream name serving route `index`, if one is configured.
-    pub fn upstream_name(&self, index: usize) -> Option<&str> {
+    /// The upstream serving route `index`, if one is configured.
+    pub fn upstream_of(&self, index: usize) -> Option<&Upstream> {
         let id = (*self.route_upstreams.get(index)?)?;
-        Some(self.upstreams.get(id).name.as_str())
+        Some(self.upstreams.get(id))
     }
 
     /// Services that no upstream serves (their routes answer 502).
     pub fn unserved_services(&self) -> Vec<String> {
+        self.services_where(|upstream| upstream.is_none())
+    }
+
+    /// Services the upstream named `name` serves.
+    pub fn services_of(&self, name: &str) -> Vec<String> {
+        self.services_where(|upstream| upstream.is_some_and(|id| self.upstreams.get(id).name == name))
+    }
+
+    fn services_where(&self, keep: impl Fn(Option<UpstreamId>) -> bool) -> Vec<String> {
         let mut services: Vec<String> = self
             .table
             .routes()
             .iter()
             .zip(&self.route_upstreams)
-            .filter(|(_, upstream)| upstream.is_none())
+            .filter(|(_, upstream)| keep(**upstream))
             .map(|(route, _)| route.method.parent_service().full_name().to_owned())
             .collect();
+        services.sort();
         services.dedup();
         services
     }
@@ -145,8 +155,8 @@ impl Gateway {
         }
         let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
         let message = transcode::decode(route, &matched.values, parts.uri.query(), &body, &self.json)?;
-        let upstream_id = self.route_upstreams[matched.index].ok_or_else(|| UpstreamError::NotConfigured {
-            service: route.method.parent_service().full_name().to_owned(),
+        let upstream_id = self.route_upstreams.get(matched.index).copied().flatten().ok_or_else(|| {
+            UpstreamError::NotConfigured { service: route.method.parent_service().full_name().to_owned() }
         })?;
         let upstream = self.upstreams.get(upstream_id);
         let md = metadata::to_grpc(&parts.headers, peer)?;

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::support::{Gateway, Harness, Reply, Upstream};
+use crate::support::{Gateway, Harness, Reply, Upstream, config};
 
 #[tokio::test]
 async fn every_grpc_code_maps_to_its_http_status() {
@@ -116,12 +116,11 @@ async fn a_connection_reset_before_the_response_is_502() {
 #[tokio::test]
 async fn a_service_without_an_upstream_is_502() {
     let upstream = Upstream::start().await;
-    let toml = format!(
-        "[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"only-everything\"\nservices = [\"protogate.testing.v1.EverythingService\"]\nendpoints = [\"{}\"]\n",
-        crate::support::testing_descriptors().display().to_string(),
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"only-everything\"\nservices = [\"protogate.testing.v1.EverythingService\"]\nendpoints = [\"{}\"]\n",
         upstream.url()
     );
-    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let gateway = Gateway::with_config(config("", &upstreams)).await;
     let json = gateway.client.request("GET", "/v1/shelves/1").send().await.assert_error(502, 14);
     assert_eq!(json["message"], "no upstream is configured for protogate.testing.v1.Bookstore");
     let served = gateway.client.request("GET", "/v1/everything").send().await;
@@ -150,12 +149,11 @@ async fn the_client_deadline_ends_a_slow_call_with_504() {
 async fn the_configured_timeout_applies_and_the_shorter_deadline_wins() {
     let upstream = Upstream::start().await;
     upstream.script(|_| Reply::default().delay(Duration::from_secs(30)));
-    let toml = format!(
-        "[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"slow\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\ntimeout = \"150ms\"\n",
-        crate::support::testing_descriptors().display().to_string(),
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"slow\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\ntimeout = \"150ms\"\n",
         upstream.url()
     );
-    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let gateway = Gateway::with_config(config("", &upstreams)).await;
     let json = gateway.client.request("GET", "/v1/shelves/1").send().await.assert_error(504, 4);
     assert_eq!(json["message"], "upstream slow did not answer within the 150ms deadline");
     let json =

@@ -294,11 +294,8 @@ impl Gateway {
     /// A gateway with the test fixtures, `upstream` as the default upstream, and `extra` TOML
     /// appended to the config (e.g. a `[json]` section).
     pub async fn start(upstream: &str, extra: &str) -> Gateway {
-        let toml = format!(
-            "{extra}\n\n[descriptors]\npaths = [{:?}]\n\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{upstream:?}]\n",
-            testing_descriptors().display().to_string(),
-        );
-        Gateway::with_config(Config::from_toml(&toml).unwrap()).await
+        let upstreams = format!("[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{upstream:?}]\n");
+        Gateway::with_config(config(extra, &upstreams)).await
     }
 
     pub async fn with_config(config: Config) -> Gateway {
@@ -311,6 +308,14 @@ impl Gateway {
         }));
         Gateway { addr, client: Client::new(addr), _shutdown: tx }
     }
+}
+
+/// A config over the test fixtures: `top` (top-level keys and sections) then `upstreams`
+/// (`[[upstreams]]` tables).
+pub fn config(top: &str, upstreams: &str) -> Config {
+    let toml =
+        format!("{top}\n[descriptors]\npaths = [{:?}]\n{upstreams}", testing_descriptors().display().to_string());
+    Config::from_toml(&toml).unwrap()
 }
 
 /// An upstream and a gateway in front of it: most tests need exactly this.
