@@ -5,7 +5,7 @@
 //!   so that users' descriptors need not carry them and `.proto` files can import them.
 //! - `examples.binpb`: the example services, with imports and source info. `descriptors/`
 //!   holds a committed copy; a test fails when the two differ.
-//! - `testing.binpb`: the test fixtures (bookstore, everything), same format.
+//! - `testing.binpb`: the test and benchmark fixtures (bookstore, everything, catalog), same format.
 //! - Rust code for those packages (prost messages, tonic servers and clients), used by the
 //!   gateway (google.api.HttpRule), the examples and the tests.
 
@@ -31,7 +31,11 @@ const BUILTIN: &[&str] = &[
     "google/protobuf/wrappers.proto",
 ];
 const EXAMPLES: &[&str] = &["example/users/v1/users.proto", "example/orders/v1/orders.proto"];
-const TESTING: &[&str] = &["protogate/testing/v1/bookstore.proto", "protogate/testing/v1/everything.proto"];
+const TESTING: &[&str] = &[
+    "protogate/testing/v1/bookstore.proto",
+    "protogate/testing/v1/everything.proto",
+    "protogate/bench/v1/catalog.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -1,0 +1,130 @@
+//! JSON text output, byte-compatible with serde_json (which prost-reflect's mapping writes
+//! through): the same string escapes, the same integer and float formatting crates.
+
+use base64::Engine;
+
+/// Per byte: 0 when it needs no escape, else the escape letter (`u` for `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Writes `value` as a JSON string, quotes included.
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape = ESCAPE[byte as usize];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        match escape {
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(byte >> 4) as usize],
+                    HEX[(byte & 0xf) as usize],
+                ]);
+            }
+            letter => out.extend_from_slice(&[b'\\', letter]),
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes an integer as a JSON number.
+#[inline]
+pub fn write_int(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Writes an integer as a JSON string (the mapping of 64-bit integers).
+#[inline]
+pub fn write_int_quoted(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.push(b'"');
+    write_int(out, value);
+    out.push(b'"');
+}
+
+/// A double field: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
+#[inline]
+pub fn write_f64_field(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(non_finite(value.is_nan(), value > 0.0));
+    }
+}
+
+/// A float field: as [`write_f64_field`], formatted at 32-bit precision.
+#[inline]
+pub fn write_f32_field(out: &mut Vec<u8>, value: f32) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(non_finite(value.is_nan(), value > 0.0));
+    }
+}
+
+fn non_finite(nan: bool, positive: bool) -> &'static [u8] {
+    match (nan, positive) {
+        (true, _) => b"\"NaN\"",
+        (false, true) => b"\"Infinity\"",
+        (false, false) => b"\"-Infinity\"",
+    }
+}
+
+/// A plain JSON number as serde_json writes `f64`: non-finite values become `null`.
+#[inline]
+pub fn write_f64_plain(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A plain JSON number as serde_json writes `f32`.
+#[inline]
+pub fn write_f32_plain(out: &mut Vec<u8>, value: f32) {
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Bytes as a standard, padded base64 JSON string.
+#[inline]
+pub fn write_base64(out: &mut Vec<u8>, value: &[u8]) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    let encoded = base64::encoded_len(value.len(), true).unwrap_or(0);
+    out.resize(start + encoded + 2, b'"');
+    // The slice is exactly the encoded length, so encoding cannot run out of room.
+    let written = engine.encode_slice(value, &mut out[start + 1..start + 1 + encoded]).unwrap_or(0);
+    out.truncate(start + 1 + written);
+    out.push(b'"');
+}

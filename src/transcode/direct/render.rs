@@ -1,0 +1,678 @@
+//! Protobuf wire bytes → JSON text, in one pass per message, driven by plans: no
+//! `DynamicMessage`, no intermediate JSON value.
+//!
+//! The output is what prost-reflect's serde mapping writes for the same bytes: fields in
+//! field-number order, defaults omitted (or all of them with `emit_unpopulated`), the last
+//! value of a repeated singular field, merged messages, the last member of a oneof, and
+//! deduplicated map keys. Each message's fields are first indexed (number, value slice); the
+//! common case — fields in order, each once — is then written straight through.
+
+use std::borrow::Cow;
+
+use super::json::{
+    write_base64, write_f32_field, write_f32_plain, write_f64_field, write_f64_plain, write_int, write_int_quoted,
+    write_str,
+};
+use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
+use super::wire::{
+    self, FIXED32, FIXED64, LEN, RawField, WireError, next_field, next_fixed32, next_fixed64, next_varint, zigzag32,
+    zigzag64,
+};
+
+/// The JSON options the renderer honours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    /// Write every field without presence, defaults included.
+    pub emit_unpopulated: bool,
+    /// Keys are proto field names rather than JSON names.
+    pub use_proto_names: bool,
+    /// Enums are numbers rather than names.
+    pub enums_as_ints: bool,
+}
+
+/// Nested messages allowed below the top one, as prost decodes.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Renders the message `id` encoded in `wire` as JSON into `out`.
+pub fn render(
+    plans: &Plans,
+    id: PlanId,
+    wire: &[u8],
+    options: RenderOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    Renderer { plans, options, entries: Vec::new(), budget: RECURSION_LIMIT }.message(plans.message(id), wire, out)
+}
+
+/// Renders only the value of field `field` (an index into the plan's fields) of the message
+/// `id` encoded in `wire`: the `response_body` of a route.
+pub fn render_field(
+    plans: &Plans,
+    id: PlanId,
+    field: usize,
+    wire: &[u8],
+    options: RenderOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mut renderer = Renderer { plans, options, entries: Vec::new(), budget: RECURSION_LIMIT };
+    let plan = plans.message(id);
+    let range = renderer.index(plan, wire)?;
+    let found = renderer.entries[range.clone()].iter().position(|e| e.field as usize == field);
+    let Some(f) = plan.fields.get(field) else { return Err(WireError("no such response field".into())) };
+    match found {
+        Some(first) => {
+            let group = range.start + first..range.end;
+            let group_end =
+                group.start + renderer.entries[group.clone()].iter().take_while(|e| e.field as usize == field).count();
+            renderer.value_of_group(f, group.start..group_end, wire, out)
+        }
+        None => renderer.default_value(f, out),
+    }
+}
+
+/// A known field's value within the message being rendered.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Index into the plan's fields; `u16::MAX` once dropped (a losing oneof member).
+    field: u16,
+    wire_type: u8,
+    /// The value's byte range in the message.
+    start: u32,
+    end: u32,
+}
+
+const DROPPED: u16 = u16::MAX;
+
+struct Renderer<'p> {
+    plans: &'p Plans,
+    options: RenderOptions,
+    /// Field index of every message being rendered, nested ones stacked on top.
+    entries: Vec<Entry>,
+    budget: u32,
+}
+
+impl Renderer<'_> {
+    fn message(&mut self, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        if let Some(wkt) = plan.wkt {
+            return self.well_known(wkt, wire, out);
+        }
+        let range = self.index(plan, wire)?;
+        out.push(b'{');
+        let mut first = true;
+        let mut next = range.start;
+        for (i, field) in plan.fields.iter().enumerate() {
+            let group_start = next;
+            while next < range.end && self.entries[next].field as usize == i {
+                next += 1;
+            }
+            if group_start == next {
+                if self.options.emit_unpopulated && !field.presence {
+                    self.key(field, &mut first, out);
+                    self.default_value(field, out)?;
+                }
+                continue;
+            }
+            if !field.presence && !self.options.emit_unpopulated && self.is_default(field, group_start..next, wire)? {
+                continue;
+            }
+            self.key(field, &mut first, out);
+            self.value_of_group(field, group_start..next, wire, out)?;
+        }
+        out.push(b'}');
+        self.entries.truncate(range.start);
+        Ok(())
+    }
+
+    /// Indexes the known fields of a message, sorted by field and with oneof losers dropped.
+    fn index(&mut self, plan: &MessagePlan, wire: &[u8]) -> Result<std::ops::Range<usize>, WireError> {
+        let base = self.entries.len();
+        let mut buf = wire;
+        let mut ordered = true;
+        let mut last_field = 0u16;
+        while !buf.is_empty() {
+            let raw = next_field(&mut buf)?;
+            let Some(i) = plan.field_by_number(raw.number) else { continue };
+            let field = &plan.fields[i];
+            check_wire_type(field, &raw)?;
+            let start = raw.value.as_ptr() as usize - wire.as_ptr() as usize;
+            let index = u16::try_from(i).map_err(|_| WireError("too many fields".into()))?;
+            let in_order = self.entries.len() == base
+                || index > last_field
+                || (index == last_field && field.label != Label::Singular);
+            // A second member of a oneof: only the last one written counts.
+            let oneof_clash = field.oneof.is_some_and(|o| {
+                self.entries[base..].iter().any(|e| e.field != index && plan.fields[e.field as usize].oneof == Some(o))
+            });
+            ordered &= in_order && !oneof_clash;
+            last_field = index;
+            self.entries.push(Entry {
+                field: index,
+                wire_type: raw.wire_type,
+                start: offset(start)?,
+                end: offset(start + raw.value.len())?,
+            });
+        }
+        if !ordered {
+            self.normalize(plan, base);
+        }
+        let mut end = self.entries.len();
+        while end > base && self.entries[end - 1].field == DROPPED {
+            end -= 1;
+        }
+        Ok(base..end)
+    }
+
+    /// Brings out-of-order or repeated fields into field order, keeping wire order within a
+    /// field, and keeps only the last-written member of each oneof.
+    fn normalize(&mut self, plan: &MessagePlan, base: usize) {
+        let entries = &mut self.entries[base..];
+        // The last occurrence of each oneof, by wire position.
+        let mut winners: Vec<(u16, u16, u32)> = Vec::new();
+        for e in entries.iter() {
+            if let Some(oneof) = plan.fields[e.field as usize].oneof {
+                match winners.iter_mut().find(|(o, ..)| *o == oneof) {
+                    Some(w) => *w = (oneof, e.field, e.start),
+                    None => winners.push((oneof, e.field, e.start)),
+                }
+            }
+        }
+        for e in entries.iter_mut() {
+            if let Some(oneof) = plan.fields[e.field as usize].oneof
+                && winners.iter().any(|&(o, f, _)| o == oneof && f != e.field)
+            {
+                e.field = DROPPED;
+            }
+        }
+        entries.sort_by_key(|e| e.field);
+    }
+
+    fn key(&self, field: &FieldPlan, first: &mut bool, out: &mut Vec<u8>) {
+        if !*first {
+            out.push(b',');
+        }
+        *first = false;
+        out.extend_from_slice(if self.options.use_proto_names { &field.proto_key } else { &field.json_key });
+    }
+
+    /// Whether a present field without presence holds its default value (and so is omitted).
+    fn is_default(&self, field: &FieldPlan, group: std::ops::Range<usize>, wire: &[u8]) -> Result<bool, WireError> {
+        let last = self.entries[group.end - 1];
+        let bytes = slice(wire, last);
+        Ok(match field.label {
+            Label::Repeated { .. } | Label::Map { .. } => {
+                // A present list is empty only if all it got was packed data of length zero.
+                is_packable(field.kind) && self.entries[group].iter().all(|e| e.wire_type == LEN && e.start == e.end)
+            }
+            Label::Singular => match field.kind {
+                Kind::Double => f64::from_bits(u64::from_le_bytes(fixed::<8>(bytes)?)) == 0.0,
+                Kind::Float => f32::from_bits(u32::from_le_bytes(fixed::<4>(bytes)?)) == 0.0,
+                Kind::Fixed64 | Kind::Sfixed64 => u64::from_le_bytes(fixed::<8>(bytes)?) == 0,
+                Kind::Fixed32 | Kind::Sfixed32 => u32::from_le_bytes(fixed::<4>(bytes)?) == 0,
+                Kind::String | Kind::Bytes => bytes.is_empty(),
+                Kind::Message(_) => false,
+                Kind::Enum(_) => truncate_i32(wire::varint(bytes)?) == field.default_enum,
+                Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(wire::varint(bytes)?) == 0,
+                Kind::Int64 | Kind::Sint64 | Kind::Uint64 | Kind::Bool => wire::varint(bytes)? == 0,
+            },
+        })
+    }
+
+    /// Writes a present field's value: the last of a singular field, the merge of a singular
+    /// message, every element of a list, the deduplicated entries of a map.
+    fn value_of_group(
+        &mut self,
+        field: &FieldPlan,
+        group: std::ops::Range<usize>,
+        wire: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        match field.label {
+            Label::Singular => match field.kind {
+                Kind::Message(id) if group.len() > 1 => {
+                    // Several occurrences of a message merge: the concatenation of their encodings.
+                    let mut merged = Vec::new();
+                    for i in group {
+                        merged.extend_from_slice(slice(wire, self.entries[i]));
+                    }
+                    self.nested(id, &merged, out)
+                }
+                kind => {
+                    let last = self.entries[group.end - 1];
+                    self.scalar_or_message(kind, slice(wire, last), out)
+                }
+            },
+            Label::Repeated { .. } => {
+                out.push(b'[');
+                let mut first = true;
+                for i in group {
+                    let e = self.entries[i];
+                    let bytes = slice(wire, e);
+                    if e.wire_type == LEN && is_packable(field.kind) {
+                        self.packed(field.kind, bytes, &mut first, out)?;
+                    } else {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        self.scalar_or_message(field.kind, bytes, out)?;
+                    }
+                }
+                out.push(b']');
+                Ok(())
+            }
+            Label::Map { key, value } => self.map(key, value, group, wire, out),
+        }
+    }
+
+    fn packed(&mut self, kind: Kind, mut bytes: &[u8], first: &mut bool, out: &mut Vec<u8>) -> Result<(), WireError> {
+        while !bytes.is_empty() {
+            if !*first {
+                out.push(b',');
+            }
+            *first = false;
+            match natural_width(kind) {
+                Width::Fixed32 => self.fixed32_value(kind, next_fixed32(&mut bytes)?, out),
+                Width::Fixed64 => self.fixed64_value(kind, next_fixed64(&mut bytes)?, out),
+                Width::Varint => self.varint_value(kind, next_varint(&mut bytes)?, out),
+            }
+        }
+        Ok(())
+    }
+
+    fn map(
+        &mut self,
+        key_kind: Kind,
+        value_kind: Kind,
+        group: std::ops::Range<usize>,
+        wire: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let mut entries: Vec<MapEntry<'_>> = Vec::with_capacity(group.len());
+        for i in group {
+            entries.push(map_entry(key_kind, value_kind, slice(wire, self.entries[i]))?);
+        }
+        out.push(b'{');
+        let mut first = true;
+        for (i, (key, value)) in entries.iter().enumerate() {
+            // A key written again later wins: skip this one.
+            if entries[i + 1..].iter().any(|(later, _)| later == key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            key.write(out);
+            out.push(b':');
+            match value {
+                Some(bytes) => self.scalar_or_message(value_kind, bytes, out)?,
+                // An entry without a value holds the value type's default.
+                None => self.default_of_kind(value_kind, 0, out)?,
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// One value of `kind`, given its wire bytes.
+    fn scalar_or_message(&mut self, kind: Kind, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        match kind {
+            Kind::Message(id) => self.nested(id, bytes, out),
+            Kind::String => {
+                write_str(out, utf8(bytes)?);
+                Ok(())
+            }
+            Kind::Bytes => {
+                write_base64(out, bytes);
+                Ok(())
+            }
+            _ => match natural_width(kind) {
+                Width::Fixed32 => {
+                    self.fixed32_value(kind, u32::from_le_bytes(fixed::<4>(bytes)?), out);
+                    Ok(())
+                }
+                Width::Fixed64 => {
+                    self.fixed64_value(kind, u64::from_le_bytes(fixed::<8>(bytes)?), out);
+                    Ok(())
+                }
+                Width::Varint => {
+                    self.varint_value(kind, wire::varint(bytes)?, out);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    fn nested(&mut self, id: PlanId, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        if self.budget == 0 {
+            return Err(WireError("recursion limit reached".into()));
+        }
+        self.budget -= 1;
+        let result = self.message(self.plans.message(id), bytes, out);
+        self.budget += 1;
+        result
+    }
+
+    fn varint_value(&self, kind: Kind, n: u64, out: &mut Vec<u8>) {
+        match kind {
+            Kind::Int32 => write_int(out, truncate_i32(n)),
+            Kind::Int64 => write_int_quoted(out, n as i64),
+            Kind::Uint32 => write_int(out, truncate_u32(n)),
+            Kind::Uint64 => write_int_quoted(out, n),
+            Kind::Sint32 => write_int(out, zigzag32(n)),
+            Kind::Sint64 => write_int_quoted(out, zigzag64(n)),
+            Kind::Bool => out.extend_from_slice(if n != 0 { b"true" } else { b"false" }),
+            Kind::Enum(id) => self.enum_value(id, truncate_i32(n), out),
+            _ => out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn fixed32_value(&self, kind: Kind, n: u32, out: &mut Vec<u8>) {
+        match kind {
+            Kind::Float => write_f32_field(out, f32::from_bits(n)),
+            Kind::Fixed32 => write_int(out, n),
+            Kind::Sfixed32 => write_int(out, n as i32),
+            _ => out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn fixed64_value(&self, kind: Kind, n: u64, out: &mut Vec<u8>) {
+        match kind {
+            Kind::Double => write_f64_field(out, f64::from_bits(n)),
+            Kind::Fixed64 => write_int_quoted(out, n),
+            Kind::Sfixed64 => write_int_quoted(out, n as i64),
+            _ => out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn enum_value(&self, id: super::plan::EnumId, n: i32, out: &mut Vec<u8>) {
+        let plan = self.plans.enumeration(id);
+        if plan.is_null_value {
+            out.extend_from_slice(b"null");
+        } else if self.options.enums_as_ints {
+            write_int(out, n);
+        } else {
+            match plan.name(n) {
+                Some(name) => write_str(out, name),
+                None => write_int(out, n),
+            }
+        }
+    }
+
+    /// The value an absent field without presence shows with `emit_unpopulated`.
+    fn default_value(&mut self, field: &FieldPlan, out: &mut Vec<u8>) -> Result<(), WireError> {
+        match field.label {
+            Label::Repeated { .. } => out.extend_from_slice(b"[]"),
+            Label::Map { .. } => out.extend_from_slice(b"{}"),
+            Label::Singular => self.default_of_kind(field.kind, field.default_enum, out)?,
+        }
+        Ok(())
+    }
+
+    fn default_of_kind(&mut self, kind: Kind, default_enum: i32, out: &mut Vec<u8>) -> Result<(), WireError> {
+        match kind {
+            Kind::Message(id) => self.nested(id, &[], out)?,
+            Kind::String => out.extend_from_slice(b"\"\""),
+            Kind::Bytes => out.extend_from_slice(b"\"\""),
+            Kind::Enum(id) => self.enum_value(id, default_enum, out),
+            Kind::Float => write_f32_field(out, 0.0),
+            Kind::Double => write_f64_field(out, 0.0),
+            kind => match natural_width(kind) {
+                Width::Fixed32 => self.fixed32_value(kind, 0, out),
+                Width::Fixed64 => self.fixed64_value(kind, 0, out),
+                Width::Varint => self.varint_value(kind, 0, out),
+            },
+        }
+        Ok(())
+    }
+
+    // === well-known types ===
+
+    fn well_known(&mut self, wkt: Wkt, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        use prost::Message;
+        match wkt {
+            Wkt::Timestamp => {
+                let t = prost_types::Timestamp::decode(wire)?;
+                if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
+                    return Err(WireError("timestamp out of range".into()));
+                }
+                write_str(out, &t.to_string());
+            }
+            Wkt::Duration => {
+                let d = prost_types::Duration::decode(wire)?;
+                if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > MAX_DURATION_NANOS {
+                    return Err(WireError("duration out of range".into()));
+                }
+                write_str(out, &d.to_string());
+            }
+            Wkt::FieldMask => {
+                let mask = prost_types::FieldMask::decode(wire)?;
+                let mut text = String::new();
+                for path in &mask.paths {
+                    if !text.is_empty() {
+                        text.push(',');
+                    }
+                    super::wkt::snake_path_to_camel(&mut text, path)
+                        .map_err(|_| WireError("cannot roundtrip field name through camelcase".into()))?;
+                }
+                write_str(out, &text);
+            }
+            Wkt::Struct => write_struct(&prost_types::Struct::decode(wire)?, out)?,
+            Wkt::Value => write_value(&prost_types::Value::decode(wire)?, out)?,
+            Wkt::ListValue => write_list(&prost_types::ListValue::decode(wire)?, out)?,
+            Wkt::Empty => out.extend_from_slice(b"{}"),
+            Wkt::DoubleValue => write_f64_plain(out, f64::decode(wire)?),
+            Wkt::FloatValue => write_f32_plain(out, f32::decode(wire)?),
+            Wkt::Int64Value => write_int_quoted(out, i64::decode(wire)?),
+            Wkt::UInt64Value => write_int_quoted(out, u64::decode(wire)?),
+            Wkt::Int32Value => write_int(out, i32::decode(wire)?),
+            Wkt::UInt32Value => write_int(out, u32::decode(wire)?),
+            Wkt::BoolValue => out.extend_from_slice(if bool::decode(wire)? { b"true" } else { b"false" }),
+            Wkt::StringValue => write_str(out, &String::decode(wire)?),
+            Wkt::BytesValue => write_base64(out, &Vec::<u8>::decode(wire)?),
+        }
+        Ok(())
+    }
+}
+
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+const MAX_DURATION_NANOS: u32 = 999_999_999;
+
+fn write_struct(value: &prost_types::Struct, out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.push(b'{');
+    for (i, (key, value)) in value.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(value, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_list(value: &prost_types::ListValue, out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.push(b'[');
+    for (i, value) in value.values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(value, out)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn write_value(value: &prost_types::Value, out: &mut Vec<u8>) -> Result<(), WireError> {
+    use prost_types::value::Kind as V;
+    match &value.kind {
+        None | Some(V::NullValue(_)) => out.extend_from_slice(b"null"),
+        Some(V::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Some(V::NumberValue(n)) if n.is_finite() => write_f64_plain(out, *n),
+        Some(V::NumberValue(_)) => {
+            return Err(WireError("cannot serialize non-finite double in google.protobuf.Value".into()));
+        }
+        Some(V::StringValue(s)) => write_str(out, s),
+        Some(V::ListValue(list)) => write_list(list, out)?,
+        Some(V::StructValue(s)) => write_struct(s, out)?,
+    }
+    Ok(())
+}
+
+/// A decoded map key, compared by value so differently encoded duplicates are found.
+#[derive(Debug, PartialEq)]
+enum MapKey<'a> {
+    Str(&'a str),
+    Signed(i64),
+    Unsigned(u64),
+    Bool(bool),
+}
+
+impl MapKey<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            MapKey::Str(s) => write_str(out, s),
+            MapKey::Signed(n) => write_int_quoted(out, *n),
+            MapKey::Unsigned(n) => write_int_quoted(out, *n),
+            MapKey::Bool(b) => out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" }),
+        }
+    }
+}
+
+/// A map entry's key and, if present, its value bytes.
+type MapEntry<'a> = (MapKey<'a>, Option<Cow<'a, [u8]>>);
+
+/// Reads one map entry: its key (the default if absent) and its value bytes, if present. A
+/// message value that occurs twice is merged, which needs a copy.
+fn map_entry(key_kind: Kind, value_kind: Kind, mut entry: &[u8]) -> Result<MapEntry<'_>, WireError> {
+    let mut key: &[u8] = &[];
+    let mut value: Option<Cow<'_, [u8]>> = None;
+    while !entry.is_empty() {
+        let raw = next_field(&mut entry)?;
+        match raw.number {
+            1 => {
+                check_kind_wire_type(key_kind, raw.wire_type, false)?;
+                key = raw.value;
+            }
+            2 => {
+                check_kind_wire_type(value_kind, raw.wire_type, false)?;
+                value = match (value, value_kind) {
+                    (Some(earlier), Kind::Message(_)) => {
+                        let mut merged = earlier.into_owned();
+                        merged.extend_from_slice(raw.value);
+                        Some(Cow::Owned(merged))
+                    }
+                    _ => Some(Cow::Borrowed(raw.value)),
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok((map_key(key_kind, key)?, value))
+}
+
+fn map_key(kind: Kind, bytes: &[u8]) -> Result<MapKey<'_>, WireError> {
+    if kind == Kind::String {
+        return Ok(MapKey::Str(utf8(bytes)?));
+    }
+    if bytes.is_empty() {
+        // Absent: the key type's zero.
+        return Ok(match kind {
+            Kind::Bool => MapKey::Bool(false),
+            Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => MapKey::Unsigned(0),
+            _ => MapKey::Signed(0),
+        });
+    }
+    Ok(match kind {
+        Kind::Bool => MapKey::Bool(wire::varint(bytes)? != 0),
+        Kind::Int32 => MapKey::Signed(i64::from(truncate_i32(wire::varint(bytes)?))),
+        Kind::Int64 => MapKey::Signed(wire::varint(bytes)? as i64),
+        Kind::Sint32 => MapKey::Signed(i64::from(zigzag32(wire::varint(bytes)?))),
+        Kind::Sint64 => MapKey::Signed(zigzag64(wire::varint(bytes)?)),
+        Kind::Uint32 => MapKey::Unsigned(u64::from(truncate_u32(wire::varint(bytes)?))),
+        Kind::Uint64 => MapKey::Unsigned(wire::varint(bytes)?),
+        Kind::Fixed32 => MapKey::Unsigned(u64::from(u32::from_le_bytes(fixed::<4>(bytes)?))),
+        Kind::Fixed64 => MapKey::Unsigned(u64::from_le_bytes(fixed::<8>(bytes)?)),
+        Kind::Sfixed32 => MapKey::Signed(i64::from(i32::from_le_bytes(fixed::<4>(bytes)?))),
+        Kind::Sfixed64 => MapKey::Signed(i64::from_le_bytes(fixed::<8>(bytes)?)),
+        _ => return Err(WireError("invalid map key type".into())),
+    })
+}
+
+// === helpers ===
+
+enum Width {
+    Varint,
+    Fixed32,
+    Fixed64,
+}
+
+fn natural_width(kind: Kind) -> Width {
+    match super::plan::natural_wire_type(kind) {
+        FIXED32 => Width::Fixed32,
+        FIXED64 => Width::Fixed64,
+        _ => Width::Varint,
+    }
+}
+
+fn is_packable(kind: Kind) -> bool {
+    !matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_))
+}
+
+/// The wire types prost accepts for a field: its natural one, or packed data for a list of
+/// packable scalars; map entries are messages.
+fn check_wire_type(field: &FieldPlan, raw: &RawField<'_>) -> Result<(), WireError> {
+    match field.label {
+        Label::Map { .. } if raw.wire_type == LEN => Ok(()),
+        Label::Map { .. } => Err(WireError(format!("invalid wire type: {} (expected {LEN})", raw.wire_type))),
+        Label::Repeated { .. } => check_kind_wire_type(field.kind, raw.wire_type, true),
+        Label::Singular => check_kind_wire_type(field.kind, raw.wire_type, false),
+    }
+}
+
+fn check_kind_wire_type(kind: Kind, wire_type: u8, list: bool) -> Result<(), WireError> {
+    let expected = super::plan::natural_wire_type(kind);
+    if wire_type == expected || (list && wire_type == LEN && is_packable(kind)) {
+        Ok(())
+    } else {
+        Err(WireError(format!("invalid wire type: {wire_type} (expected {expected})")))
+    }
+}
+
+#[inline]
+fn slice(wire: &[u8], entry: Entry) -> &[u8] {
+    wire.get(entry.start as usize..entry.end as usize).unwrap_or_default()
+}
+
+#[inline]
+fn offset(n: usize) -> Result<u32, WireError> {
+    u32::try_from(n).map_err(|_| WireError("message larger than 4 GiB".into()))
+}
+
+#[inline]
+fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], WireError> {
+    bytes.try_into().map_err(|_| WireError("buffer underflow".into()))
+}
+
+#[inline]
+fn utf8(bytes: &[u8]) -> Result<&str, WireError> {
+    std::str::from_utf8(bytes).map_err(|_| WireError("invalid string value: data is not UTF-8 encoded".into()))
+}
+
+/// prost reads 32-bit varints as 64 bits and keeps the low half.
+#[inline]
+fn truncate_i32(n: u64) -> i32 {
+    #[allow(clippy::cast_possible_truncation)]
+    let n = n as i32;
+    n
+}
+
+#[inline]
+fn truncate_u32(n: u64) -> u32 {
+    #[allow(clippy::cast_possible_truncation)]
+    let n = n as u32;
+    n
+}

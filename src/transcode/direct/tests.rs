@@ -1,0 +1,355 @@
+//! Differential tests: the direct transcoder against prost-reflect's serde mapping, the
+//! reference, on random messages of every field kind and on non-canonical wire encodings.
+
+use proptest::prelude::*;
+use prost::Message;
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind as RKind, MapKey, MessageDescriptor, SerializeOptions, Value,
+};
+
+use super::*;
+use crate::test_util;
+
+// === a small deterministic generator, seeded by proptest ===
+
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const STRINGS: &[&str] =
+    &["", "a", "snow ☃", "quote \" backslash \\ slash /", "ctl \u{1}\u{8}\t\n\u{c}\r\u{1f}\u{7f}", "日本語", "🦀"];
+
+fn gen_i64(g: &mut Gen) -> i64 {
+    match g.below(6) {
+        0 => 0,
+        1 => i64::MIN,
+        2 => i64::MAX,
+        3 => -1,
+        _ => g.next() as i64 >> g.below(60),
+    }
+}
+
+fn gen_f64(g: &mut Gen) -> f64 {
+    match g.below(9) {
+        0 => 0.0,
+        1 => -0.0,
+        2 => f64::NAN,
+        3 => f64::INFINITY,
+        4 => f64::NEG_INFINITY,
+        5 => 1e300,
+        6 => 1.5,
+        7 => f64::MIN_POSITIVE,
+        _ => f64::from_bits(g.next()),
+    }
+}
+
+fn gen_scalar(g: &mut Gen, kind: &RKind) -> Value {
+    match kind {
+        RKind::Double => Value::F64(gen_f64(g)),
+        RKind::Float => Value::F32(gen_f64(g) as f32),
+        RKind::Int32 | RKind::Sint32 | RKind::Sfixed32 => Value::I32(gen_i64(g) as i32),
+        RKind::Int64 | RKind::Sint64 | RKind::Sfixed64 => Value::I64(gen_i64(g)),
+        RKind::Uint32 | RKind::Fixed32 => Value::U32(gen_i64(g) as u32),
+        RKind::Uint64 | RKind::Fixed64 => Value::U64(gen_i64(g) as u64),
+        RKind::Bool => Value::Bool(g.chance(50)),
+        RKind::String => Value::String(g.pick(STRINGS).to_owned()),
+        RKind::Bytes => Value::Bytes((0..g.below(7)).map(|_| g.next() as u8).collect::<Vec<u8>>().into()),
+        RKind::Enum(e) => {
+            if g.chance(80) {
+                let values: Vec<i32> = e.values().map(|v| v.number()).collect();
+                Value::EnumNumber(g.pick(&values))
+            } else {
+                Value::EnumNumber(g.below(1000) as i32 - 500)
+            }
+        }
+        RKind::Message(m) => Value::Message(gen_message(g, m, 3)),
+    }
+}
+
+fn gen_map_key(g: &mut Gen, kind: &RKind) -> MapKey {
+    match gen_scalar(g, kind) {
+        Value::Bool(b) => MapKey::Bool(b),
+        Value::I32(n) => MapKey::I32(n),
+        Value::I64(n) => MapKey::I64(n),
+        Value::U32(n) => MapKey::U32(n),
+        Value::U64(n) => MapKey::U64(n),
+        Value::String(s) => MapKey::String(s),
+        _ => MapKey::String(String::new()),
+    }
+}
+
+/// A random message; well-known types get values their JSON form can carry.
+fn gen_message(g: &mut Gen, desc: &MessageDescriptor, depth: u32) -> DynamicMessage {
+    let mut message = DynamicMessage::new(desc.clone());
+    if let Some(encoded) = gen_wkt(g, desc) {
+        return DynamicMessage::decode(desc.clone(), encoded.as_slice()).unwrap();
+    }
+    for field in desc.fields() {
+        if field.name() == "any" || !g.chance(if depth == 0 { 0 } else { 55 }) {
+            continue;
+        }
+        let value = gen_field(g, &field, depth);
+        message.set_field(&field, value);
+    }
+    message
+}
+
+fn gen_field(g: &mut Gen, field: &FieldDescriptor, depth: u32) -> Value {
+    let kind = field.kind();
+    let child_depth = depth.saturating_sub(1);
+    let one = |g: &mut Gen, kind: &RKind| match kind {
+        RKind::Message(m) => Value::Message(gen_message(g, m, child_depth)),
+        k => gen_scalar(g, k),
+    };
+    if field.is_map() {
+        let entry = kind.as_message().cloned().unwrap();
+        let (key_kind, value_kind) = (entry.map_entry_key_field().kind(), entry.map_entry_value_field().kind());
+        let map = (0..g.below(4)).map(|_| (gen_map_key(g, &key_kind), one(g, &value_kind))).collect();
+        Value::Map(map)
+    } else if field.is_list() {
+        Value::List((0..g.below(4)).map(|_| one(g, &kind)).collect())
+    } else {
+        one(g, &kind)
+    }
+}
+
+/// Encoded values for well-known types, or `None` for ordinary messages.
+fn gen_wkt(g: &mut Gen, desc: &MessageDescriptor) -> Option<Vec<u8>> {
+    Some(match desc.full_name() {
+        "google.protobuf.Timestamp" => (prost_types::Timestamp {
+            seconds: g.pick(&[0, -62_135_596_800, 253_402_300_799, 1_700_000_000, 253_402_300_800]),
+            nanos: g.pick(&[0, 1, 500_000_000, 21_000_000, 999_999_999, 123_000]),
+        })
+        .encode_to_vec(),
+        "google.protobuf.Duration" => {
+            let sign = if g.chance(30) { -1 } else { 1 };
+            prost_types::Duration {
+                seconds: sign * g.pick(&[0, 1, 3, 315_576_000_000]),
+                nanos: sign as i32 * g.pick(&[0, 1, 500_000_000, 1_000]),
+            }
+            .encode_to_vec()
+        }
+        "google.protobuf.FieldMask" => prost_types::FieldMask {
+            paths: (0..g.below(3))
+                .map(|_| g.pick(&["a", "b_c", "user.display_name", "x.y_z", "Bad"]).to_owned())
+                .collect(),
+        }
+        .encode_to_vec(),
+        "google.protobuf.Struct" => gen_struct(g, 2).encode_to_vec(),
+        "google.protobuf.Value" => gen_value(g, 2).encode_to_vec(),
+        "google.protobuf.ListValue" => {
+            prost_types::ListValue { values: (0..g.below(3)).map(|_| gen_value(g, 1)).collect() }.encode_to_vec()
+        }
+        _ => return None,
+    })
+}
+
+fn gen_struct(g: &mut Gen, depth: u32) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: (0..g.below(3)).map(|_| (g.pick(STRINGS).to_owned(), gen_value(g, depth.saturating_sub(1)))).collect(),
+    }
+}
+
+fn gen_value(g: &mut Gen, depth: u32) -> prost_types::Value {
+    use prost_types::value::Kind as V;
+    let kind = match g.below(if depth == 0 { 4 } else { 6 }) {
+        0 => V::NullValue(0),
+        1 => V::BoolValue(g.chance(50)),
+        2 => V::NumberValue(if g.chance(90) { gen_f64(g).clamp(-1e300, 1e300) } else { f64::NAN }),
+        3 => V::StringValue(g.pick(STRINGS).to_owned()),
+        4 => {
+            V::ListValue(prost_types::ListValue { values: (0..g.below(3)).map(|_| gen_value(g, depth - 1)).collect() })
+        }
+        _ => V::StructValue(gen_struct(g, depth - 1)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+// === wire transforms: what other encoders (or broken upstreams) may send ===
+
+/// Splits an encoding into its top-level fields.
+fn fields_of(mut wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let before = wire;
+        if wire::next_field(&mut wire).is_err() {
+            break;
+        }
+        out.push(before[..before.len() - wire.len()].to_vec());
+    }
+    out
+}
+
+fn transform(g: &mut Gen, wire: Vec<u8>, other: Vec<u8>) -> Vec<u8> {
+    match g.below(8) {
+        // Fields in reverse order.
+        0 => fields_of(&wire).into_iter().rev().flatten().collect(),
+        // Two messages concatenated: the second merges into the first.
+        1 => [wire, other].concat(),
+        // Unknown fields sprinkled in.
+        2 => {
+            let mut out = vec![0xf8, 0x07, 0x2a]; // field 127, varint 42
+            out.extend(wire);
+            out.extend([0x8a, 0x7f, 0x02, b'h', b'i']); // field 2033, bytes "hi"
+            out
+        }
+        // A byte flipped.
+        3 if !wire.is_empty() => {
+            let mut out = wire;
+            let i = g.below(out.len() as u64) as usize;
+            out[i] ^= 1 << g.below(8);
+            out
+        }
+        // Truncated.
+        4 if !wire.is_empty() => {
+            let mut out = wire;
+            out.truncate(g.below(out.len() as u64) as usize);
+            out
+        }
+        // Every field twice.
+        5 => fields_of(&wire).into_iter().flat_map(|f| [f.clone(), f]).flatten().collect(),
+        _ => wire,
+    }
+}
+
+// === the comparison ===
+
+fn options(bits: u8) -> (RenderOptions, SerializeOptions) {
+    let render =
+        RenderOptions { emit_unpopulated: bits & 1 != 0, use_proto_names: bits & 2 != 0, enums_as_ints: bits & 4 != 0 };
+    let reference = SerializeOptions::new()
+        .stringify_64_bit_integers(true)
+        .skip_default_fields(!render.emit_unpopulated)
+        .use_proto_field_name(render.use_proto_names)
+        .use_enum_numbers(render.enums_as_ints);
+    (render, reference)
+}
+
+/// Both renderings of `wire` as message `name`: `Ok(json)` or `Err(())`.
+fn both(
+    plans: &Plans,
+    desc: &MessageDescriptor,
+    wire: &[u8],
+    bits: u8,
+) -> (Result<String, String>, Result<String, String>) {
+    let (render_options, reference_options) = options(bits);
+    let reference = DynamicMessage::decode(desc.clone(), wire).map_err(|e| e.to_string()).and_then(|m| {
+        let mut out = Vec::new();
+        m.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &reference_options)
+            .map(|()| String::from_utf8(out).unwrap())
+            .map_err(|e| e.to_string())
+    });
+    let id = plans.id(desc.full_name()).unwrap();
+    let mut out = Vec::new();
+    let direct =
+        render(plans, id, wire, render_options, &mut out).map(|()| String::from_utf8(out).unwrap()).map_err(|e| e.0);
+    (reference, direct)
+}
+
+fn assert_same(plans: &Plans, desc: &MessageDescriptor, wire: &[u8], bits: u8) {
+    let (reference, direct) = both(plans, desc, wire, bits);
+    match (&reference, &direct) {
+        (Ok(r), Ok(d)) => {
+            // Objects compare without regard to order (map fields have none); the text of
+            // everything else must agree exactly.
+            let rv: serde_json::Value = serde_json::from_str(r).unwrap();
+            let dv: serde_json::Value =
+                serde_json::from_str(d).unwrap_or_else(|e| panic!("direct output is not JSON ({e}): {d}"));
+            assert_eq!(rv, dv, "options {bits:03b}\nwire {wire:02x?}\nreference {r}\ndirect    {d}");
+            if !r.contains('{') || !desc.fields().any(|f| f.is_map()) {
+                assert_eq!(r.len(), d.len(), "options {bits:03b}: same text length\nreference {r}\ndirect    {d}");
+            }
+        }
+        (Err(_), Err(_)) => {}
+        _ => panic!("options {bits:03b}\nwire {wire:02x?}\nreference {reference:?}\ndirect    {direct:?}"),
+    }
+}
+
+fn fixture(name: &str) -> (&'static Plans, MessageDescriptor) {
+    // Built once: every case of every property test shares them.
+    static FIXTURES: std::sync::LazyLock<(prost_reflect::DescriptorPool, Plans)> = std::sync::LazyLock::new(|| {
+        let pool = test_util::pool();
+        let plans = Plans::build(pool.all_messages());
+        (pool, plans)
+    });
+    let desc = FIXTURES.0.get_message_by_name(name).unwrap();
+    (&FIXTURES.1, desc)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn render_matches_prost_reflect(seed in any::<u64>(), bits in 0u8..8) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let mut g = Gen(seed | 1);
+        let wire = gen_message(&mut g, &desc, 3).encode_to_vec();
+        assert_same(plans, &desc, &wire, bits);
+    }
+
+    #[test]
+    fn render_matches_prost_reflect_on_odd_encodings(seed in any::<u64>(), bits in 0u8..8) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let mut g = Gen(seed | 1);
+        let wire = gen_message(&mut g, &desc, 3).encode_to_vec();
+        let other = gen_message(&mut g, &desc, 2).encode_to_vec();
+        let wire = transform(&mut g, wire, other);
+        assert_same(plans, &desc, &wire, bits);
+    }
+
+    #[test]
+    fn render_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..64), bits in 0u8..8) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let (_, _) = both(plans, &desc, &bytes, bits);
+    }
+}
+
+#[test]
+fn plans_mark_any_as_unsupported() {
+    let (plans, _) = fixture("protogate.testing.v1.Everything");
+    assert!(!plans.message(plans.id("protogate.testing.v1.Everything").unwrap()).supported, "it holds an Any");
+    assert!(plans.message(plans.id("protogate.testing.v1.Nested").unwrap()).supported);
+    let (plans, _) = fixture("protogate.bench.v1.ListItemsResponse");
+    assert!(plans.message(plans.id("protogate.bench.v1.ListItemsResponse").unwrap()).supported);
+}
+
+#[test]
+fn render_field_gives_one_field() {
+    let (plans, desc) = fixture("protogate.testing.v1.Book");
+    let mut book = DynamicMessage::new(desc.clone());
+    book.set_field_by_name("title", Value::String("Dune".into()));
+    book.set_field_by_name("authors", Value::List(vec![Value::String("a".into()), Value::String("b".into())]));
+    let wire = book.encode_to_vec();
+    let id = plans.id("protogate.testing.v1.Book").unwrap();
+    let field = |name: &str| plans.message(id).fields.iter().position(|f| &*f.proto_name == name).unwrap();
+    let text = |name: &str| {
+        let mut out = Vec::new();
+        render_field(plans, id, field(name), &wire, RenderOptions::default(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(text("title"), "\"Dune\"");
+    assert_eq!(text("authors"), "[\"a\",\"b\"]");
+    assert_eq!(text("name"), "\"\"", "absent: the default");
+    assert_eq!(
+        text("publish_time"),
+        "\"1970-01-01T00:00:00Z\"",
+        "absent message: its default, as prost-reflect renders it"
+    );
+}
