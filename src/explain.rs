@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use http::{Method, Uri};
+use prost_reflect::DynamicMessage;
 
 use crate::gateway::Gateway;
 use crate::route::template::Segment;
@@ -35,11 +36,14 @@ pub fn explain(gateway: &Gateway, request: &str, body: Option<&str>) -> Explanat
                 line(&mut text, "binds", &format!("{} = {value:?}", binding.field));
             }
             let body = body.unwrap_or("").as_bytes();
-            match transcode::decode(route, &matched.values, uri.query(), body, gateway.json_options()) {
-                Ok(message) => {
-                    let json = transcode::render(&message, None, gateway.json_options())
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_else(|e| e.to_string());
+            let transcoder = gateway.transcoder();
+            match transcoder.decode(matched.index, route, &matched.values, uri.query(), body) {
+                Ok(wire) => {
+                    // Shown as prost-reflect renders the exact bytes that would go upstream.
+                    let json = DynamicMessage::decode(route.method.input(), wire)
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| transcode::render(&m, None, transcoder.json_options()).map_err(|e| e.to_string()))
+                        .map_or_else(|e| e, |b| String::from_utf8_lossy(&b).into_owned());
                     line(&mut text, "request", &json);
                     true
                 }

@@ -17,7 +17,7 @@ use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
-use crate::transcode::{self, JsonOptions};
+use crate::transcode::{JsonOptions, Transcoder};
 use crate::upstream::{Upstream, UpstreamError, UpstreamId, Upstreams};
 
 /// Everything a request needs, immutable and shared by all requests.
@@ -29,7 +29,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     pool: DescriptorPool,
     sources: Vec<Source>,
-    json: JsonOptions,
+    transcoder: Transcoder,
     max_body_bytes: usize,
 }
 
@@ -71,13 +71,14 @@ impl Gateway {
         let upstreams = Upstreams::build(&config.upstreams, config.max_response_bytes);
         let route_upstreams =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
+        let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));
         Ok(Gateway {
             table,
             route_upstreams,
             upstreams,
             pool,
             sources,
-            json: JsonOptions::from_config(&config.json),
+            transcoder,
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -92,9 +93,9 @@ impl Gateway {
         &self.pool
     }
 
-    /// The JSON mapping options.
-    pub fn json_options(&self) -> &JsonOptions {
-        &self.json
+    /// The transcoder of every route.
+    pub fn transcoder(&self) -> &Transcoder {
+        &self.transcoder
     }
 
     /// The upstreams.
@@ -141,7 +142,7 @@ impl Gateway {
     pub async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
         match self.respond(request, peer).await {
             Ok(response) => response,
-            Err(error) => error.into_response(&self.pool, &self.json).map(Body::from),
+            Err(error) => error.into_response(&self.pool, self.transcoder.json_options()).map(Body::from),
         }
     }
 
@@ -154,15 +155,15 @@ impl Gateway {
             return Err(GatewayError::Streaming { method: route.method.full_name().to_owned() });
         }
         let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
-        let message = transcode::decode(route, &matched.values, parts.uri.query(), &body, &self.json)?;
+        let message = self.transcoder.decode(matched.index, route, &matched.values, parts.uri.query(), &body)?;
         let upstream_id = self.route_upstreams.get(matched.index).copied().flatten().ok_or_else(|| {
             UpstreamError::NotConfigured { service: route.method.parent_service().full_name().to_owned() }
         })?;
         let upstream = self.upstreams.get(upstream_id);
         let md = metadata::to_grpc(&parts.headers, peer)?;
         let deadline = earliest(metadata::grpc_timeout(&parts.headers)?, upstream.timeout);
-        let reply = upstream.unary(route.grpc_path.clone(), message, md, deadline, route.method.output()).await?;
-        let json = transcode::render(&reply.message, route.response_body.as_ref(), &self.json)?;
+        let reply = upstream.unary(route.grpc_path.clone(), message, md, deadline).await?;
+        let json = self.transcoder.render(matched.index, route, &reply.message)?;
         Ok(success(json, &reply.headers, &reply.trailers))
     }
 

@@ -11,14 +11,14 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::codec::DynamicCodec;
+use crate::codec::BytesCodec;
 use crate::config::{ServiceSelector, UpstreamConfig};
 
 /// How long to wait for a TCP connection when an upstream sets no `connect_timeout`.
@@ -54,8 +54,8 @@ pub struct UpstreamId(usize);
 pub struct UnaryResponse {
     /// Response headers (initial metadata).
     pub headers: HeaderMap,
-    /// The response message.
-    pub message: DynamicMessage,
+    /// The response message, encoded.
+    pub message: Bytes,
     /// Trailers, less the gRPC status itself.
     pub trailers: HeaderMap,
 }
@@ -161,16 +161,16 @@ impl Upstream {
         }
     }
 
-    /// Calls a unary method. `deadline` bounds the whole call and is sent as `grpc-timeout`.
+    /// Calls a unary method with an encoded request. `deadline` bounds the whole call and is sent
+    /// as `grpc-timeout`.
     pub async fn unary(
         &self,
         path: PathAndQuery,
-        request: DynamicMessage,
+        request: Bytes,
         metadata: HeaderMap,
         deadline: Option<Duration>,
-        response_type: MessageDescriptor,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let call = self.unary_call(path, request, metadata, deadline, response_type);
+        let call = self.unary_call(path, request, metadata, deadline);
         match deadline {
             None => call.await,
             Some(deadline) => tokio::time::timeout(deadline, call)
@@ -182,10 +182,9 @@ impl Upstream {
     async fn unary_call(
         &self,
         path: PathAndQuery,
-        message: DynamicMessage,
+        message: Bytes,
         metadata: HeaderMap,
         deadline: Option<Duration>,
-        response_type: MessageDescriptor,
     ) -> Result<UnaryResponse, UpstreamError> {
         let mut grpc =
             tonic::client::Grpc::new(self.channel.clone()).max_decoding_message_size(self.max_response_bytes);
@@ -200,7 +199,7 @@ impl Upstream {
         // Grpc-Metadata-* / Grpc-Trailer-* split needs.
         let no_headers = HeaderMap::new;
         let response = grpc
-            .server_streaming(request, path, DynamicCodec::new(response_type))
+            .server_streaming(request, path, BytesCodec)
             .await
             .map_err(|status| self.failed(deadline, status, no_headers()))?;
         let (headers, mut stream, _) = response.into_parts();

@@ -19,8 +19,12 @@ pub struct JsonOptions {
     pub serialize: SerializeOptions,
     /// For decoding request bodies.
     pub deserialize: DeserializeOptions,
+    /// Output includes fields holding default values.
+    pub emit_unpopulated: bool,
     /// Output uses proto field names instead of JSON names.
     pub use_proto_names: bool,
+    /// Output writes enums as numbers.
+    pub enums_as_ints: bool,
     /// Unknown body fields and query parameters are skipped instead of rejected.
     pub ignore_unknown_fields: bool,
     /// Query parameters never bound to fields.
@@ -37,7 +41,9 @@ impl JsonOptions {
                 .use_proto_field_name(config.use_proto_names)
                 .skip_default_fields(!config.emit_unpopulated),
             deserialize: DeserializeOptions::new().deny_unknown_fields(!config.ignore_unknown_fields),
+            emit_unpopulated: config.emit_unpopulated,
             use_proto_names: config.use_proto_names,
+            enums_as_ints: config.enums_as_ints,
             ignore_unknown_fields: config.ignore_unknown_fields,
             ignored_query_parameters: config.ignored_query_parameters.iter().cloned().collect(),
         }

@@ -12,6 +12,7 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Va
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 
 use crate::route::{BodySelector, FieldPath, Route};
+use crate::transcode::direct::wire::{put_len_field, put_reflect_field};
 use crate::transcode::json::{JsonOptions, has_string_form, parse_field_value};
 
 /// Why an HTTP request does not make a request message.
@@ -111,6 +112,40 @@ pub fn decode(
     Ok(message)
 }
 
+/// Appends the encoding of the path variables' fields to `out`. Values are written even when
+/// they are defaults, so they override whatever an earlier body encoding set.
+pub(crate) fn encode_path_bindings(route: &Route, values: &[String], out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+    for (binding, text) in route.bindings.iter().zip(values) {
+        let field = binding.field.last();
+        let value = parse_field_value(field, text)
+            .map_err(|reason| TranscodeError::InvalidValue { field: binding.field.to_string(), reason })?;
+        let mut encoded = Vec::with_capacity(text.len() + 4);
+        put_reflect_field(&mut encoded, field, &value);
+        // Wrap in the enclosing messages, innermost first: `book.name` is `book { name }`.
+        for parent in binding.field.fields().iter().rev().skip(1) {
+            let mut wrapped = Vec::with_capacity(encoded.len() + 4);
+            put_len_field(&mut wrapped, parent.number(), &encoded);
+            encoded = wrapped;
+        }
+        out.extend_from_slice(&encoded);
+    }
+    Ok(())
+}
+
+/// Appends the encoding of the fields the query string sets to `out`.
+pub(crate) fn encode_query(
+    route: &Route,
+    query: Option<&str>,
+    options: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), TranscodeError> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else { return Ok(()) };
+    let mut message = DynamicMessage::new(route.method.input());
+    apply_query(&mut message, route, query, options)?;
+    prost::Message::encode_raw(&message, out);
+    Ok(())
+}
+
 // === body ===
 
 /// Decodes `body` as the whole message, or as the value of one top-level `field`.
@@ -138,7 +173,7 @@ fn decode_json(
     Ok(message)
 }
 
-fn json_error(path: serde_path_to_error::Path, error: &serde_json::Error) -> TranscodeError {
+pub(crate) fn json_error(path: serde_path_to_error::Path, error: &serde_json::Error) -> TranscodeError {
     let mut field = path.to_string();
     let mut reason = error.to_string();
     // prost-reflect reports an unknown key at the level of its parent object: name the key.

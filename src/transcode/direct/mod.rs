@@ -6,12 +6,14 @@
 //! same output for the same input, and routes whose messages the plans do not cover (see
 //! [`plan`]) keep using prost-reflect.
 
+pub mod decode;
 pub mod json;
 pub mod plan;
 pub mod render;
 pub mod wire;
 pub mod wkt;
 
+pub use decode::{DecodeError, DecodeOptions, decode_field, decode_message};
 pub use plan::{PlanId, Plans};
 pub use render::{RenderOptions, render, render_field};
 pub use wire::WireError;

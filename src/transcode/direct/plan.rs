@@ -40,6 +40,11 @@ pub struct MessagePlan {
     pub fields: Box<[FieldPlan]>,
     /// Whether the direct transcoder handles this message and everything it contains.
     pub supported: bool,
+    /// Names of the message's oneofs, by index.
+    pub oneofs: Box<[Box<str>]>,
+    /// The descriptor, kept for `Struct`, `Value` and `ListValue`, which are decoded as
+    /// prost-reflect decodes them (its map parsing is lenient about wire types).
+    pub descriptor: Option<MessageDescriptor>,
     by_number: NumberIndex,
     by_name: FxHashMap<Box<[u8]>, u16>,
 }
@@ -248,7 +253,12 @@ impl Plans {
             let plan = self.field(&field, pending);
             fields.push(plan);
         }
-        MessagePlan::new(message.full_name(), wkt, fields, supported)
+        let mut plan = MessagePlan::new(message.full_name(), wkt, fields, supported);
+        plan.oneofs = message.oneofs().map(|o| o.name().into()).collect();
+        if matches!(wkt, Some(Wkt::Struct | Wkt::Value | Wkt::ListValue)) {
+            plan.descriptor = Some(message.clone());
+        }
+        plan
     }
 
     fn field(&mut self, field: &FieldDescriptor, pending: &mut Vec<MessageDescriptor>) -> FieldPlan {
@@ -349,7 +359,16 @@ impl MessagePlan {
         for (i, f) in fields.iter().enumerate() {
             by_name.insert(f.json_name.as_bytes().into(), u16::try_from(i).unwrap_or(NO_FIELD));
         }
-        MessagePlan { full_name: name.into(), wkt, fields: fields.into(), supported, by_number, by_name }
+        MessagePlan {
+            full_name: name.into(),
+            wkt,
+            fields: fields.into(),
+            supported,
+            oneofs: Box::default(),
+            descriptor: None,
+            by_number,
+            by_name,
+        }
     }
 
     /// The index of the field with this number.

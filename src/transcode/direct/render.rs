@@ -15,8 +15,8 @@ use super::json::{
 };
 use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
 use super::wire::{
-    self, FIXED32, FIXED64, LEN, RawField, WireError, next_field, next_fixed32, next_fixed64, next_varint, zigzag32,
-    zigzag64,
+    self, FIXED32, FIXED64, LEN, RawField, WireError, next_field, next_fixed32, next_fixed64, next_key,
+    next_len_delimited, next_value, next_varint, zigzag32, zigzag64,
 };
 
 /// The JSON options the renderer honours.
@@ -94,7 +94,7 @@ struct Renderer<'p> {
 impl Renderer<'_> {
     fn message(&mut self, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         if let Some(wkt) = plan.wkt {
-            return self.well_known(wkt, wire, out);
+            return self.well_known(wkt, plan, wire, out);
         }
         let range = self.index(plan, wire)?;
         out.push(b'{');
@@ -130,9 +130,19 @@ impl Renderer<'_> {
         let mut ordered = true;
         let mut last_field = 0u16;
         while !buf.is_empty() {
-            let raw = next_field(&mut buf)?;
-            let Some(i) = plan.field_by_number(raw.number) else { continue };
+            let (number, wire_type) = next_key(&mut buf)?;
+            let Some(i) = plan.field_by_number(number) else {
+                next_value(&mut buf, number, wire_type)?;
+                continue;
+            };
             let field = &plan.fields[i];
+            let value = if matches!(field.label, Label::Map { .. }) {
+                // prost-reflect reads a map entry's length whatever wire type its key names.
+                next_len_delimited(&mut buf)?
+            } else {
+                next_value(&mut buf, number, wire_type)?
+            };
+            let raw = RawField { number, wire_type, value };
             check_wire_type(field, &raw)?;
             let start = raw.value.as_ptr() as usize - wire.as_ptr() as usize;
             let index = u16::try_from(i).map_err(|_| WireError("too many fields".into()))?;
@@ -153,6 +163,7 @@ impl Renderer<'_> {
             });
         }
         if !ordered {
+            self.check_unrendered(plan, base, wire)?;
             self.normalize(plan, base);
         }
         let mut end = self.entries.len();
@@ -160,6 +171,36 @@ impl Renderer<'_> {
             end -= 1;
         }
         Ok(base..end)
+    }
+
+    /// Values that lose to a later one (an earlier occurrence of a singular field, another
+    /// member of a oneof) are not written, but prost-reflect decodes them all: a malformed one
+    /// is an error all the same.
+    fn check_unrendered(&mut self, plan: &MessagePlan, base: usize, wire: &[u8]) -> Result<(), WireError> {
+        let mut scratch = Vec::new();
+        for i in base..self.entries.len() {
+            let entry = self.entries[i];
+            let field = &plan.fields[entry.field as usize];
+            let later = &self.entries[i + 1..];
+            let superseded = match (field.label, field.kind) {
+                (Label::Singular, Kind::Message(_)) => {
+                    // Merged with the other occurrences, unless another oneof member wins.
+                    field.oneof.is_some_and(|o| {
+                        later.iter().any(|e| e.field != entry.field && plan.fields[e.field as usize].oneof == Some(o))
+                    })
+                }
+                (Label::Singular, _) => later.iter().any(|e| {
+                    e.field == entry.field
+                        || field.oneof.is_some_and(|o| plan.fields[e.field as usize].oneof == Some(o))
+                }),
+                _ => field.oneof.is_some(),
+            };
+            if superseded && matches!(field.kind, Kind::String | Kind::Message(_)) {
+                scratch.clear();
+                self.scalar_or_message(field.kind, slice(wire, entry), &mut scratch)?;
+            }
+        }
+        Ok(())
     }
 
     /// Brings out-of-order or repeated fields into field order, keeping wire order within a
@@ -293,9 +334,14 @@ impl Renderer<'_> {
         }
         out.push(b'{');
         let mut first = true;
+        let mut scratch = Vec::new();
         for (i, (key, value)) in entries.iter().enumerate() {
-            // A key written again later wins: skip this one.
+            // A key written again later wins: skip this one, though its value must still decode.
             if entries[i + 1..].iter().any(|(later, _)| later == key) {
+                if let Some(bytes) = value {
+                    scratch.clear();
+                    self.scalar_or_message(value_kind, bytes, &mut scratch)?;
+                }
                 continue;
             }
             if !first {
@@ -428,8 +474,18 @@ impl Renderer<'_> {
 
     // === well-known types ===
 
-    fn well_known(&mut self, wkt: Wkt, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+    fn well_known(&mut self, wkt: Wkt, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         use prost::Message;
+        // Struct, Value and ListValue hold maps, which prost-reflect decodes leniently: decode
+        // them its way, then render the canonical message.
+        let lenient = |wire: &[u8]| -> Result<Vec<u8>, WireError> {
+            match &plan.descriptor {
+                Some(descriptor) => {
+                    Ok(prost_reflect::DynamicMessage::decode(descriptor.clone(), wire)?.encode_to_vec())
+                }
+                None => Ok(wire.to_vec()),
+            }
+        };
         match wkt {
             Wkt::Timestamp => {
                 let t = prost_types::Timestamp::decode(wire)?;
@@ -457,9 +513,9 @@ impl Renderer<'_> {
                 }
                 write_str(out, &text);
             }
-            Wkt::Struct => write_struct(&prost_types::Struct::decode(wire)?, out)?,
-            Wkt::Value => write_value(&prost_types::Value::decode(wire)?, out)?,
-            Wkt::ListValue => write_list(&prost_types::ListValue::decode(wire)?, out)?,
+            Wkt::Struct => write_struct(&prost_types::Struct::decode(lenient(wire)?.as_slice())?, out)?,
+            Wkt::Value => write_value(&prost_types::Value::decode(lenient(wire)?.as_slice())?, out)?,
+            Wkt::ListValue => write_list(&prost_types::ListValue::decode(lenient(wire)?.as_slice())?, out)?,
             Wkt::Empty => out.extend_from_slice(b"{}"),
             Wkt::DoubleValue => write_f64_plain(out, f64::decode(wire)?),
             Wkt::FloatValue => write_f32_plain(out, f32::decode(wire)?),
@@ -623,11 +679,10 @@ fn is_packable(kind: Kind) -> bool {
 }
 
 /// The wire types prost accepts for a field: its natural one, or packed data for a list of
-/// packable scalars; map entries are messages.
+/// packable scalars; map entries are read as length-delimited whatever the key says.
 fn check_wire_type(field: &FieldPlan, raw: &RawField<'_>) -> Result<(), WireError> {
     match field.label {
-        Label::Map { .. } if raw.wire_type == LEN => Ok(()),
-        Label::Map { .. } => Err(WireError(format!("invalid wire type: {} (expected {LEN})", raw.wire_type))),
+        Label::Map { .. } => Ok(()),
         Label::Repeated { .. } => check_kind_wire_type(field.kind, raw.wire_type, true),
         Label::Singular => check_kind_wire_type(field.kind, raw.wire_type, false),
     }

@@ -28,8 +28,8 @@ impl Gen {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
     }
 }
 
@@ -102,7 +102,7 @@ fn gen_message(g: &mut Gen, desc: &MessageDescriptor, depth: u32) -> DynamicMess
         return DynamicMessage::decode(desc.clone(), encoded.as_slice()).unwrap();
     }
     for field in desc.fields() {
-        if field.name() == "any" || !g.chance(if depth == 0 { 0 } else { 55 }) {
+        if !g.chance(if depth == 0 { 0 } else { 55 }) {
             continue;
         }
         let value = gen_field(g, &field, depth);
@@ -324,8 +324,8 @@ proptest! {
 #[test]
 fn plans_mark_any_as_unsupported() {
     let (plans, _) = fixture("protogate.testing.v1.Everything");
-    assert!(!plans.message(plans.id("protogate.testing.v1.Everything").unwrap()).supported, "it holds an Any");
-    assert!(plans.message(plans.id("protogate.testing.v1.Nested").unwrap()).supported);
+    assert!(!plans.message(plans.id("protogate.testing.v1.AnyHolder").unwrap()).supported, "it holds an Any");
+    assert!(plans.message(plans.id("protogate.testing.v1.Everything").unwrap()).supported);
     let (plans, _) = fixture("protogate.bench.v1.ListItemsResponse");
     assert!(plans.message(plans.id("protogate.bench.v1.ListItemsResponse").unwrap()).supported);
 }
@@ -352,4 +352,255 @@ fn render_field_gives_one_field() {
         "\"1970-01-01T00:00:00Z\"",
         "absent message: its default, as prost-reflect renders it"
     );
+}
+
+// === JSON → wire ===
+
+/// The canonical JSON of a decoded message, or the field an error names.
+type Outcome = Result<String, Option<String>>;
+
+/// What each path makes of `json` as message `desc`: the canonical JSON of the decoded
+/// message, or the field the error names. `None` when the direct decoder declines.
+fn decode_both(
+    plans: &Plans,
+    desc: &MessageDescriptor,
+    json: &[u8],
+    deny_unknown_fields: bool,
+) -> (Outcome, Option<Outcome>) {
+    let canonical = |m: &DynamicMessage| {
+        let mut out = Vec::new();
+        m.serialize_with_options(&mut serde_json::Serializer::new(&mut out), &SerializeOptions::new()).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(deny_unknown_fields);
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut track = serde_path_to_error::Track::new();
+    let reference = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        &options,
+    )
+    .map_err(|e| crate::transcode::request::json_error(track.path(), &e))
+    .and_then(|m| {
+        de.end()
+            .map(|()| m)
+            .map_err(|e| crate::transcode::request::json_error(serde_path_to_error::Track::new().path(), &e))
+    })
+    .map(|m| canonical(&m))
+    .map_err(|e| e.field().map(str::to_owned));
+    let id = plans.id(desc.full_name()).unwrap();
+    let mut wire = Vec::new();
+    let direct = match decode_message(plans, id, json, DecodeOptions { deny_unknown_fields }, &mut wire) {
+        Ok(()) => Some(Ok(canonical(
+            &DynamicMessage::decode(desc.clone(), wire.as_slice()).expect("the direct output decodes"),
+        ))),
+        Err(DecodeError::Invalid { field, .. }) => Some(Err(field)),
+        Err(DecodeError::Declined) => None,
+    };
+    (reference, direct)
+}
+
+fn assert_same_decode(plans: &Plans, desc: &MessageDescriptor, json: &[u8], deny: bool) -> bool {
+    let (reference, direct) = decode_both(plans, desc, json, deny);
+    let Some(direct) = direct else { return false };
+    match (&reference, &direct) {
+        (Ok(r), Ok(d)) => {
+            let rv: serde_json::Value = serde_json::from_str(r).unwrap();
+            let dv: serde_json::Value = serde_json::from_str(d).unwrap();
+            assert_eq!(rv, dv, "input {}\nreference {r}\ndirect    {d}", String::from_utf8_lossy(json));
+        }
+        (Err(r), Err(d)) => assert_eq!(r, d, "error paths differ for input {}", String::from_utf8_lossy(json)),
+        _ => panic!("input {}\nreference {reference:?}\ndirect    {direct:?}", String::from_utf8_lossy(json)),
+    }
+    true
+}
+
+/// Replacement values that probe each field type's accepted forms.
+fn odd_value(g: &mut Gen) -> serde_json::Value {
+    use serde_json::json;
+    g.pick(&[
+        json!(null),
+        json!(true),
+        json!("true"),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(-0.0),
+        json!(1e3),
+        json!(2.5e-3),
+        json!(4_294_967_296u64),
+        json!(-2_147_483_649i64),
+        json!(18_446_744_073_709_551_615u64),
+        json!(9.3e18),
+        json!("12"),
+        json!("-12"),
+        json!("+7"),
+        json!("1e3"),
+        json!(" 5"),
+        json!("NaN"),
+        json!("Infinity"),
+        json!("-Infinity"),
+        json!("inf"),
+        json!("3.5"),
+        json!(""),
+        json!("aGk="),
+        json!("aGk"),
+        json!("-_8"),
+        json!("a+/="),
+        json!("!!"),
+        json!("RED"),
+        json!("PURPLE"),
+        json!("NULL_VALUE"),
+        json!([]),
+        json!([1, "RED", null]),
+        json!({}),
+        json!({"name": 1}),
+        json!({"a": {"b": [null]}}),
+        json!("2024-02-29T10:00:00.25Z"),
+        json!("2024-02-29t10:00:00Z"),
+        json!("1.5s"),
+        json!("-0.000000001s"),
+        json!("99999999999999s"),
+        json!("a.bC,dE"),
+        json!("a_b"),
+        json!("é \u{1F980} \\ \" \n"),
+        json!(1e308),
+        json!(3.4e38),
+        json!(3.5e38),
+        json!(-9223372036854775808i64),
+        json!(9223372036854775807i64),
+    ])
+}
+
+/// Mutates one random leaf (or key) of a JSON document.
+fn mutate(g: &mut Gen, value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() && g.chance(70) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            let key = keys[g.below(keys.len() as u64) as usize].clone();
+            match g.below(10) {
+                0 => {
+                    map.insert("unknownField".into(), odd_value(g));
+                }
+                1 => {
+                    let v = map.remove(&key).unwrap();
+                    map.insert(key.to_uppercase(), v);
+                }
+                _ => mutate(g, map.get_mut(&key).unwrap()),
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() && g.chance(70) => {
+            let i = g.below(items.len() as u64) as usize;
+            mutate(g, &mut items[i]);
+        }
+        leaf => *leaf = odd_value(g),
+    }
+}
+
+/// Text-level changes no `serde_json::Value` can express: duplicate keys, escapes, whitespace,
+/// corruption.
+fn mutate_text(g: &mut Gen, text: String) -> String {
+    match g.below(7) {
+        0 if text.starts_with('{') && text.len() > 2 => {
+            // Repeat the first key with another value.
+            let end = text.find(':').unwrap_or(1);
+            format!("{{{}:{},{}", &text[1..end], odd_value(g), &text[1..])
+        }
+        1 => text.replace('a', "\\u0061").replace('e', "\\u0065"),
+        2 => text.replace(',', " ,\n\t").replace(':', " : "),
+        3 if !text.is_empty() => {
+            let mut bytes = text.into_bytes();
+            let i = g.below(bytes.len() as u64) as usize;
+            bytes[i] = g.pick(b"{}[]\",:0-e.\\ nt\x01\xff");
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        4 if !text.is_empty() => {
+            let cut = g.below(text.len() as u64) as usize;
+            text.char_indices().take_while(|(i, _)| *i < cut).map(|(_, c)| c).collect()
+        }
+        _ => text,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_matches_prost_reflect(seed in any::<u64>(), bits in 0u8..16) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let mut g = Gen(seed | 1);
+        let message = gen_message(&mut g, &desc, 3);
+        let (_, serialize) = options(bits & 7);
+        let mut json = Vec::new();
+        if message.serialize_with_options(&mut serde_json::Serializer::new(&mut json), &serialize).is_err() {
+            return Ok(()); // Not representable in JSON (e.g. a non-finite number in a Value).
+        }
+        let deny = bits & 8 == 0;
+        assert_same_decode(plans, &desc, &json, deny);
+        // The canonical rendering of a valid message always decodes the direct way.
+        let (reference, direct) = decode_both(plans, &desc, &json, deny);
+        prop_assert!(reference.is_ok() && direct.is_some(), "{}", String::from_utf8_lossy(&json));
+    }
+
+    #[test]
+    fn decode_matches_prost_reflect_on_odd_input(seed in any::<u64>(), deny in any::<bool>()) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let mut g = Gen(seed | 1);
+        let message = gen_message(&mut g, &desc, 3);
+        let Ok(mut value) = serde_json::to_value(&message) else { return Ok(()) };
+        for _ in 0..=g.below(3) {
+            mutate(&mut g, &mut value);
+        }
+        let text = mutate_text(&mut g, value.to_string());
+        assert_same_decode(plans, &desc, text.as_bytes(), deny);
+    }
+
+    #[test]
+    fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let (plans, desc) = fixture("protogate.testing.v1.Everything");
+        let _ = decode_both(plans, &desc, &bytes, true);
+    }
+}
+
+#[test]
+fn decode_declines_repeated_keys() {
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    let (reference, direct) = decode_both(plans, &desc, br#"{"nested":{"name":"a"},"nested":{"amount":1}}"#, true);
+    assert_eq!(reference.unwrap(), r#"{"nested":{"amount":1}}"#, "prost-reflect replaces");
+    assert!(direct.is_none(), "declined rather than merged");
+}
+
+#[test]
+fn decode_field_binds_a_body_to_one_field() {
+    let (plans, desc) = fixture("protogate.testing.v1.CreateShelfRequest");
+    let id = plans.id(desc.full_name()).unwrap();
+    let field = plans.message(id).fields.iter().position(|f| &*f.proto_name == "shelf").unwrap();
+    let mut wire = Vec::new();
+    decode_field(
+        plans,
+        id,
+        field,
+        br#"{"id":"7","theme":"t"}"#,
+        DecodeOptions { deny_unknown_fields: true },
+        &mut wire,
+    )
+    .unwrap();
+    let message = DynamicMessage::decode(desc.clone(), wire.as_slice()).unwrap();
+    assert_eq!(serde_json::to_string(&message).unwrap(), r#"{"shelf":{"id":"7","theme":"t"}}"#);
+    let err =
+        decode_field(plans, id, field, br#"{"id":"x"}"#, DecodeOptions { deny_unknown_fields: true }, &mut Vec::new());
+    assert!(matches!(err, Err(DecodeError::Invalid { field: Some(f), .. }) if f == "shelf.id"));
+}
+
+#[test]
+fn a_map_entry_keyed_with_another_wire_type_is_read_as_prost_reflect_reads_it() {
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    // int_map (field 31) with a varint key: prost-reflect reads the varint as the entry length.
+    let mut wire = vec![0xf8, 0x01, 0x04];
+    wire.extend([0x08, 0x01, 0x12, 0x00]); // key 1, empty Nested value
+    for bits in 0..8 {
+        assert_same(plans, &desc, &wire, bits);
+    }
+    let (reference, _) = both(plans, &desc, &wire, 0);
+    assert_eq!(reference.unwrap(), r#"{"intMap":{"1":{}}}"#);
 }

@@ -41,27 +41,45 @@ pub struct RawField<'a> {
 /// Reads the next field; unknown wire types and truncated values are errors.
 #[inline]
 pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<RawField<'a>, WireError> {
+    let (number, wire_type) = next_key(buf)?;
+    let value = next_value(buf, number, wire_type)?;
+    Ok(RawField { number, wire_type, value })
+}
+
+/// Reads a field key: the field number and wire type.
+#[inline]
+pub fn next_key(buf: &mut &[u8]) -> Result<(u32, u8), WireError> {
     let (number, wire_type) = prost::encoding::decode_key(buf)?;
+    Ok((number, wire_type as u8))
+}
+
+/// Reads the value that follows a key of this wire type.
+#[inline]
+pub fn next_value<'a>(buf: &mut &'a [u8], number: u32, wire_type: u8) -> Result<&'a [u8], WireError> {
     let before: &'a [u8] = buf;
-    let value: &'a [u8] = match wire_type {
-        WireType::Varint => {
+    Ok(match wire_type {
+        VARINT => {
             decode_varint(buf)?;
             &before[..before.len() - buf.len()]
         }
-        WireType::SixtyFourBit => take(buf, 8)?,
-        WireType::ThirtyTwoBit => take(buf, 4)?,
-        WireType::LengthDelimited => {
-            let len = decode_varint(buf)?;
-            let len = usize::try_from(len).map_err(|_| WireError("buffer underflow".into()))?;
-            take(buf, len)?
-        }
-        WireType::StartGroup | WireType::EndGroup => {
+        FIXED64 => take(buf, 8)?,
+        FIXED32 => take(buf, 4)?,
+        LEN => next_len_delimited(buf)?,
+        _ => {
             // Groups never belong to a supported plan; skip them as unknown data.
+            let wire_type = WireType::try_from(u64::from(wire_type))?;
             prost::encoding::skip_field(wire_type, number, buf, DecodeContext::default())?;
             &before[..before.len() - buf.len()]
         }
-    };
-    Ok(RawField { number, wire_type: wire_type as u8, value })
+    })
+}
+
+/// Reads a varint length and that many bytes.
+#[inline]
+pub fn next_len_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], WireError> {
+    let len = decode_varint(buf)?;
+    let len = usize::try_from(len).map_err(|_| WireError("buffer underflow".into()))?;
+    take(buf, len)
 }
 
 #[inline]
@@ -178,6 +196,79 @@ pub fn end_len(out: &mut Vec<u8>, start: usize) {
     out.resize(out.len() + extra, 0);
     out.copy_within(start..start + len, start + extra);
     out[start - 1..start - 1 + prefix_len].copy_from_slice(&prefix[..prefix_len]);
+}
+
+/// Appends field `field` holding `value` (one element, for a list), tag included, whether or
+/// not the value is the default: a path variable must override what the body set.
+pub fn put_reflect_field(out: &mut Vec<u8>, field: &prost_reflect::FieldDescriptor, value: &prost_reflect::Value) {
+    use prost_reflect::{Kind, Value};
+    let key = |out: &mut Vec<u8>, wire_type: u8| put_varint(out, u64::from(field.number()) << 3 | u64::from(wire_type));
+    match (value, field.kind()) {
+        (Value::Bool(b), _) => {
+            key(out, VARINT);
+            put_varint(out, u64::from(*b));
+        }
+        (Value::I32(n), Kind::Sint32) => {
+            key(out, VARINT);
+            put_varint(out, zigzag_encode32(*n));
+        }
+        (Value::I32(n), Kind::Sfixed32) => {
+            key(out, FIXED32);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        (Value::I32(n) | Value::EnumNumber(n), _) => {
+            key(out, VARINT);
+            put_varint(out, i64::from(*n) as u64);
+        }
+        (Value::I64(n), Kind::Sint64) => {
+            key(out, VARINT);
+            put_varint(out, zigzag_encode64(*n));
+        }
+        (Value::I64(n), Kind::Sfixed64) => {
+            key(out, FIXED64);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        (Value::I64(n), _) => {
+            key(out, VARINT);
+            put_varint(out, *n as u64);
+        }
+        (Value::U32(n), Kind::Fixed32) => {
+            key(out, FIXED32);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        (Value::U32(n), _) => {
+            key(out, VARINT);
+            put_varint(out, u64::from(*n));
+        }
+        (Value::U64(n), Kind::Fixed64) => {
+            key(out, FIXED64);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        (Value::U64(n), _) => {
+            key(out, VARINT);
+            put_varint(out, *n);
+        }
+        (Value::F32(f), _) => {
+            key(out, FIXED32);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        (Value::F64(f), _) => {
+            key(out, FIXED64);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        (Value::String(s), _) => put_len_field(out, field.number(), s.as_bytes()),
+        (Value::Bytes(b), _) => put_len_field(out, field.number(), b),
+        (Value::Message(m), _) => put_len_field(out, field.number(), &prost::Message::encode_to_vec(m)),
+        // Lists and maps are never the target of a single text value.
+        (Value::List(_) | Value::Map(_), _) => {}
+    }
+}
+
+/// Appends a length-delimited field.
+pub fn put_len_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_varint(out, u64::from(number) << 3 | u64::from(LEN));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

@@ -89,5 +89,5 @@ fn string_forms_are_known() {
     assert!(has_string_form(&field("timestamp")));
     assert!(has_string_form(&field("wrapped_bytes")));
     assert!(!has_string_form(&field("nested")));
-    assert!(!has_string_form(&field("any")));
+    assert!(!has_string_form(&field("struct_value")));
 }
