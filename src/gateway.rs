@@ -51,6 +51,15 @@ impl Gateway {
     /// Loads descriptors, builds the route table and the upstream channels. Every problem is
     /// reported. Must run inside a tokio runtime (channels connect lazily from it).
     pub fn build(config: &Config) -> Result<Gateway, Vec<BuildError>> {
+        Gateway::build_with(config, Upstreams::build)
+    }
+
+    /// As [`Gateway::build`], with the upstreams made by `upstreams` (given the configured
+    /// upstreams and the response size limit): see [`Upstreams::build_with`].
+    pub fn build_with(
+        config: &Config,
+        upstreams: impl FnOnce(&[crate::config::UpstreamConfig], usize) -> Upstreams,
+    ) -> Result<Gateway, Vec<BuildError>> {
         let mut errors: Vec<BuildError> = config.validate().into_iter().map(BuildError::from).collect();
         let descriptors = match descriptors::load(&config.descriptors.paths) {
             Ok(descriptors) => Some(descriptors),
@@ -68,7 +77,7 @@ impl Gateway {
         let mut builder = TableBuilder::new();
         builder.extend(routes);
         let table = builder.build();
-        let upstreams = Upstreams::build(&config.upstreams, config.max_response_bytes);
+        let upstreams = upstreams(&config.upstreams, config.max_response_bytes);
         let route_upstreams =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
         let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));

@@ -106,7 +106,26 @@ pub struct StatusReply {
 impl Upstreams {
     /// Creates a lazily connected channel per upstream. Must run inside a tokio runtime.
     pub fn build(configs: &[UpstreamConfig], max_response_bytes: usize) -> Upstreams {
-        let upstreams: Vec<Upstream> = configs.iter().map(|c| Upstream::new(c, max_response_bytes)).collect();
+        Upstreams::build_with(configs, max_response_bytes, connect_lazy)
+    }
+
+    /// As [`Upstreams::build`], with each upstream's channel made by `channel` — for embedders
+    /// that bring their own transport (in-memory, or a custom connector).
+    pub fn build_with(
+        configs: &[UpstreamConfig],
+        max_response_bytes: usize,
+        channel: impl Fn(&UpstreamConfig) -> Channel,
+    ) -> Upstreams {
+        let upstreams: Vec<Upstream> = configs
+            .iter()
+            .map(|c| Upstream {
+                name: c.name.clone(),
+                endpoints: c.endpoints.iter().map(ToString::to_string).collect(),
+                timeout: c.timeout,
+                channel: channel(c),
+                max_response_bytes,
+            })
+            .collect();
         let mut selectors: Vec<(ServiceSelector, UpstreamId)> = configs
             .iter()
             .enumerate()
@@ -135,32 +154,6 @@ impl Upstreams {
 // === impl Upstream ===
 
 impl Upstream {
-    fn new(config: &UpstreamConfig, max_response_bytes: usize) -> Upstream {
-        let endpoints: Vec<Endpoint> = config
-            .endpoints
-            .iter()
-            .map(|e| {
-                Endpoint::from(e.uri().clone())
-                    .connect_timeout(config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-                    .tcp_nodelay(true)
-                    // Find dead connections before requests do.
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(10))
-            })
-            .collect();
-        let channel = match endpoints.as_slice() {
-            [one] => one.connect_lazy(),
-            _ => Channel::balance_list(endpoints.into_iter()),
-        };
-        Upstream {
-            name: config.name.clone(),
-            endpoints: config.endpoints.iter().map(ToString::to_string).collect(),
-            timeout: config.timeout,
-            channel,
-            max_response_bytes,
-        }
-    }
-
     /// Calls a unary method with an encoded request. `deadline` bounds the whole call and is sent
     /// as `grpc-timeout`.
     pub async fn unary(
@@ -256,6 +249,27 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// One lazily connected HTTP/2 channel to an upstream's endpoints, balanced when there are
+/// several.
+fn connect_lazy(config: &UpstreamConfig) -> Channel {
+    let endpoints: Vec<Endpoint> = config
+        .endpoints
+        .iter()
+        .map(|e| {
+            Endpoint::from(e.uri().clone())
+                .connect_timeout(config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+                .tcp_nodelay(true)
+                // Find dead connections before requests do.
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+        })
+        .collect();
+    match endpoints.as_slice() {
+        [one] => one.connect_lazy(),
+        _ => Channel::balance_list(endpoints.into_iter()),
+    }
 }
 
 /// An error and its sources, joined: transport errors say little at the top of the chain.

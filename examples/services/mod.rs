@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
 
+pub mod catalog;
+
 /// Generated messages and service stubs.
 pub mod pb {
     pub mod users {

@@ -174,15 +174,40 @@ fn decode_json(
 }
 
 pub(crate) fn json_error(path: serde_path_to_error::Path, error: &serde_json::Error) -> TranscodeError {
-    let mut field = path.to_string();
+    use serde_path_to_error::Segment;
+    let mut field = String::new();
+    let mut known = true;
+    for segment in &path {
+        match segment {
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+            Segment::Seq { index } => {
+                field.push('[');
+                field.push_str(&index.to_string());
+                field.push(']');
+            }
+            // A key serde could not capture (the error came while reading it).
+            Segment::Unknown => known = false,
+        }
+    }
     let mut reason = error.to_string();
     // prost-reflect reports an unknown key at the level of its parent object: name the key.
-    if let Some(name) = reason.strip_prefix("unrecognized field name '").and_then(|r| r.split('\'').next()) {
-        field = if field == "." || field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+    if let Some(name) = reason
+        .strip_prefix("unrecognized field name '")
+        .and_then(|r| r.rsplit_once("' at line "))
+        .map(|(n, _)| n.to_owned())
+    {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(&name);
         reason = "unknown field".to_owned();
     }
-    let known = !field.is_empty() && field != "." && !field.contains('?');
-    TranscodeError::InvalidJson { field: known.then_some(field), reason }
+    TranscodeError::InvalidJson { field: (known && !field.is_empty()).then_some(field), reason }
 }
 
 /// Presents a body bound to one field as the message `{"field": <body>}`, without copying it,

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use super::json::{
     write_base64, write_f32_field, write_f32_plain, write_f64_field, write_f64_plain, write_int, write_int_quoted,
-    write_str,
+    write_str, write_utf8,
 };
 use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
 use super::wire::{
@@ -91,11 +91,203 @@ struct Renderer<'p> {
     budget: u32,
 }
 
+/// Whether [`Renderer::stream`] finished the message or found it needs the indexed path.
+enum Streamed {
+    Done,
+    NeedsIndex,
+}
+
 impl Renderer<'_> {
     fn message(&mut self, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         if let Some(wkt) = plan.wkt {
             return self.well_known(wkt, plan, wire, out);
         }
+        let mark = out.len();
+        let entries = self.entries.len();
+        match self.stream(plan, wire, out) {
+            Ok(Streamed::Done) => Ok(()),
+            // An error too: a value that failed may be one a later occurrence merges into or
+            // replaces, which only the indexed path sees.
+            Ok(Streamed::NeedsIndex) | Err(_) => {
+                out.truncate(mark);
+                self.entries.truncate(entries);
+                self.indexed(plan, wire, out)
+            }
+        }
+    }
+
+    /// The common case in one pass: fields in field order, each singular field once, lists and
+    /// maps in one run each, one member per oneof — what protobuf encoders write. Anything else
+    /// is handed to [`Self::indexed`].
+    fn stream(&mut self, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<Streamed, WireError> {
+        out.push(b'{');
+        let mut first = true;
+        // Fields before this index are done: written, skipped as default, or absent.
+        let mut next_field = 0usize;
+        let mut run: Option<Run> = None;
+        let mut oneofs = 0u64;
+        let mut buf = wire;
+        while !buf.is_empty() {
+            let (number, wire_type) = next_key(&mut buf)?;
+            let Some(i) = plan.field_by_number(number) else {
+                next_value(&mut buf, number, wire_type)?;
+                continue;
+            };
+            let field = &plan.fields[i];
+            let value = if matches!(field.label, Label::Map { .. }) {
+                // prost-reflect reads a map entry's length whatever wire type its key names.
+                next_len_delimited(&mut buf)?
+            } else {
+                next_value(&mut buf, number, wire_type)?
+            };
+            check_wire_type(field, &RawField { number, wire_type, value })?;
+            if let Some(open) = &mut run
+                && open.field == i
+            {
+                self.extend_run(open, field, wire_type, value, wire, out)?;
+                continue;
+            }
+            if i < next_field {
+                return Ok(Streamed::NeedsIndex);
+            }
+            if let Some(open) = run.take() {
+                self.close_run(open, plan, wire, &mut first, out)?;
+            }
+            if self.options.emit_unpopulated {
+                self.write_absent(plan, next_field..i, &mut first, out)?;
+            }
+            next_field = i + 1;
+            if let Some(oneof) = field.oneof {
+                let bit = 1u64.checked_shl(u32::from(oneof)).unwrap_or(0);
+                if bit == 0 || oneofs & bit != 0 {
+                    return Ok(Streamed::NeedsIndex);
+                }
+                oneofs |= bit;
+            }
+            match field.label {
+                Label::Singular => {
+                    if !field.presence && !self.options.emit_unpopulated && is_default_value(field, value)? {
+                        continue;
+                    }
+                    self.key(field, &mut first, out);
+                    self.scalar_or_message(field.kind, value, out)?;
+                }
+                Label::Repeated { .. } => {
+                    let mut open = Run { field: i, rewind: out.len(), first_before: first, count: 0, entries: 0 };
+                    self.key(field, &mut first, out);
+                    out.push(b'[');
+                    self.extend_run(&mut open, field, wire_type, value, wire, out)?;
+                    run = Some(open);
+                }
+                Label::Map { .. } => {
+                    let mut open =
+                        Run { field: i, rewind: out.len(), first_before: first, count: 0, entries: self.entries.len() };
+                    self.extend_run(&mut open, field, wire_type, value, wire, out)?;
+                    run = Some(open);
+                }
+            }
+        }
+        if let Some(open) = run.take() {
+            self.close_run(open, plan, wire, &mut first, out)?;
+        }
+        self.write_absent(plan, next_field..plan.fields.len(), &mut first, out)?;
+        out.push(b'}');
+        Ok(Streamed::Done)
+    }
+
+    /// Adds one occurrence to the open list or map.
+    fn extend_run(
+        &mut self,
+        run: &mut Run,
+        field: &FieldPlan,
+        wire_type: u8,
+        value: &[u8],
+        wire: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        if let Label::Map { .. } = field.label {
+            // Entries are kept until the run ends: a later entry may repeat a key.
+            let start = value.as_ptr() as usize - wire.as_ptr() as usize;
+            let index = u16::try_from(run.field).map_err(|_| WireError("too many fields".into()))?;
+            self.entries.push(Entry {
+                field: index,
+                wire_type,
+                start: offset(start)?,
+                end: offset(start + value.len())?,
+            });
+            return Ok(());
+        }
+        let mut first = run.count == 0;
+        if wire_type == LEN && is_packable(field.kind) {
+            let before = out.len();
+            self.packed(field.kind, value, &mut first, out)?;
+            if out.len() > before {
+                run.count += 1;
+            }
+        } else {
+            if !first {
+                out.push(b',');
+            }
+            self.scalar_or_message(field.kind, value, out)?;
+            run.count += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the open list or map: writes the map, or takes back a list that stayed empty.
+    fn close_run(
+        &mut self,
+        run: Run,
+        plan: &MessagePlan,
+        wire: &[u8],
+        first: &mut bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let field = &plan.fields[run.field];
+        match field.label {
+            Label::Map { key, value } => {
+                self.key(field, first, out);
+                let group = run.entries..self.entries.len();
+                let result = self.map(key, value, group, wire, out);
+                self.entries.truncate(run.entries);
+                result
+            }
+            _ if run.count == 0 && !self.options.emit_unpopulated => {
+                // Only empty packed data arrived: an empty list, which is not written.
+                out.truncate(run.rewind);
+                *first = run.first_before;
+                Ok(())
+            }
+            _ => {
+                out.push(b']');
+                Ok(())
+            }
+        }
+    }
+
+    /// With `emit_unpopulated`, writes the defaults of absent fields without presence.
+    fn write_absent(
+        &mut self,
+        plan: &MessagePlan,
+        fields: std::ops::Range<usize>,
+        first: &mut bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        if !self.options.emit_unpopulated {
+            return Ok(());
+        }
+        for field in &plan.fields[fields] {
+            if !field.presence {
+                self.key(field, first, out);
+                self.default_value(field, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Any message, in two passes: index its fields, then write them in field order with
+    /// protobuf's rules for repeats, merges and oneofs.
+    fn indexed(&mut self, plan: &MessagePlan, wire: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         let range = self.index(plan, wire)?;
         out.push(b'{');
         let mut first = true;
@@ -237,25 +429,14 @@ impl Renderer<'_> {
 
     /// Whether a present field without presence holds its default value (and so is omitted).
     fn is_default(&self, field: &FieldPlan, group: std::ops::Range<usize>, wire: &[u8]) -> Result<bool, WireError> {
-        let last = self.entries[group.end - 1];
-        let bytes = slice(wire, last);
-        Ok(match field.label {
+        match field.label {
             Label::Repeated { .. } | Label::Map { .. } => {
                 // A present list is empty only if all it got was packed data of length zero.
-                is_packable(field.kind) && self.entries[group].iter().all(|e| e.wire_type == LEN && e.start == e.end)
+                Ok(is_packable(field.kind)
+                    && self.entries[group].iter().all(|e| e.wire_type == LEN && e.start == e.end))
             }
-            Label::Singular => match field.kind {
-                Kind::Double => f64::from_bits(u64::from_le_bytes(fixed::<8>(bytes)?)) == 0.0,
-                Kind::Float => f32::from_bits(u32::from_le_bytes(fixed::<4>(bytes)?)) == 0.0,
-                Kind::Fixed64 | Kind::Sfixed64 => u64::from_le_bytes(fixed::<8>(bytes)?) == 0,
-                Kind::Fixed32 | Kind::Sfixed32 => u32::from_le_bytes(fixed::<4>(bytes)?) == 0,
-                Kind::String | Kind::Bytes => bytes.is_empty(),
-                Kind::Message(_) => false,
-                Kind::Enum(_) => truncate_i32(wire::varint(bytes)?) == field.default_enum,
-                Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(wire::varint(bytes)?) == 0,
-                Kind::Int64 | Kind::Sint64 | Kind::Uint64 | Kind::Bool => wire::varint(bytes)? == 0,
-            },
-        })
+            Label::Singular => is_default_value(field, slice(wire, self.entries[group.end - 1])),
+        }
     }
 
     /// Writes a present field's value: the last of a singular field, the merge of a singular
@@ -364,10 +545,7 @@ impl Renderer<'_> {
     fn scalar_or_message(&mut self, kind: Kind, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         match kind {
             Kind::Message(id) => self.nested(id, bytes, out),
-            Kind::String => {
-                write_str(out, utf8(bytes)?);
-                Ok(())
-            }
+            Kind::String => write_utf8(out, bytes).map_err(|_| not_utf8()),
             Kind::Bytes => {
                 write_base64(out, bytes);
                 Ok(())
@@ -488,18 +666,18 @@ impl Renderer<'_> {
         };
         match wkt {
             Wkt::Timestamp => {
-                let t = prost_types::Timestamp::decode(wire)?;
-                if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
+                let (seconds, nanos) = seconds_and_nanos(wire)?;
+                if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&seconds) {
                     return Err(WireError("timestamp out of range".into()));
                 }
-                write_str(out, &t.to_string());
+                super::wkt::write_timestamp(out, seconds, nanos);
             }
             Wkt::Duration => {
-                let d = prost_types::Duration::decode(wire)?;
-                if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > MAX_DURATION_NANOS {
+                let (seconds, nanos) = seconds_and_nanos(wire)?;
+                if seconds.unsigned_abs() > MAX_DURATION_SECONDS || nanos.unsigned_abs() > MAX_DURATION_NANOS {
                     return Err(WireError("duration out of range".into()));
                 }
-                write_str(out, &d.to_string());
+                super::wkt::write_duration(out, seconds, nanos);
             }
             Wkt::FieldMask => {
                 let mask = prost_types::FieldMask::decode(wire)?;
@@ -529,6 +707,24 @@ impl Renderer<'_> {
         }
         Ok(())
     }
+}
+
+/// `int64 seconds = 1; int32 nanos = 2;` of a Timestamp or Duration, decoded as prost does.
+fn seconds_and_nanos(mut wire: &[u8]) -> Result<(i64, i32), WireError> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    while !wire.is_empty() {
+        let (number, wire_type) = next_key(&mut wire)?;
+        let value = next_value(&mut wire, number, wire_type)?;
+        match number {
+            1 | 2 if wire_type != wire::VARINT => {
+                return Err(WireError(format!("invalid wire type: {wire_type} (expected {})", wire::VARINT)));
+            }
+            1 => seconds = wire::varint(value)? as i64,
+            2 => nanos = truncate_i32(wire::varint(value)?),
+            _ => {}
+        }
+    }
+    Ok((seconds, nanos))
 }
 
 const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
@@ -576,6 +772,34 @@ fn write_value(value: &prost_types::Value, out: &mut Vec<u8>) -> Result<(), Wire
         Some(V::StructValue(s)) => write_struct(s, out)?,
     }
     Ok(())
+}
+
+/// A list or map being written in [`Renderer::stream`].
+struct Run {
+    /// Index of its field in the plan.
+    field: usize,
+    /// Where the output stood before its key, to take an empty list back.
+    rewind: usize,
+    first_before: bool,
+    /// Elements written so far (lists).
+    count: usize,
+    /// Where its entries start in the renderer's index (maps).
+    entries: usize,
+}
+
+/// Whether a singular value's bytes hold its type's default.
+fn is_default_value(field: &FieldPlan, bytes: &[u8]) -> Result<bool, WireError> {
+    Ok(match field.kind {
+        Kind::Double => f64::from_bits(u64::from_le_bytes(fixed::<8>(bytes)?)) == 0.0,
+        Kind::Float => f32::from_bits(u32::from_le_bytes(fixed::<4>(bytes)?)) == 0.0,
+        Kind::Fixed64 | Kind::Sfixed64 => u64::from_le_bytes(fixed::<8>(bytes)?) == 0,
+        Kind::Fixed32 | Kind::Sfixed32 => u32::from_le_bytes(fixed::<4>(bytes)?) == 0,
+        Kind::String | Kind::Bytes => bytes.is_empty(),
+        Kind::Message(_) => false,
+        Kind::Enum(_) => truncate_i32(wire::varint(bytes)?) == field.default_enum,
+        Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(wire::varint(bytes)?) == 0,
+        Kind::Int64 | Kind::Sint64 | Kind::Uint64 | Kind::Bool => wire::varint(bytes)? == 0,
+    })
 }
 
 /// A decoded map key, compared by value so differently encoded duplicates are found.
@@ -714,7 +938,12 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], WireError> {
 
 #[inline]
 fn utf8(bytes: &[u8]) -> Result<&str, WireError> {
-    std::str::from_utf8(bytes).map_err(|_| WireError("invalid string value: data is not UTF-8 encoded".into()))
+    std::str::from_utf8(bytes).map_err(|_| not_utf8())
+}
+
+#[cold]
+fn not_utf8() -> WireError {
+    WireError("invalid string value: data is not UTF-8 encoded".into())
 }
 
 /// prost reads 32-bit varints as 64 bits and keeps the low half.

@@ -49,6 +49,16 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<RawField<'a>, WireError> {
 /// Reads a field key: the field number and wire type.
 #[inline]
 pub fn next_key(buf: &mut &[u8]) -> Result<(u32, u8), WireError> {
+    // Fields 1 to 15 have one-byte keys: most keys, by design of the encoding.
+    if let Some(&byte) = buf.first()
+        && (8..0x80).contains(&byte)
+        && byte & 7 <= 5
+        && byte & 7 != 3
+        && byte & 7 != 4
+    {
+        *buf = &buf[1..];
+        return Ok((u32::from(byte >> 3), byte & 7));
+    }
     let (number, wire_type) = prost::encoding::decode_key(buf)?;
     Ok((number, wire_type as u8))
 }
@@ -59,6 +69,11 @@ pub fn next_value<'a>(buf: &mut &'a [u8], number: u32, wire_type: u8) -> Result<
     let before: &'a [u8] = buf;
     Ok(match wire_type {
         VARINT => {
+            if buf.first().is_some_and(|&b| b < 0x80) {
+                let (value, rest) = buf.split_at(1);
+                *buf = rest;
+                return Ok(value);
+            }
             decode_varint(buf)?;
             &before[..before.len() - buf.len()]
         }
@@ -77,6 +92,12 @@ pub fn next_value<'a>(buf: &mut &'a [u8], number: u32, wire_type: u8) -> Result<
 /// Reads a varint length and that many bytes.
 #[inline]
 pub fn next_len_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], WireError> {
+    if let Some(&len) = buf.first()
+        && len < 0x80
+    {
+        *buf = &buf[1..];
+        return take(buf, usize::from(len));
+    }
     let len = decode_varint(buf)?;
     let len = usize::try_from(len).map_err(|_| WireError("buffer underflow".into()))?;
     take(buf, len)
@@ -95,6 +116,11 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
 /// The varint in `bytes` (as captured by [`next_field`]).
 #[inline]
 pub fn varint(mut bytes: &[u8]) -> Result<u64, WireError> {
+    if let [byte] = bytes
+        && *byte < 0x80
+    {
+        return Ok(u64::from(*byte));
+    }
     Ok(decode_varint(&mut bytes)?)
 }
 

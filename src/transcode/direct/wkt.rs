@@ -109,9 +109,118 @@ pub fn validate_strict_rfc3339(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Appends a timestamp (already checked to be in range) as prost-types' `Display` writes it:
+/// `YYYY-MM-DDTHH:MM:SS` then `Z`, `.mmmZ`, `.uuuuuuZ` or `.nnnnnnnnnZ`.
+pub fn write_timestamp(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
+    let mut t = prost_types::Timestamp { seconds, nanos };
+    t.normalize();
+    let days = t.seconds.div_euclid(86_400);
+    let secs = t.seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        // Only reachable when normalising carried past the range; let prost-types write it.
+        out.extend_from_slice(format!("\"{t}\"").as_bytes());
+        return;
+    }
+    let mut buf = *b"\"0000-00-00T00:00:00";
+    put_digits(&mut buf[1..5], year as u64);
+    put_digits(&mut buf[6..8], u64::from(month));
+    put_digits(&mut buf[9..11], u64::from(day));
+    put_digits(&mut buf[12..14], (secs / 3600) as u64);
+    put_digits(&mut buf[15..17], (secs / 60 % 60) as u64);
+    put_digits(&mut buf[18..20], (secs % 60) as u64);
+    out.extend_from_slice(&buf);
+    write_fraction(out, t.nanos.unsigned_abs());
+    out.extend_from_slice(b"Z\"");
+}
+
+/// Appends a duration (already checked to be in range) as prost-types' `Display` writes it:
+/// `[-]S` then `s`, `.mmms`, `.uuuuuus` or `.nnnnnnnnns`.
+pub fn write_duration(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
+    let mut d = prost_types::Duration { seconds, nanos };
+    d.normalize();
+    out.push(b'"');
+    // The sign comes from the value as sent, the digits from the normalised one.
+    if seconds < 0 || nanos < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(d.seconds.unsigned_abs()).as_bytes());
+    write_fraction(out, d.nanos.unsigned_abs());
+    out.extend_from_slice(b"s\"");
+}
+
+/// Nothing for whole seconds, else milli-, micro- or nanoseconds, whichever is exact.
+fn write_fraction(out: &mut Vec<u8>, nanos: u32) {
+    let (value, digits) = match nanos {
+        0 => return,
+        n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+        n if n % 1_000 == 0 => (n / 1_000, 6),
+        n => (n, 9),
+    };
+    let mut buf = [b'.'; 10];
+    put_digits(&mut buf[1..=digits], u64::from(value));
+    out.extend_from_slice(&buf[..=digits]);
+}
+
+/// Writes `value` zero-padded into all of `dst`.
+fn put_digits(dst: &mut [u8], mut value: u64) {
+    for d in dst.iter_mut().rev() {
+        // A single decimal digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (value % 10) as u8;
+        *d = b'0' + digit;
+        value /= 10;
+    }
+}
+
+/// Year, month and day of a day count since 1970-01-01 (proleptic Gregorian), after Howard
+/// Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // Month and day are small by construction.
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_and_durations_format_as_prost_types_does() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let nanos = [0, 1, 999_999_999, 500_000_000, 21_000_000, 123_000, 1_000, -1, -500_000_000, 1_999_999_999];
+        for i in 0..20_000 {
+            let seconds = match i % 4 {
+                0 => -62_135_596_800 + (next() % 315_537_897_600) as i64,
+                1 => [-62_135_596_800, 253_402_300_799, 0, -1, 1, 951_782_400, 4_107_542_400][i % 7],
+                _ => (next() % 4_000_000_000) as i64 - 1_000_000_000,
+            };
+            let n = nanos[(next() % nanos.len() as u64) as usize];
+            let mut out = Vec::new();
+            write_timestamp(&mut out, seconds, n);
+            let expected = format!("\"{}\"", prost_types::Timestamp { seconds, nanos: n });
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{seconds} {n}");
+            let d_seconds = seconds % 315_576_000_000;
+            let mut out = Vec::new();
+            write_duration(&mut out, d_seconds, n);
+            let expected = format!("\"{}\"", prost_types::Duration { seconds: d_seconds, nanos: n });
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{d_seconds} {n}");
+        }
+    }
 
     #[test]
     fn field_mask_paths_convert_both_ways() {
