@@ -20,14 +20,14 @@ use http_body_util::BodyExt;
 use protogate::config::Config;
 use protogate::gateway::Gateway;
 use protogate::route::Lookup;
-use protogate::upstream::Upstreams;
+use protogate::upstream::{Connector, Upstreams};
 use std::hint::black_box;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Server};
 use tower::ServiceExt;
 
-/// A channel whose every connection is an in-memory pipe to a catalog server.
-async fn in_memory_channel() -> Channel {
+/// Starts a catalog server fed by the returned sender's pipes.
+fn in_memory_server() -> mpsc::UnboundedSender<tokio::io::DuplexStream> {
     let (tx, rx) = mpsc::unbounded_channel::<tokio::io::DuplexStream>();
     let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     tokio::spawn(
@@ -35,6 +35,25 @@ async fn in_memory_channel() -> Channel {
             .add_service(catalog::CatalogService::server())
             .serve_with_incoming(tokio_stream::StreamExt::map(incoming, Ok::<_, std::io::Error>)),
     );
+    tx
+}
+
+/// A connector whose every connection is an in-memory pipe to a catalog server.
+fn in_memory_connector() -> Connector {
+    let tx = in_memory_server();
+    Arc::new(move |_| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            tx.send(server).map_err(|_| std::io::Error::other("server gone"))?;
+            Ok(Box::new(client) as Box<dyn protogate::upstream::connection::Io>)
+        })
+    })
+}
+
+/// A tonic channel over the same kind of pipe, for the direct baseline.
+fn in_memory_channel() -> Channel {
+    let tx = in_memory_server();
     Endpoint::from_static("http://in-memory").connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
         let tx = tx.clone();
         async move {
@@ -56,11 +75,10 @@ fn config() -> Config {
 fn request_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (router, mut client) = runtime.block_on(async {
-        let channel = in_memory_channel().await;
+        let connector = in_memory_connector();
         let gateway =
-            Gateway::build_with(&config(), |configs, max| Upstreams::build_with(configs, max, |_| channel.clone()))
-                .unwrap();
-        let client = catalog::pb::catalog_client::CatalogClient::new(in_memory_channel().await);
+            Gateway::build_with(&config(), |configs, max| Upstreams::build_with(configs, max, &connector)).unwrap();
+        let client = catalog::pb::catalog_client::CatalogClient::new(in_memory_channel());
         (protogate::server::router(Arc::new(gateway)), client)
     });
     let create_body = serde_json::to_vec(&serde_json::json!({

@@ -21,12 +21,12 @@ mod services;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50061".to_owned());
-    let listener = tokio::net::TcpListener::bind(&addr).await.expect("the address is free");
-    eprintln!("catalog listening on {}", listener.local_addr().expect("bound"));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let addr: std::net::SocketAddr = addr.parse().expect("an address such as 127.0.0.1:50061");
+    eprintln!("catalog listening on {addr}");
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(services::catalog::CatalogService::server())
-        .serve_with_incoming(incoming)
+        .serve(addr)
         .await
         .expect("the server runs");
 }

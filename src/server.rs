@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
@@ -32,5 +33,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    // Responses are written whole; Nagle's algorithm would only hold their last segment back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

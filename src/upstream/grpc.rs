@@ -1,0 +1,149 @@
+//! The gRPC protocol over HTTP/2 for one unary call (PROTOCOL-HTTP2.md): the request frame and
+//! headers, and the response — headers, one length-prefixed message, trailers with the status.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, TE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tonic::{Code, Status};
+
+/// `Content-Type` of a gRPC request.
+pub const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
+
+/// The body of a unary request: the message behind gRPC's five-byte prefix (not compressed,
+/// length as big-endian u32).
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut body = BytesMut::with_capacity(5 + message.len());
+    body.put_u8(0);
+    body.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    body.put_slice(message);
+    body.freeze()
+}
+
+/// Adds the headers gRPC requires to the request's metadata.
+pub fn request_headers(headers: &mut HeaderMap, deadline: Option<Duration>) {
+    headers.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    headers.insert(TE, TRAILERS);
+    headers.insert(USER_AGENT, AGENT);
+    if let Some(deadline) = deadline
+        && let Ok(value) = HeaderValue::from_str(&timeout_header(deadline))
+    {
+        headers.insert(crate::metadata::GRPC_TIMEOUT, value);
+    }
+}
+
+/// A `grpc-timeout` value: at most eight digits, in the finest unit that fits.
+pub fn timeout_header(deadline: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = deadline.as_nanos();
+    let candidates = [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M')];
+    for (unit, suffix) in candidates {
+        // Rounded up: a deadline is never sent shorter than it is.
+        let value = nanos.div_ceil(unit);
+        if value <= MAX {
+            return format!("{value}{suffix}");
+        }
+    }
+    format!("{}H", nanos.div_ceil(3_600_000_000_000).min(MAX))
+}
+
+/// What went wrong with a response, before the status: the call failed as gRPC says it fails.
+pub fn status_for_http(status: StatusCode) -> Status {
+    // PROTOCOL-HTTP2.md, "HTTP to gRPC Status Code Mapping".
+    let code = match status {
+        StatusCode::BAD_REQUEST => Code::Internal,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::Unimplemented,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("the upstream answered HTTP {status} instead of a gRPC response"))
+}
+
+/// The status in a header block (the response headers of a trailers-only response, or the
+/// trailers), if it holds one.
+pub fn status_in(headers: &HeaderMap) -> Option<Status> {
+    Status::from_header_map(headers)
+}
+
+/// The one message of a unary response body, without its prefix.
+pub fn single_message(mut body: Bytes, limit: usize) -> Result<Bytes, Status> {
+    if body.is_empty() {
+        return Err(Status::internal("the upstream sent no response message"));
+    }
+    if body.len() < 5 {
+        return Err(Status::internal("the upstream's response ends inside a message prefix"));
+    }
+    if body[0] != 0 {
+        // No `grpc-accept-encoding` is sent, so a compressed message breaks the protocol.
+        return Err(Status::internal("the upstream compressed its response without being asked to"));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len > limit {
+        return Err(Status::out_of_range(format!(
+            "the upstream's response message is {len} bytes, over the {limit}-byte limit"
+        )));
+    }
+    if body.len() < 5 + len {
+        return Err(Status::internal("the upstream's response ends inside a message"));
+    }
+    if body.len() > 5 + len {
+        return Err(Status::internal("the upstream sent more than one response message"));
+    }
+    let _prefix = body.split_to(5);
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_use_the_finest_unit_that_fits() {
+        for (deadline, header) in [
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_millis(250), "250000u"),
+            (Duration::from_secs(10), "10000000u"),
+            (Duration::from_secs(1_000), "1000000m"),
+            (Duration::from_secs(100_000), "100000S"),
+            (Duration::from_secs(200_000_000), "3333334M"),
+        ] {
+            assert_eq!(timeout_header(deadline), header);
+            let parsed = crate::metadata::parse_grpc_timeout(header).unwrap();
+            assert!(parsed >= deadline, "never shorter than the deadline");
+        }
+        assert_eq!(timeout_header(Duration::from_secs(u64::MAX)), "99999999H", "saturates");
+    }
+
+    #[test]
+    fn a_unary_body_holds_exactly_one_message() {
+        let body = frame(b"hello");
+        assert_eq!(&body[..], b"\x00\x00\x00\x00\x05hello");
+        assert_eq!(single_message(body.clone(), 100).unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(single_message(Bytes::new(), 100).unwrap_err().code(), Code::Internal);
+        assert_eq!(single_message(body.slice(..7), 100).unwrap_err().code(), Code::Internal);
+        assert_eq!(
+            single_message([body.clone(), body.clone()].concat().into(), 100).unwrap_err().code(),
+            Code::Internal
+        );
+        assert_eq!(single_message(body.clone(), 4).unwrap_err().code(), Code::OutOfRange);
+        assert_eq!(
+            single_message(Bytes::from_static(b"\x01\x00\x00\x00\x00"), 100).unwrap_err().code(),
+            Code::Internal
+        );
+    }
+
+    #[test]
+    fn http_errors_map_as_grpc_specifies() {
+        assert_eq!(status_for_http(StatusCode::NOT_FOUND).code(), Code::Unimplemented);
+        assert_eq!(status_for_http(StatusCode::SERVICE_UNAVAILABLE).code(), Code::Unavailable);
+        assert_eq!(status_for_http(StatusCode::IM_A_TEAPOT).code(), Code::Unknown);
+    }
+}

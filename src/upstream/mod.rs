@@ -1,0 +1,348 @@
+//! Step 4 of the pipeline: the call to the upstream gRPC service.
+//!
+//! Each `[[upstreams]]` entry has one HTTP/2 connection per endpoint ([`connection`]), opened
+//! on first use and shared by every request; several endpoints take turns. A service is
+//! served by the most specific selector that covers it: `pkg.Service`, then the longest
+//! `pkg.*`, then `*`.
+//!
+//! Failures keep who failed visible: an upstream that cannot be reached (refused, reset, DNS)
+//! is [`UpstreamError::Unreachable`], a deadline that passes is
+//! [`UpstreamError::DeadlineExceeded`], and a status the upstream *sent* is
+//! [`UpstreamError::Status`].
+
+pub mod connection;
+pub mod grpc;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use tonic::Status;
+
+use crate::config::{ServiceSelector, UpstreamConfig};
+use connection::EndpointConnection;
+pub use connection::{Connector, tcp_connector};
+
+/// How long to wait for a connection when an upstream sets no `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// All upstreams and the rules that pick one per service.
+#[derive(Debug)]
+pub struct Upstreams {
+    upstreams: Vec<Upstream>,
+    /// Selectors, most specific first.
+    selectors: Vec<(ServiceSelector, UpstreamId)>,
+}
+
+/// One upstream: a name, its endpoints and the connections to them.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The configured name.
+    pub name: String,
+    /// The endpoint URLs, for logs and `routes`.
+    pub endpoints: Vec<String>,
+    /// The configured call deadline.
+    pub timeout: Option<Duration>,
+    connections: Vec<EndpointConnection>,
+    next: AtomicUsize,
+    max_response_bytes: usize,
+}
+
+/// Index of an upstream in [`Upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamId(usize);
+
+/// A unary call's answer.
+#[derive(Debug)]
+pub struct UnaryResponse {
+    /// Response headers (initial metadata).
+    pub headers: HeaderMap,
+    /// The response message, encoded.
+    pub message: Bytes,
+    /// Trailers, with the gRPC status among them.
+    pub trailers: HeaderMap,
+}
+
+/// Why a call produced no response message.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No upstream is configured for the service.
+    #[error("no upstream is configured for {service}")]
+    NotConfigured {
+        /// The full service name.
+        service: String,
+    },
+    /// The upstream could not be reached, or the connection failed before it answered.
+    #[error("upstream {upstream} is unreachable: {reason}")]
+    Unreachable {
+        /// The upstream's name.
+        upstream: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// The deadline passed before the upstream answered.
+    #[error("upstream {upstream} did not answer within the {deadline:?} deadline")]
+    DeadlineExceeded {
+        /// The upstream's name.
+        upstream: String,
+        /// The deadline that passed.
+        deadline: Duration,
+    },
+    /// The upstream answered with a non-OK status.
+    #[error("upstream {} answered {}: {}", .0.upstream, .0.status.code(), .0.status.message())]
+    Status(Box<StatusReply>),
+}
+
+/// A non-OK status an upstream answered with.
+#[derive(Debug)]
+pub struct StatusReply {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The status, with its trailers as metadata.
+    pub status: Status,
+    /// Response headers sent before the status, if any.
+    pub headers: HeaderMap,
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    /// The upstreams of the configuration, reached over TCP.
+    pub fn build(configs: &[UpstreamConfig], max_response_bytes: usize) -> Upstreams {
+        Upstreams::build_with(configs, max_response_bytes, &tcp_connector())
+    }
+
+    /// As [`Upstreams::build`], with connections opened by `connector` — for embedders that
+    /// bring their own transport (an in-memory pipe, a proxy).
+    pub fn build_with(configs: &[UpstreamConfig], max_response_bytes: usize, connector: &Connector) -> Upstreams {
+        let upstreams: Vec<Upstream> =
+            configs.iter().map(|c| Upstream::new(c, max_response_bytes, connector)).collect();
+        let mut selectors: Vec<(ServiceSelector, UpstreamId)> = configs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.services.iter().map(move |s| (s.clone(), UpstreamId(i))))
+            .collect();
+        selectors.sort_by_key(|(selector, _)| std::cmp::Reverse(selector.specificity()));
+        Upstreams { upstreams, selectors }
+    }
+
+    /// The upstream serving `service`, if any.
+    pub fn select(&self, service: &str) -> Option<UpstreamId> {
+        self.selectors.iter().find(|(selector, _)| selector.matches(service)).map(|(_, id)| *id)
+    }
+
+    /// The upstream with this id.
+    pub fn get(&self, id: UpstreamId) -> &Upstream {
+        &self.upstreams[id.0]
+    }
+
+    /// Every upstream, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.upstreams.iter()
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    fn new(config: &UpstreamConfig, max_response_bytes: usize, connector: &Connector) -> Upstream {
+        let connect_timeout = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        Upstream {
+            name: config.name.clone(),
+            endpoints: config.endpoints.iter().map(ToString::to_string).collect(),
+            timeout: config.timeout,
+            connections: config
+                .endpoints
+                .iter()
+                .map(|e| EndpointConnection::new(e.clone(), connector.clone(), connect_timeout))
+                .collect(),
+            next: AtomicUsize::new(0),
+            max_response_bytes,
+        }
+    }
+
+    /// Calls a unary method with an encoded request. `deadline` bounds the whole call and is sent
+    /// as `grpc-timeout`.
+    pub async fn unary(
+        &self,
+        path: PathAndQuery,
+        request: Bytes,
+        metadata: HeaderMap,
+        deadline: Option<Duration>,
+    ) -> Result<UnaryResponse, UpstreamError> {
+        let call = self.unary_call(path, request, metadata, deadline);
+        match deadline {
+            None => call.await,
+            Some(deadline) => tokio::time::timeout(deadline, call)
+                .await
+                .unwrap_or_else(|_| Err(UpstreamError::DeadlineExceeded { upstream: self.name.clone(), deadline })),
+        }
+    }
+
+    async fn unary_call(
+        &self,
+        path: PathAndQuery,
+        message: Bytes,
+        mut headers: HeaderMap,
+        deadline: Option<Duration>,
+    ) -> Result<UnaryResponse, UpstreamError> {
+        let (connection, sender) = self.sender().await?;
+        grpc::request_headers(&mut headers, deadline);
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = request_uri(connection.endpoint().uri(), path);
+        *request.headers_mut() = headers;
+        let response = async {
+            let mut sender = match sender.ready().await {
+                Ok(sender) => sender,
+                // The connection closed while idle (the upstream restarted, say): nothing was
+                // sent on it, so open a new one and carry on.
+                Err(_) => {
+                    connection.reset();
+                    let fresh = connection.sender().await.map_err(|e| Retry::Connect(e.0))?;
+                    fresh.ready().await?
+                }
+            };
+            let (response, mut body) = sender.send_request(request, false)?;
+            // Queued with the HEADERS frame, so both leave in one write.
+            body.send_data(grpc::frame(&message), true)?;
+            Ok::<_, Retry>(response.await?)
+        };
+        let response = match response.await {
+            Ok(response) => response,
+            Err(Retry::Connect(reason)) => {
+                return Err(UpstreamError::Unreachable { upstream: self.name.clone(), reason });
+            }
+            Err(Retry::H2(e)) => {
+                if e.is_io() || e.is_go_away() || e.reason().is_none() {
+                    connection.reset();
+                }
+                return Err(self.unreachable(&e));
+            }
+        };
+        let (parts, body) = response.into_parts();
+        if parts.status != StatusCode::OK {
+            return Err(self.status(grpc::status_for_http(parts.status), parts.headers));
+        }
+        // A trailers-only response: the status came with the headers.
+        if let Some(status) = grpc::status_in(&parts.headers) {
+            let status = if status.code() == tonic::Code::Ok {
+                Status::internal("the upstream sent no response message")
+            } else {
+                status
+            };
+            return Err(self.status(status, HeaderMap::new()));
+        }
+        let (data, trailers) = self.read_body(body).await?;
+        let trailers = trailers.unwrap_or_default();
+        match grpc::status_in(&trailers) {
+            Some(status) if status.code() == tonic::Code::Ok => {}
+            Some(status) => return Err(self.status(status, parts.headers)),
+            None => {
+                return Err(self.status(Status::internal("the upstream's response has no grpc-status"), parts.headers));
+            }
+        }
+        let message =
+            grpc::single_message(data, self.max_response_bytes).map_err(|s| self.status(s, parts.headers.clone()))?;
+        Ok(UnaryResponse { headers: parts.headers, message, trailers })
+    }
+
+    /// The next endpoint in turn that has (or can open) a connection.
+    async fn sender(&self) -> Result<(&EndpointConnection, h2::client::SendRequest<Bytes>), UpstreamError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = String::from("no endpoints");
+        for i in 0..self.connections.len() {
+            let connection = &self.connections[(start + i) % self.connections.len()];
+            match connection.sender().await {
+                Ok(sender) => return Ok((connection, sender)),
+                Err(e) => last_error = e.0,
+            }
+        }
+        Err(UpstreamError::Unreachable { upstream: self.name.clone(), reason: last_error })
+    }
+
+    /// The response body, up to the message limit (plus its prefix), and the trailers.
+    async fn read_body(&self, mut body: h2::RecvStream) -> Result<(Bytes, Option<HeaderMap>), UpstreamError> {
+        let limit = self.max_response_bytes.saturating_add(5);
+        let mut first: Option<Bytes> = None;
+        let mut rest: Option<BytesMut> = None;
+        while let Some(data) = body.data().await {
+            let data = data.map_err(|e| self.unreachable(&e))?;
+            // Consumed: let the upstream send more.
+            let _ = body.flow_control().release_capacity(data.len());
+            let len = first.as_ref().map_or(0, Bytes::len) + rest.as_ref().map_or(0, BytesMut::len) + data.len();
+            if len > limit {
+                let status = Status::out_of_range(format!(
+                    "the upstream's response is over the {}-byte limit",
+                    self.max_response_bytes
+                ));
+                return Err(self.status(status, HeaderMap::new()));
+            }
+            // Most responses arrive in one frame: keep it without copying.
+            match (&mut first, &mut rest) {
+                (None, _) => first = Some(data),
+                (Some(f), None) => {
+                    let mut joined = BytesMut::with_capacity(f.len() + data.len());
+                    joined.extend_from_slice(f);
+                    joined.extend_from_slice(&data);
+                    rest = Some(joined);
+                }
+                (Some(_), Some(joined)) => joined.extend_from_slice(&data),
+            }
+        }
+        let trailers = body.trailers().await.map_err(|e| self.unreachable(&e))?;
+        let data = match rest {
+            Some(joined) => joined.freeze(),
+            None => first.unwrap_or_default(),
+        };
+        Ok((data, trailers))
+    }
+
+    fn status(&self, status: Status, headers: HeaderMap) -> UpstreamError {
+        UpstreamError::Status(Box::new(StatusReply { upstream: self.name.clone(), status, headers }))
+    }
+
+    fn unreachable(&self, error: &dyn std::error::Error) -> UpstreamError {
+        UpstreamError::Unreachable { upstream: self.name.clone(), reason: error_chain(error) }
+    }
+}
+
+/// A failed attempt to get a response.
+enum Retry {
+    /// No connection could be opened.
+    Connect(String),
+    /// The connection or stream failed.
+    H2(h2::Error),
+}
+
+impl From<h2::Error> for Retry {
+    fn from(e: h2::Error) -> Self {
+        Retry::H2(e)
+    }
+}
+
+/// `http://authority/pkg.Service/Method` for an endpoint.
+fn request_uri(endpoint: &Uri, path: PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(endpoint.scheme().cloned().unwrap_or(Scheme::HTTP));
+    parts.authority = endpoint.authority().cloned().or_else(|| Some(Authority::from_static("localhost")));
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// An error and its sources, joined: transport errors say little at the top of the chain.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
