@@ -1,6 +1,6 @@
-//! tonic [`Codec`]s for messages known only at run time: [`BytesCodec`] carries encoded
-//! messages (what the gateway sends and receives), [`DynamicCodec`] prost-reflect's
-//! [`DynamicMessage`] (for servers and tools that want decoded messages).
+//! A tonic [`Codec`] for prost-reflect's [`DynamicMessage`], for gRPC servers and clients that
+//! handle messages known only at run time (the gateway's own upstream calls carry encoded bytes;
+//! see `upstream`).
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
@@ -64,46 +64,5 @@ impl Decoder for DynamicDecoder {
         DynamicMessage::decode(self.0.clone(), src)
             .map(Some)
             .map_err(|e| Status::internal(format!("{} does not decode: {e}", self.0.full_name())))
-    }
-}
-
-/// Passes already-encoded messages through: the direct transcoder produces and consumes wire
-/// bytes, so neither side needs a message type.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesCodec;
-
-impl Codec for BytesCodec {
-    type Encode = bytes::Bytes;
-    type Decode = bytes::Bytes;
-    type Encoder = BytesCodec;
-    type Decoder = BytesCodec;
-
-    fn encoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-
-    fn decoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-}
-
-impl Encoder for BytesCodec {
-    type Item = bytes::Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for BytesCodec {
-    type Item = bytes::Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, Status> {
-        // tonic's buffer is a BytesMut: this splits it off without copying.
-        let len = bytes::Buf::remaining(src);
-        Ok(Some(bytes::Buf::copy_to_bytes(src, len)))
     }
 }

@@ -69,7 +69,12 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer) -> Result<HeaderMap, MetadataErr
                 metadata.append(key, value);
             }
         } else if name == AUTHORIZATION || name == REQUEST_ID {
-            metadata.append(name.clone(), value.clone());
+            // Marked sensitive, HTTP/2 header compression never puts these values in its table:
+            // credentials must not be (RFC 7541 §7.1.3), and ids, unique per request, would
+            // only push out entries that repeat.
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            metadata.append(name.clone(), value);
         }
     }
     add_forwarded(headers, peer, &mut metadata);

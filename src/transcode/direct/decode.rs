@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
-use super::wire::{begin_len, end_len, put_varint, zigzag_encode32, zigzag_encode64};
+use super::wire::{begin_len, end_len, put_len_field, put_varint, zigzag_encode32, zigzag_encode64};
 
 /// serde_json's default nesting limit.
 const DEPTH_LIMIT: u32 = 128;
@@ -62,7 +62,7 @@ pub fn decode_field(
     let plan = plans.message(id);
     let field = plan.fields.get(field).ok_or(DecodeError::Declined)?;
     let mut decoder = Decoder::new(plans, json, options)?;
-    decoder.path.push(Seg::Key(Cow::Borrowed(&*field.proto_name)));
+    decoder.path.push(Seg::Key(Cow::Borrowed(field.proto_name.as_bytes())));
     decoder.skip_ws();
     decoder.field(field, out)?;
     decoder.path.pop();
@@ -71,7 +71,7 @@ pub fn decode_field(
 
 #[derive(Debug)]
 enum Seg<'a> {
-    Key(Cow<'a, str>),
+    Key(Cow<'a, [u8]>),
     Index(usize),
 }
 
@@ -94,7 +94,8 @@ enum Number {
 
 /// What a JSON value is, for "invalid type" messages.
 enum Found<'a> {
-    Str(Cow<'a, str>),
+    /// A string, already checked to be UTF-8.
+    Str(Cow<'a, [u8]>),
     Num(Number),
     Bool(bool),
     Null,
@@ -106,11 +107,6 @@ type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a, 'p> Decoder<'a, 'p> {
     fn new(plans: &'p Plans, input: &'a [u8], options: DecodeOptions) -> Result<Self> {
-        if std::str::from_utf8(input).is_err() {
-            // serde_json checks UTF-8 inside strings; outside them non-ASCII is a syntax error
-            // anyway, so checking the whole body once is equivalent.
-            return Err(DecodeError::Invalid { field: None, reason: "invalid unicode code point".into() });
-        }
         Ok(Decoder { input, pos: 0, plans, options, path: Vec::new(), depth: DEPTH_LIMIT })
     }
 
@@ -132,7 +128,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    out.push_str(k);
+                    out.push_str(&String::from_utf8_lossy(k));
                 }
                 Seg::Index(i) => {
                     let _ = write!(out, "[{i}]");
@@ -173,7 +169,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn wrong_type(&self, found: &Found<'_>, expected: &str) -> DecodeError {
         let found = match found {
-            Found::Str(s) => format!("string {s:?}"),
+            Found::Str(s) => format!("string {:?}", String::from_utf8_lossy(s)),
             Found::Num(Number::Unsigned(n)) => format!("integer `{n}`"),
             Found::Num(Number::Signed(n)) => format!("integer `{n}`"),
             Found::Num(Number::Float(f)) => format!("floating point `{}`", FloatDisplay(*f)),
@@ -236,18 +232,33 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
     }
 
-    /// Reads a string (the opening quote is next) without its quotes, unescaped.
-    fn string(&mut self) -> Result<Cow<'a, str>> {
+    /// Reads a string (the opening quote is next) without its quotes, unescaped, checking it is
+    /// UTF-8 as serde_json does (only strings can hold non-ASCII bytes in valid JSON).
+    fn string(&mut self) -> Result<Cow<'a, [u8]>> {
         self.pos += 1;
         let start = self.pos;
         let input = self.input;
         loop {
+            // Eight bytes at a time to the first quote, backslash or control character.
+            while let Some(chunk) = input.get(self.pos..self.pos + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let mask = attention(u64::from_le_bytes(word));
+                if mask != 0 {
+                    self.pos += (mask.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.pos += 8;
+            }
             match input.get(self.pos) {
                 None => return Err(self.syntax("EOF while parsing a string")),
                 Some(b'"') => {
                     let s = &input[start..self.pos];
                     self.pos += 1;
-                    return Ok(Cow::Borrowed(as_str(s)));
+                    if s.is_ascii() || std::str::from_utf8(s).is_ok() {
+                        return Ok(Cow::Borrowed(s));
+                    }
+                    return Err(self.invalid("invalid unicode code point"));
                 }
                 Some(b'\\') => return self.escaped_string(start),
                 Some(&b) if b < 0x20 => {
@@ -258,31 +269,36 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
     }
 
-    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, str>> {
-        let mut out = String::from(as_str(&self.input[start..self.pos]));
+    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, [u8]>> {
+        let mut out: Vec<u8> = self.input[start..self.pos].to_vec();
         loop {
             match self.peek() {
                 None => return Err(self.syntax("EOF while parsing a string")),
                 Some(b'"') => {
                     self.pos += 1;
+                    if std::str::from_utf8(&out).is_err() {
+                        return Err(self.invalid("invalid unicode code point"));
+                    }
                     return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
                     let escape = self.peek().ok_or_else(|| self.syntax("EOF while parsing a string"))?;
                     self.pos += 1;
-                    match escape {
-                        b'"' => out.push('"'),
-                        b'\\' => out.push('\\'),
-                        b'/' => out.push('/'),
-                        b'b' => out.push('\u{8}'),
-                        b'f' => out.push('\u{c}'),
-                        b'n' => out.push('\n'),
-                        b'r' => out.push('\r'),
-                        b't' => out.push('\t'),
-                        b'u' => out.push(self.unicode_escape()?),
+                    let decoded = match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
                         _ => return Err(self.syntax("invalid escape")),
-                    }
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(decoded.encode_utf8(&mut buf).as_bytes());
                 }
                 Some(b) if b < 0x20 => {
                     return Err(self.syntax("control character (\\u0000-\\u001F) found while parsing a string"));
@@ -292,7 +308,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                     while self.peek().is_some_and(|b| b != b'"' && b != b'\\' && b >= 0x20) {
                         self.pos += 1;
                     }
-                    out.push_str(as_str(&self.input[run_start..self.pos]));
+                    out.extend_from_slice(&self.input[run_start..self.pos]);
                 }
             }
         }
@@ -465,7 +481,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
     ///
     /// A malformed separator or key names no field: serde_path_to_error cannot tell which key
     /// it belongs to either.
-    fn object(&mut self, mut entry: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>) -> Result<()> {
+    fn object(&mut self, mut entry: impl FnMut(&mut Self, Cow<'a, [u8]>) -> Result<()>) -> Result<()> {
         self.enter()?;
         self.pos += 1;
         let mut first = true;
@@ -553,7 +569,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         let mut seen = vec![false; plan.fields.len()];
         let mut oneofs = vec![false; plan.oneofs.len()];
         self.object(|d, key| {
-            let Some(index) = plan.field_by_name(key.as_bytes()) else {
+            let Some(index) = plan.field_by_name(&key) else {
                 if d.options.deny_unknown_fields {
                     d.path.push(Seg::Key(key));
                     return Err(DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() });
@@ -687,7 +703,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
     }
 
     /// A list element that is a scalar or enum: `null` is only a `NullValue`.
-    fn element_scalar(&mut self, kind: Kind) -> Result<Option<Scalar>> {
+    fn element_scalar(&mut self, kind: Kind) -> Result<Option<Scalar<'a>>> {
         if self.peek() == Some(b'n')
             && let Kind::Enum(id) = kind
             && self.plans.enumeration(id).is_null_value
@@ -740,9 +756,12 @@ impl<'a, 'p> Decoder<'a, 'p> {
         })
     }
 
-    fn map_key(&self, kind: Kind, key: &str) -> Result<Scalar> {
+    fn map_key(&self, kind: Kind, key: &[u8]) -> Result<Scalar<'static>> {
+        if kind == Kind::String {
+            return Ok(Scalar::Bytes(Cow::Owned(key.to_vec())));
+        }
+        let key = text(key);
         let parsed = match kind {
-            Kind::String => return Ok(Scalar::Bytes(key.as_bytes().to_vec())),
             Kind::Bool => key.parse::<bool>().map(|b| Scalar::Varint(u64::from(b))).map_err(|e| e.to_string()),
             Kind::Int32 => key.parse::<i32>().map(|n| Scalar::Varint(n as i64 as u64)).map_err(|e| e.to_string()),
             Kind::Sint32 => key.parse::<i32>().map(|n| Scalar::Varint(zigzag_encode32(n))).map_err(|e| e.to_string()),
@@ -762,7 +781,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
     // === scalars ===
 
     /// A scalar or enum value; `None` for an unknown enum name when unknown names are skipped.
-    fn scalar(&mut self, kind: Kind) -> Result<Option<Scalar>> {
+    fn scalar(&mut self, kind: Kind) -> Result<Option<Scalar<'a>>> {
         let found = self.found()?;
         let value = match kind {
             Kind::Double => Scalar::Fixed64(self.double(&found)?.to_bits()),
@@ -782,10 +801,10 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 other => return Err(self.wrong_type(&other, "a boolean")),
             },
             Kind::String => match found {
-                Found::Str(s) => Scalar::Bytes(s.into_owned().into_bytes()),
+                Found::Str(s) => Scalar::Bytes(s),
                 other => return Err(self.wrong_type(&other, "a string")),
             },
-            Kind::Bytes => Scalar::Bytes(self.bytes(found)?),
+            Kind::Bytes => Scalar::Bytes(Cow::Owned(self.bytes(found)?)),
             Kind::Enum(id) => return self.enumeration(id, found),
             Kind::Message(_) => return Err(DecodeError::Declined),
         };
@@ -797,11 +816,11 @@ impl<'a, 'p> Decoder<'a, 'p> {
             Found::Num(Number::Float(f)) => Ok(*f),
             Found::Num(Number::Unsigned(n)) => Ok(*n as f64),
             Found::Num(Number::Signed(n)) => Ok(*n as f64),
-            Found::Str(s) => match s.parse::<f64>() {
+            Found::Str(s) => match text(s).parse::<f64>() {
                 Ok(v) => Ok(v),
-                Err(_) if s == "Infinity" => Ok(f64::INFINITY),
-                Err(_) if s == "-Infinity" => Ok(f64::NEG_INFINITY),
-                Err(_) if s == "NaN" => Ok(f64::NAN),
+                Err(_) if &**s == b"Infinity" => Ok(f64::INFINITY),
+                Err(_) if &**s == b"-Infinity" => Ok(f64::NEG_INFINITY),
+                Err(_) if &**s == b"NaN" => Ok(f64::NAN),
                 Err(e) => Err(self.invalid(e)),
             },
             other => Err(self.wrong_type(other, "a 64-bit floating point value")),
@@ -819,11 +838,11 @@ impl<'a, 'p> Decoder<'a, 'p> {
             }
             Found::Num(Number::Unsigned(n)) => Ok(*n as f32),
             Found::Num(Number::Signed(n)) => Ok(*n as f32),
-            Found::Str(s) => match s.parse::<f32>() {
+            Found::Str(s) => match text(s).parse::<f32>() {
                 Ok(v) => Ok(v),
-                Err(_) if s == "Infinity" => Ok(f32::INFINITY),
-                Err(_) if s == "-Infinity" => Ok(f32::NEG_INFINITY),
-                Err(_) if s == "NaN" => Ok(f32::NAN),
+                Err(_) if &**s == b"Infinity" => Ok(f32::INFINITY),
+                Err(_) if &**s == b"-Infinity" => Ok(f32::NEG_INFINITY),
+                Err(_) if &**s == b"NaN" => Ok(f32::NAN),
                 Err(e) => Err(self.invalid(e)),
             },
             other => Err(self.wrong_type(other, "a 32-bit floating point value")),
@@ -832,7 +851,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn int32(&self, found: &Found<'_>) -> Result<i32> {
         match found {
-            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => i32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => i32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -850,7 +869,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn uint32(&self, found: &Found<'_>) -> Result<u32> {
         match found {
-            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => u32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => u32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -868,7 +887,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn int64(&self, found: &Found<'_>) -> Result<i64> {
         match found {
-            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => i64::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => Ok(*n),
             Found::Num(Number::Float(v)) => {
@@ -887,7 +906,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn uint64(&self, found: &Found<'_>) -> Result<u64> {
         match found {
-            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => Ok(*n),
             Found::Num(Number::Signed(n)) => u64::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -911,12 +930,12 @@ impl<'a, 'p> Decoder<'a, 'p> {
         const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CONFIG);
         const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CONFIG);
         let mut buf = Vec::new();
-        match STANDARD.decode_vec(text.as_bytes(), &mut buf) {
+        match STANDARD.decode_vec(&*text, &mut buf) {
             Ok(()) => Ok(buf),
             Err(base64::DecodeError::InvalidByte(_, b'-' | b'_')) => {
                 buf.clear();
                 URL_SAFE
-                    .decode_vec(text.as_bytes(), &mut buf)
+                    .decode_vec(&*text, &mut buf)
                     .map(|()| buf)
                     .map_err(|e| self.invalid(format!("invalid base64: {e}")))
             }
@@ -924,22 +943,22 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
     }
 
-    fn enumeration(&self, id: super::plan::EnumId, found: Found<'_>) -> Result<Option<Scalar>> {
+    fn enumeration(&self, id: super::plan::EnumId, found: Found<'_>) -> Result<Option<Scalar<'static>>> {
         let plan = self.plans.enumeration(id);
         if plan.is_null_value {
             return match found {
                 Found::Null => Ok(Some(Scalar::Varint(0))),
-                Found::Str(s) if s == "NULL_VALUE" => Ok(Some(Scalar::Varint(0))),
+                Found::Str(s) if &*s == b"NULL_VALUE" => Ok(Some(Scalar::Varint(0))),
                 Found::Str(_) if self.options.deny_unknown_fields => Err(self.invalid("expected null")),
                 Found::Str(_) => Ok(None),
                 other => Err(self.wrong_type(&other, "null")),
             };
         }
         match found {
-            Found::Str(name) => match plan.number(name.as_bytes()) {
+            Found::Str(name) => match plan.number(&name) {
                 Some(n) => Ok(Some(Scalar::Varint(n as i64 as u64))),
                 None if self.options.deny_unknown_fields => {
-                    Err(self.invalid(format!("unrecognized enum value '{name}'")))
+                    Err(self.invalid(format!("unrecognized enum value '{}'", String::from_utf8_lossy(&name))))
                 }
                 None => Ok(None),
             },
@@ -960,25 +979,25 @@ impl<'a, 'p> Decoder<'a, 'p> {
         use prost::Message;
         match wkt {
             Wkt::Timestamp => {
-                let text = self.wkt_string("a rfc3339 timestamp string")?;
-                super::wkt::validate_strict_rfc3339(&text).map_err(|e| self.invalid(e))?;
-                let t: prost_types::Timestamp = text.parse().map_err(|e| self.invalid(e))?;
+                let value = self.wkt_string("a rfc3339 timestamp string")?;
+                super::wkt::validate_strict_rfc3339(text(&value)).map_err(|e| self.invalid(e))?;
+                let t: prost_types::Timestamp = text(&value).parse().map_err(|e| self.invalid(e))?;
                 if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
                     return Err(self.invalid("timestamp out of range"));
                 }
                 t.encode_raw(out);
             }
             Wkt::Duration => {
-                let text = self.wkt_string("a duration string")?;
-                let d: prost_types::Duration = text.parse().map_err(|e| self.invalid(e))?;
+                let value = self.wkt_string("a duration string")?;
+                let d: prost_types::Duration = text(&value).parse().map_err(|e| self.invalid(e))?;
                 if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > MAX_DURATION_NANOS {
                     return Err(self.invalid("duration out of range"));
                 }
                 d.encode_raw(out);
             }
             Wkt::FieldMask => {
-                let text = self.wkt_string("a field mask string")?;
-                for path in text.split(',').filter(|p| !p.is_empty()) {
+                let value = self.wkt_string("a field mask string")?;
+                for path in text(&value).split(',').filter(|p| !p.is_empty()) {
                     let mut snake = String::with_capacity(path.len() + 4);
                     for (i, part) in path.split('.').enumerate() {
                         if i > 0 {
@@ -1060,7 +1079,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 let found = self.found()?;
                 let Found::Str(s) = found else { return Err(self.wrong_type(&found, "a string")) };
                 if !s.is_empty() {
-                    prost::encoding::string::encode(1, &s.into_owned(), out);
+                    put_len_field(out, 1, &s);
                 }
             }
             Wkt::BytesValue => {
@@ -1074,7 +1093,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         Ok(())
     }
 
-    fn wkt_string(&mut self, expected: &str) -> Result<Cow<'a, str>> {
+    fn wkt_string(&mut self, expected: &str) -> Result<Cow<'a, [u8]>> {
         match self.found()? {
             Found::Str(s) => Ok(s),
             other => Err(self.wrong_type(&other, expected)),
@@ -1096,7 +1115,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             d.colon()?;
             out.push(1 << 3 | 2);
             let entry = begin_len(out);
-            prost::encoding::string::encode(1, &key.to_string(), out);
+            put_len_field(out, 1, &key);
             out.push(2 << 3 | 2);
             let value = begin_len(out);
             d.path.push(Seg::Key(key));
@@ -1153,7 +1172,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                     };
                     prost::encoding::double::encode(2, &v, out);
                 }
-                Found::Str(s) => prost::encoding::string::encode(3, &s.into_owned(), out),
+                Found::Str(s) => put_len_field(out, 3, &s),
                 Found::Seq | Found::Map => return Err(self.syntax("expected value")),
             },
         }
@@ -1167,14 +1186,14 @@ const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
 const MAX_DURATION_NANOS: u32 = 999_999_999;
 
 /// A scalar value, ready to be written after its tag.
-enum Scalar {
+enum Scalar<'a> {
     Varint(u64),
     Fixed32(u32),
     Fixed64(u64),
-    Bytes(Vec<u8>),
+    Bytes(Cow<'a, [u8]>),
 }
 
-impl Scalar {
+impl Scalar<'_> {
     #[inline]
     fn write(&self, out: &mut Vec<u8>) {
         match self {
@@ -1213,8 +1232,26 @@ impl std::fmt::Display for FloatDisplay {
     }
 }
 
-/// The input was checked to be UTF-8 and slices are cut at ASCII bytes, so this never fails.
+/// Bytes already checked to be UTF-8 (a number's digits, a validated string), as text: never
+/// fails.
+#[inline]
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Text the scanner has already checked is ASCII (the digits of a number): never fails.
 #[inline]
 fn as_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// The high bit of each of eight (little-endian) bytes that is a quote, a backslash or below
+/// 0x20. Bytes above the lowest flagged one may be flagged wrongly; the lowest is exact.
+#[inline]
+fn attention(x: u64) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(LOW) & !v & HIGH;
+    let control = x.wrapping_sub(LOW * 0x20) & !x & HIGH;
+    control | has_zero(x ^ (LOW * u64::from(b'"'))) | has_zero(x ^ (LOW * u64::from(b'\\')))
 }

@@ -71,14 +71,18 @@ pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), std::str::Utf8E
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
             let x = u64::from_le_bytes(word);
-            // A byte below 0x20, a quote, a backslash, or non-ASCII: look closer.
-            let control = x.wrapping_sub(LOW * 0x20) & !x;
-            let quote = (x ^ (LOW * u64::from(b'"'))).wrapping_sub(LOW) & !(x ^ (LOW * u64::from(b'"')));
-            let backslash = (x ^ (LOW * u64::from(b'\\'))).wrapping_sub(LOW) & !(x ^ (LOW * u64::from(b'\\')));
-            if (control | quote | backslash | x) & HIGH == 0 {
+            // A byte below 0x20, a quote, a backslash, or (until checked) non-ASCII: look closer
+            // at the first one. (The lowest flagged byte is exact; later flags may not be.)
+            let has_zero = |v: u64| v.wrapping_sub(LOW) & !v & HIGH;
+            let control = x.wrapping_sub(LOW * 0x20) & !x & HIGH;
+            let special = has_zero(x ^ (LOW * u64::from(b'"'))) | has_zero(x ^ (LOW * u64::from(b'\\')));
+            let high = if checked { 0 } else { x & HIGH };
+            let mask = control | special | high;
+            if mask == 0 {
                 i += 8;
                 continue;
             }
+            i += (mask.trailing_zeros() / 8) as usize;
         }
         let byte = bytes[i];
         if byte >= 0x80 {

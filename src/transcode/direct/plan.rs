@@ -68,10 +68,13 @@ pub struct FieldPlan {
     pub json_name: Box<str>,
     /// The name in the .proto file.
     pub proto_name: Box<str>,
-    /// `"jsonName":` ready to write.
+    /// `,"jsonName":` ready to write (without its comma for the first key of an object).
     pub json_key: Box<[u8]>,
-    /// `"proto_name":` ready to write.
+    /// `,"proto_name":` ready to write.
     pub proto_key: Box<[u8]>,
+    /// The wire type a value of this field has (length-delimited for maps); a list of
+    /// packable scalars may also arrive length-delimited.
+    pub wire_type: u8,
     /// The value type.
     pub kind: Kind,
     /// Singular, repeated or map.
@@ -163,6 +166,8 @@ pub struct EnumPlan {
     /// `google.protobuf.NullValue`, whose JSON form is `null`.
     pub is_null_value: bool,
     names: FxHashMap<i32, Box<str>>,
+    /// `"NAME"`, by number, for numbers 0..64 (the common case), ready to write.
+    quoted: Box<[Option<Box<[u8]>>]>,
     numbers: FxHashMap<Box<[u8]>, i32>,
 }
 
@@ -290,6 +295,7 @@ impl Plans {
             proto_name: field.name().into(),
             json_key: quoted_key(field.json_name()),
             proto_key: quoted_key(field.name()),
+            wire_type: if matches!(label, Label::Map { .. }) { 2 } else { natural_wire_type(kind) },
             kind,
             label,
             oneof: oneof_index(field),
@@ -392,7 +398,7 @@ impl MessagePlan {
 
 impl EnumPlan {
     fn compile(descriptor: &EnumDescriptor) -> EnumPlan {
-        let mut names = FxHashMap::default();
+        let mut names: FxHashMap<i32, Box<str>> = FxHashMap::default();
         let mut numbers = FxHashMap::default();
         for value in descriptor.values() {
             numbers.insert(value.name().as_bytes().into(), value.number());
@@ -401,10 +407,20 @@ impl EnumPlan {
                 names.insert(value.number(), canonical.name().into());
             }
         }
+        let quoted = (0..64)
+            .map(|n| {
+                names.get(&n).map(|name| {
+                    let mut out = Vec::with_capacity(name.len() + 2);
+                    super::json::write_str(&mut out, name);
+                    out.into_boxed_slice()
+                })
+            })
+            .collect();
         EnumPlan {
             full_name: descriptor.full_name().into(),
             is_null_value: descriptor.full_name() == "google.protobuf.NullValue",
             names,
+            quoted,
             numbers,
         }
     }
@@ -413,6 +429,18 @@ impl EnumPlan {
     #[inline]
     pub fn name(&self, number: i32) -> Option<&str> {
         self.names.get(&number).map(|n| &**n)
+    }
+
+    /// The name of a value as a JSON string, quotes included, if the enum defines one.
+    #[inline]
+    pub fn quoted_name(&self, number: i32) -> Option<std::borrow::Cow<'_, [u8]>> {
+        if let Some(Some(quoted)) = usize::try_from(number).ok().and_then(|n| self.quoted.get(n)) {
+            return Some(std::borrow::Cow::Borrowed(quoted));
+        }
+        let name = self.names.get(&number)?;
+        let mut out = Vec::with_capacity(name.len() + 2);
+        super::json::write_str(&mut out, name);
+        Some(std::borrow::Cow::Owned(out))
     }
 
     /// The number of a value by name.
@@ -472,7 +500,8 @@ fn encode_key(number: u32, wire_type: u8) -> Box<[u8]> {
 }
 
 fn quoted_key(name: &str) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(name.len() + 3);
+    let mut out = Vec::with_capacity(name.len() + 4);
+    out.push(b',');
     super::json::write_str(&mut out, name);
     out.push(b':');
     out.into()

@@ -134,13 +134,16 @@ impl Renderer<'_> {
                 continue;
             };
             let field = &plan.fields[i];
-            let value = if matches!(field.label, Label::Map { .. }) {
+            let value = if wire_type == field.wire_type {
+                next_value(&mut buf, number, wire_type)?
+            } else if matches!(field.label, Label::Map { .. }) {
                 // prost-reflect reads a map entry's length whatever wire type its key names.
                 next_len_delimited(&mut buf)?
             } else {
-                next_value(&mut buf, number, wire_type)?
+                let value = next_value(&mut buf, number, wire_type)?;
+                check_wire_type(field, &RawField { number, wire_type, value })?;
+                value
             };
-            check_wire_type(field, &RawField { number, wire_type, value })?;
             if let Some(open) = &mut run
                 && open.field == i
             {
@@ -419,12 +422,12 @@ impl Renderer<'_> {
         entries.sort_by_key(|e| e.field);
     }
 
+    #[inline]
     fn key(&self, field: &FieldPlan, first: &mut bool, out: &mut Vec<u8>) {
-        if !*first {
-            out.push(b',');
-        }
+        let key = if self.options.use_proto_names { &field.proto_key } else { &field.json_key };
+        // Keys carry a leading comma; the first of an object goes without.
+        out.extend_from_slice(&key[usize::from(*first)..]);
         *first = false;
-        out.extend_from_slice(if self.options.use_proto_names { &field.proto_key } else { &field.json_key });
     }
 
     /// Whether a present field without presence holds its default value (and so is omitted).
@@ -542,6 +545,7 @@ impl Renderer<'_> {
     }
 
     /// One value of `kind`, given its wire bytes.
+    #[inline]
     fn scalar_or_message(&mut self, kind: Kind, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         match kind {
             Kind::Message(id) => self.nested(id, bytes, out),
@@ -616,8 +620,8 @@ impl Renderer<'_> {
         } else if self.options.enums_as_ints {
             write_int(out, n);
         } else {
-            match plan.name(n) {
-                Some(name) => write_str(out, name),
+            match plan.quoted_name(n) {
+                Some(quoted) => out.extend_from_slice(&quoted),
                 None => write_int(out, n),
             }
         }
@@ -788,6 +792,7 @@ struct Run {
 }
 
 /// Whether a singular value's bytes hold its type's default.
+#[inline]
 fn is_default_value(field: &FieldPlan, bytes: &[u8]) -> Result<bool, WireError> {
     Ok(match field.kind {
         Kind::Double => f64::from_bits(u64::from_le_bytes(fixed::<8>(bytes)?)) == 0.0,

@@ -47,7 +47,7 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<RawField<'a>, WireError> {
 }
 
 /// Reads a field key: the field number and wire type.
-#[inline]
+#[inline(always)]
 pub fn next_key(buf: &mut &[u8]) -> Result<(u32, u8), WireError> {
     // Fields 1 to 15 have one-byte keys: most keys, by design of the encoding.
     if let Some(&byte) = buf.first()
@@ -64,7 +64,7 @@ pub fn next_key(buf: &mut &[u8]) -> Result<(u32, u8), WireError> {
 }
 
 /// Reads the value that follows a key of this wire type.
-#[inline]
+#[inline(always)]
 pub fn next_value<'a>(buf: &mut &'a [u8], number: u32, wire_type: u8) -> Result<&'a [u8], WireError> {
     let before: &'a [u8] = buf;
     Ok(match wire_type {
@@ -90,7 +90,7 @@ pub fn next_value<'a>(buf: &mut &'a [u8], number: u32, wire_type: u8) -> Result<
 }
 
 /// Reads a varint length and that many bytes.
-#[inline]
+#[inline(always)]
 pub fn next_len_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], WireError> {
     if let Some(&len) = buf.first()
         && len < 0x80
@@ -114,7 +114,7 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
 }
 
 /// The varint in `bytes` (as captured by [`next_field`]).
-#[inline]
+#[inline(always)]
 pub fn varint(mut bytes: &[u8]) -> Result<u64, WireError> {
     if let [byte] = bytes
         && *byte < 0x80
