@@ -77,8 +77,9 @@ def wait_for_port(port, timeout=30.0):
 
 
 def cpu_seconds(pid):
+    """(user, kernel) CPU seconds the process has used: utime and stime."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def status_kib(pid, key):
@@ -251,10 +252,12 @@ def h2load(url, *, grpc=None, http=None, connections, duration, workdir):
 
 
 def measure(pid, run):
-    before = cpu_seconds(pid)
+    user_before, kernel_before = cpu_seconds(pid)
     done, rps, p50, p99 = run()
-    cpu_us = (cpu_seconds(pid) - before) * 1e6 / max(done, 1)
-    return {"rps": rps, "p50": p50, "p99": p99, "cpu": cpu_us}
+    user_after, kernel_after = cpu_seconds(pid)
+    user, kernel = user_after - user_before, kernel_after - kernel_before
+    cpu_us = (user + kernel) * 1e6 / max(done, 1)
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu": cpu_us, "kernel": kernel / max(user + kernel, 1e-9)}
 
 
 def median_of(samples):
@@ -334,7 +337,7 @@ def main():
 
         # Latency added at concurrency 1.
         latency = {}
-        for name in ("direct", "protogate"):
+        for name in ("direct", "nginx", "protogate"):
             pid, base, kind = targets[name]
             requests = SCENARIOS["GET one item"]
             load = dict(connections=1, workdir=workdir)
@@ -357,17 +360,19 @@ def main():
 def report(results, latency, rss_load, rss_1000, args):
     print(f"\n{args.connections} connections, {args.duration} s per run, median of {args.repeat}; "
           f"proxy pinned to core {PROXY_CORE}, upstream and h2load on {OTHER_CORES}.\n")
-    print("| scenario | target | req/s | p50 µs | p99 µs | proxy CPU µs/req |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| scenario | target | req/s | p50 µs | p99 µs | proxy CPU µs/req | of which kernel |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for (scenario, name), r in results.items():
-        print(f"| {scenario} | {name} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.1f} |")
+        print(f"| {scenario} | {name} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.1f} "
+              f"| {r['kernel']:.0%} |")
     print("\n| scenario | protogate CPU ÷ nginx CPU | protogate CPU ÷ upstream CPU (direct) |")
     print("|---|---:|---:|")
     for scenario in SCENARIOS:
         gw, ng, di = (results[(scenario, n)]["cpu"] for n in ("protogate", "nginx", "direct"))
         print(f"| {scenario} | {gw / ng:.2f} | {gw / di:.2f} |")
-    print(f"\nLatency added at concurrency 1 (p50, GET one item): {latency['protogate'] - latency['direct']:.0f} µs "
-          f"(protogate {latency['protogate']:.0f} µs, direct {latency['direct']:.0f} µs)")
+    print(f"\nLatency added at concurrency 1 (p50, GET one item): protogate "
+          f"{latency['protogate'] - latency['direct']:.0f} µs, nginx {latency['nginx'] - latency['direct']:.0f} µs "
+          f"(p50 protogate {latency['protogate']:.0f} µs, nginx {latency['nginx']:.0f} µs, direct {latency['direct']:.0f} µs)")
     print(f"protogate peak RSS under load: {rss_load / 1024:.1f} MiB; with 1,000 open keep-alive connections: "
           f"{rss_1000 / 1024:.1f} MiB")
 

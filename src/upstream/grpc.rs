@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 
 /// `Content-Type` of a gRPC request.
 pub const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+const GRPC_STATUS: &str = "grpc-status";
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 
@@ -68,9 +69,14 @@ pub fn status_for_http(status: StatusCode) -> Status {
 }
 
 /// The status in a header block (the response headers of a trailers-only response, or the
-/// trailers), if it holds one.
-pub fn status_in(headers: &HeaderMap) -> Option<Status> {
-    Status::from_header_map(headers)
+/// trailers), if it holds one: `Ok` for success, the failure otherwise.
+pub fn status_in(headers: &HeaderMap) -> Option<Result<(), Status>> {
+    // Success, nearly every call, needs no `Status` (whose parsing allocates).
+    if headers.get(GRPC_STATUS).is_some_and(|code| code == "0") {
+        return Some(Ok(()));
+    }
+    let status = Status::from_header_map(headers)?;
+    Some(if status.code() == Code::Ok { Ok(()) } else { Err(status) })
 }
 
 /// The one message of a unary response body, without its prefix.

@@ -228,18 +228,14 @@ impl Upstream {
         }
         // A trailers-only response: the status came with the headers.
         if let Some(status) = grpc::status_in(&parts.headers) {
-            let status = if status.code() == tonic::Code::Ok {
-                Status::internal("the upstream sent no response message")
-            } else {
-                status
-            };
+            let status = status.err().unwrap_or_else(|| Status::internal("the upstream sent no response message"));
             return Err(self.status(status, HeaderMap::new()));
         }
         let (data, trailers) = self.read_body(body).await?;
         let trailers = trailers.unwrap_or_default();
         match grpc::status_in(&trailers) {
-            Some(status) if status.code() == tonic::Code::Ok => {}
-            Some(status) => return Err(self.status(status, parts.headers)),
+            Some(Ok(())) => {}
+            Some(Err(status)) => return Err(self.status(status, parts.headers)),
             None => {
                 return Err(self.status(Status::internal("the upstream's response has no grpc-status"), parts.headers));
             }
