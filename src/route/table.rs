@@ -13,10 +13,12 @@
 //! multi-segment one except for reserved characters (so `%2F` stays, and a value cannot invent
 //! path segments).
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use http::Method;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::route::rule::Route;
 #[cfg(test)]
@@ -76,9 +78,13 @@ pub struct RouteMatch<'t> {
     pub values: Vec<String>,
 }
 
+/// A path split at `/`: on the stack for all but unusually deep paths.
+type Segments<'p> = SmallVec<[&'p str; 16]>;
+
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<Box<str>, usize>,
+    // Keys come from the configuration, never from clients: a fast hash is safe.
+    literals: FxHashMap<Box<str>, usize>,
     wildcard: Option<usize>,
     /// Routes whose template ends at this node.
     ends: Vec<Leaf>,
@@ -191,25 +197,25 @@ impl Table {
         let Some(rest) = path.strip_prefix('/') else {
             return Lookup::NotFound;
         };
-        let segments: Vec<&str> = rest.split('/').collect();
+        let segments: Segments<'_> = rest.split('/').collect();
         if segments.iter().any(|s| *s == "." || *s == "..") {
             return Lookup::InvalidPath { reason: "the path contains a '.' or '..' segment".into() };
         }
         let mut found = None;
         self.each_match(&segments, |index, segs| {
-            if self.routes[index].http_method == *method {
-                found = Some((index, segs));
+            let route = &self.routes[index];
+            if route.http_method == *method {
+                found = Some(match bound_values(route, segs) {
+                    Ok(values) => Lookup::Matched(RouteMatch { index, route, values }),
+                    Err(reason) => Lookup::InvalidPath { reason },
+                });
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         });
-        if let Some((index, segs)) = found {
-            let route = &self.routes[index];
-            return match bound_values(route, &segs) {
-                Ok(values) => Lookup::Matched(RouteMatch { index, route, values }),
-                Err(reason) => Lookup::InvalidPath { reason },
-            };
+        if let Some(found) = found {
+            return found;
         }
         let mut allow: Vec<Method> = Vec::new();
         self.each_match(&segments, |index, _| {
@@ -224,20 +230,20 @@ impl Table {
 
     /// Calls `visit` with every route matching the path, most specific first, together with the
     /// segments it matched (the last one without its verb when the route has one).
-    fn each_match<'p>(&self, segments: &[&'p str], mut visit: impl FnMut(usize, Vec<&'p str>) -> ControlFlow<()>) {
+    fn each_match(&self, segments: &[&str], mut visit: impl FnMut(usize, &[&str]) -> ControlFlow<()>) {
         // A verb can only be the suffix of the last segment: try the routes with that verb first,
         // then the whole segment as an ordinary one.
         if let Some((last, head)) = segments.split_last()
             && let Some((stem, verb)) = last.rsplit_once(':')
         {
-            let mut trimmed = head.to_vec();
+            let mut trimmed: Segments<'_> = head.iter().copied().collect();
             trimmed.push(stem);
-            let flow = self.walk(0, &trimmed, 0, Some(verb), &mut |index| visit(index, trimmed.clone()));
+            let flow = self.walk(0, &trimmed, 0, Some(verb), &mut |index| visit(index, &trimmed));
             if flow.is_break() {
                 return;
             }
         }
-        let _ = self.walk(0, segments, 0, None, &mut |index| visit(index, segments.to_vec()));
+        let _ = self.walk(0, segments, 0, None, &mut |index| visit(index, segments));
     }
 
     fn walk(
@@ -287,7 +293,11 @@ fn bound_values(route: &Route, segments: &[&str]) -> Result<Vec<String>, String>
         .map(|binding| {
             // Segments before a trailing `**` map one to one; `**` takes whatever is left.
             let end = if deep && binding.end == template_len { segments.len() } else { binding.end };
-            let raw = segments.get(binding.start..end).map(|s| s.join("/")).unwrap_or_default();
+            let raw = match segments.get(binding.start..end) {
+                Some([one]) => Cow::Borrowed(*one),
+                Some(several) => Cow::Owned(several.join("/")),
+                None => Cow::Borrowed(""),
+            };
             let decoded = if binding.multi_segment { decode_reserved_expansion(&raw) } else { decode_all(&raw) };
             decoded.ok_or_else(|| format!("path variable {} is not valid UTF-8 once percent-decoded", binding.field))
         })
