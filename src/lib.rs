@@ -7,11 +7,15 @@
 //! | step | module | does |
 //! |---|---|---|
 //! | 1 | [`route::table`] | method + path → route and path variable values (404, 405) |
-//! | 2 | [`transcode::request`] | body, path values and query → request message (400, 413, 415) |
+//! | 2 | [`transcode::engine`] | body, path values and query → request message bytes (400, 413, 415) |
 //! | 3 | [`metadata`] | headers → gRPC metadata and deadline |
-//! | 4 | [`upstream`] | the gRPC call over a shared channel (502, 504) |
-//! | 5 | [`transcode::response`] | response message → JSON |
+//! | 4 | [`upstream`] | the gRPC call over the endpoint's shared HTTP/2 connection (502, 504) |
+//! | 5 | [`transcode::engine`] | response message bytes → JSON |
 //! | 6 | [`metadata`] | response headers and trailers → `Grpc-Metadata-*`, `Grpc-Trailer-*` |
+//!
+//! Steps 2 and 5 run the direct transcoder ([`transcode::direct`]: JSON text ↔ wire bytes) and
+//! fall back to prost-reflect's mapping ([`transcode::request`], [`transcode::response`]), the
+//! reference it is tested against, for what it does not cover.
 //!
 //! [`gateway::Gateway::handle`] strings them together; [`error`] turns any failure into the
 //! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns

@@ -3,16 +3,17 @@
 
 Run from the repository root with
 
-    python3 benches/e2e/run.py            # about 5 minutes
+    python3 benches/e2e/run.py            # about 6 minutes
     python3 benches/e2e/run.py --quick    # one repetition, shorter runs
 
 It builds the release binaries, starts the catalog upstream (examples/bench_upstream.rs),
 protogate and Debian's nginx as a grpc_pass hop, all on 127.0.0.1, and drives each with
 h2load (Debian's nghttp2-client): JSON over HTTP/1.1 keep-alive for protogate, gRPC frames
 over HTTP/2 for nginx and for the upstream directly. The proxy under test is pinned to core 0,
-the upstream and h2load to the other cores. Each case is repeated and the medians reported:
-requests/s, p50/p99 latency, the proxy's CPU time per request (from /proc/<pid>/stat) and its
-peak RSS, with protogate's ratios against nginx and the direct call.
+the upstream and h2load to the other cores. Each case is repeated, the targets taking turns, and
+the medians reported: requests/s, p50/p99 latency, the proxy's CPU time per request (from
+/proc/<pid>/stat) and its peak RSS, with protogate's CPU ratios against nginx and the direct
+call (the median of the ratios within each turn, which a noisy neighbour skews least).
 
 Missing tools are installed with apt-get when running as root (nginx, nghttp2-client).
 """
@@ -286,8 +287,8 @@ def hold_connections(port, count, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition of 3 s runs")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=6, help="seconds per run")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=4, help="seconds per run")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     if args.quick:
@@ -324,40 +325,51 @@ def main():
             "nginx": (nginx, f"http://127.0.0.1:{NGINX_PORT}", "grpc"),
             "protogate": (gateway.pid, f"http://127.0.0.1:{GATEWAY_PORT}", "http"),
         }
-        results = {}
+        results, ratios = {}, {}
         for scenario, requests in SCENARIOS.items():
+            runs = {}
             for name, (pid, base, kind) in targets.items():
                 path = requests["grpc"][0] if kind == "grpc" else requests["http"][1]
                 load = dict(connections=args.connections, workdir=workdir)
                 load["grpc" if kind == "grpc" else "http"] = requests["grpc"][1] if kind == "grpc" else requests["http"]
+                runs[name] = (pid, base + path, load)
                 h2load(base + path, duration=1, **load)  # warm-up
-                samples = [measure(pid, lambda: h2load(base + path, duration=args.duration, **load)) for _ in range(args.repeat)]
-                results[(scenario, name)] = median_of(samples)
+            # Targets take turns, so that a slow spell on a shared machine hits them all alike.
+            samples = {name: [] for name in targets}
+            for _ in range(args.repeat):
+                for name, (pid, url, load) in runs.items():
+                    samples[name].append(measure(pid, lambda: h2load(url, duration=args.duration, **load)))
+            for name in targets:
+                results[(scenario, name)] = median_of(samples[name])
                 log(f"{scenario:16} {name:10} {results[(scenario, name)]}")
+            for other in ("nginx", "direct"):
+                ratios[(scenario, other)] = statistics.median(
+                    gw["cpu"] / o["cpu"] for gw, o in zip(samples["protogate"], samples[other])
+                )
 
         # Latency added at concurrency 1.
-        latency = {}
-        for name in ("direct", "nginx", "protogate"):
-            pid, base, kind = targets[name]
-            requests = SCENARIOS["GET one item"]
-            load = dict(connections=1, workdir=workdir)
-            load["grpc" if kind == "grpc" else "http"] = requests["grpc"][1] if kind == "grpc" else requests["http"]
-            path = requests["grpc"][0] if kind == "grpc" else requests["http"][1]
-            samples = [measure(pid, lambda: h2load(base + path, duration=args.duration, **load)) for _ in range(args.repeat)]
-            latency[name] = median_of(samples)["p50"]
+        p50s = {name: [] for name in targets}
+        for _ in range(args.repeat):
+            for name, (pid, base, kind) in targets.items():
+                requests = SCENARIOS["GET one item"]
+                load = dict(connections=1, workdir=workdir)
+                load["grpc" if kind == "grpc" else "http"] = requests["grpc"][1] if kind == "grpc" else requests["http"]
+                path = requests["grpc"][0] if kind == "grpc" else requests["http"][1]
+                p50s[name].append(h2load(base + path, duration=args.duration, **load)[2])
+        latency = {name: statistics.median(values) for name, values in p50s.items()}
 
         rss_load = status_kib(gateway.pid, "VmHWM")
         held = hold_connections(GATEWAY_PORT, 1000, "/v1/items/item-1")
         rss_1000 = status_kib(gateway.pid, "VmRSS")
         for s in held:
             s.close()
-        report(results, latency, rss_load, rss_1000, args)
+        report(results, ratios, latency, rss_load, rss_1000, args)
     finally:
         procs.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(results, latency, rss_load, rss_1000, args):
+def report(results, ratios, latency, rss_load, rss_1000, args):
     print(f"\n{args.connections} connections, {args.duration} s per run, median of {args.repeat}; "
           f"proxy pinned to core {PROXY_CORE}, upstream and h2load on {OTHER_CORES}.\n")
     print("| scenario | target | req/s | p50 µs | p99 µs | proxy CPU µs/req | of which kernel |")
@@ -368,8 +380,7 @@ def report(results, latency, rss_load, rss_1000, args):
     print("\n| scenario | protogate CPU ÷ nginx CPU | protogate CPU ÷ upstream CPU (direct) |")
     print("|---|---:|---:|")
     for scenario in SCENARIOS:
-        gw, ng, di = (results[(scenario, n)]["cpu"] for n in ("protogate", "nginx", "direct"))
-        print(f"| {scenario} | {gw / ng:.2f} | {gw / di:.2f} |")
+        print(f"| {scenario} | {ratios[(scenario, 'nginx')]:.2f} | {ratios[(scenario, 'direct')]:.2f} |")
     print(f"\nLatency added at concurrency 1 (p50, GET one item): protogate "
           f"{latency['protogate'] - latency['direct']:.0f} µs, nginx {latency['nginx'] - latency['direct']:.0f} µs "
           f"(p50 protogate {latency['protogate']:.0f} µs, nginx {latency['nginx']:.0f} µs, direct {latency['direct']:.0f} µs)")

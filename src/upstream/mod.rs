@@ -172,12 +172,14 @@ impl Upstream {
         metadata: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let call = self.unary_call(path, request, metadata, deadline);
-        match deadline {
-            None => call.await,
-            Some(deadline) => tokio::time::timeout(deadline, call)
-                .await
-                .unwrap_or_else(|_| Err(UpstreamError::DeadlineExceeded { upstream: self.name.clone(), deadline })),
+        let Some(deadline) = deadline else { return self.unary_call(path, request, metadata, None).await };
+        let expires = tokio::time::Instant::now() + deadline;
+        let call = self.unary_call(path, request, metadata, Some(deadline));
+        match tokio::time::timeout_at(expires, call).await {
+            // The timer ticks in milliseconds: an answer it let through may still be late, and
+            // a late answer is discarded, as gRPC clients do.
+            Ok(result) if tokio::time::Instant::now() < expires => result,
+            _ => Err(UpstreamError::DeadlineExceeded { upstream: self.name.clone(), deadline }),
         }
     }
 
