@@ -34,6 +34,7 @@ const EXAMPLES: &[&str] = &["example/users/v1/users.proto", "example/orders/v1/o
 const TESTING: &[&str] = &[
     "protogate/testing/v1/bookstore.proto",
     "protogate/testing/v1/everything.proto",
+    "protogate/testing/v1/streams.proto",
     "protogate/bench/v1/catalog.proto",
 ];
 

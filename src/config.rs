@@ -39,6 +39,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The largest upstream response message accepted, in bytes.
     pub max_response_bytes: usize,
+    /// Streaming calls over HTTP.
+    pub streaming: StreamingConfig,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
@@ -60,6 +62,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            streaming: StreamingConfig::default(),
             policy: None,
             jwt: None,
             rate_limit: None,
@@ -83,6 +86,23 @@ pub struct DescriptorsConfig {
 impl Default for DescriptorsConfig {
     fn default() -> Self {
         DescriptorsConfig { paths: vec![PathBuf::from("descriptors")], watch: false }
+    }
+}
+
+/// `[streaming]`: streaming calls over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// How often an idle Server-Sent Events stream gets a keep-alive comment. Also the longest
+    /// a server stream waits for its first message before sending its response headers
+    /// (until then, a failure still answers with its own HTTP status).
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive: Duration,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig { keep_alive: Duration::from_secs(15) }
     }
 }
 
@@ -259,6 +279,9 @@ impl Config {
         if self.max_response_bytes == 0 {
             err("max_response_bytes".into(), "must be greater than 0".into());
         }
+        if self.streaming.keep_alive.is_zero() {
+            err("streaming.keep_alive".into(), "must be longer than 0".into());
+        }
         let mut names = HashSet::new();
         let mut selectors = HashSet::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {
@@ -285,6 +308,10 @@ impl Config {
         }
         errors
     }
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    duration_opt(de).map(Option::unwrap_or_default)
 }
 
 fn duration_opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
@@ -67,11 +67,39 @@ pub enum GatewayError {
     /// The upstream call failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// A streaming method, which this gateway does not serve over HTTP/JSON yet.
-    #[error("{method} is a streaming method; streaming calls are not served over HTTP/JSON by this version")]
-    Streaming {
+    /// A bidirectional streaming method called without a WebSocket handshake.
+    #[error("{method} is a bidirectional streaming method: call it over WebSocket (GET with Upgrade: websocket)")]
+    WebSocketRequired {
         /// The full method name.
         method: String,
+    },
+    /// A WebSocket handshake that cannot be accepted.
+    #[error("WebSocket handshake: {reason}")]
+    WebSocketHandshake {
+        /// Why.
+        reason: String,
+    },
+    /// A WebSocket frame that is not a message.
+    #[error("WebSocket: {reason}")]
+    WebSocketFrame {
+        /// Why.
+        reason: String,
+    },
+    /// One line (message) of a client stream does not transcode.
+    #[error("line {line}: {error}")]
+    InvalidLine {
+        /// The line number, from 1.
+        line: usize,
+        /// Why.
+        error: TranscodeError,
+    },
+    /// One line (message) of a client stream is over the body limit.
+    #[error("line {line} is longer than the {limit}-byte limit")]
+    LineTooLong {
+        /// The line number, from 1.
+        line: usize,
+        /// The limit in bytes.
+        limit: usize,
     },
 }
 
@@ -86,19 +114,26 @@ impl GatewayError {
             GatewayError::InvalidPath { .. } | GatewayError::Metadata(_) | GatewayError::BodyRead { .. } => {
                 Code::InvalidArgument
             }
-            GatewayError::BodyTooLarge { .. } => return (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE),
+            GatewayError::BodyTooLarge { .. } | GatewayError::LineTooLong { .. } => {
+                return (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE);
+            }
             GatewayError::UnsupportedMediaType { .. } => {
                 return (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE);
             }
             GatewayError::Transcode(TranscodeError::Render { .. }) => Code::Internal,
-            GatewayError::Transcode(_) => Code::InvalidArgument,
+            GatewayError::Transcode(_)
+            | GatewayError::InvalidLine { .. }
+            | GatewayError::WebSocketHandshake { .. }
+            | GatewayError::WebSocketFrame { .. } => Code::InvalidArgument,
             GatewayError::Upstream(UpstreamError::NotConfigured { .. } | UpstreamError::Unreachable { .. }) => {
                 // The upstream never answered: a bad gateway, not a service that said UNAVAILABLE.
                 return (Code::Unavailable, StatusCode::BAD_GATEWAY);
             }
             GatewayError::Upstream(UpstreamError::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
             GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.code(),
-            GatewayError::Streaming { .. } => Code::Unimplemented,
+            GatewayError::WebSocketRequired { .. } => {
+                return (Code::FailedPrecondition, StatusCode::UPGRADE_REQUIRED);
+            }
         };
         (code, status::http_status(code))
     }
@@ -114,10 +149,12 @@ impl GatewayError {
                 metadata::from_grpc(&reply.headers, status.metadata().as_ref(), &mut headers);
                 (status.message().to_owned(), status::render_details(status.details(), pool, options))
             }
-            GatewayError::Transcode(e) if e.field().is_some() && code == Code::InvalidArgument => {
-                let message = e.to_string();
+            GatewayError::Transcode(e) | GatewayError::InvalidLine { error: e, .. }
+                if e.field().is_some() && code == Code::InvalidArgument =>
+            {
+                let message = self.to_string();
                 let field = e.field().unwrap_or_default();
-                let encoded = status::bad_request(code, &message, field, &message);
+                let encoded = status::bad_request(code, &message, field, &e.to_string());
                 (message, status::render_details(&encoded, pool, options))
             }
             other => (other.to_string(), Vec::new()),
@@ -126,6 +163,9 @@ impl GatewayError {
             && let Ok(value) = HeaderValue::from_str(&join_methods(allow))
         {
             headers.insert(ALLOW, value);
+        }
+        if let GatewayError::WebSocketRequired { .. } = &self {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
         let body = StatusBody { code: code as i32, message: &message, details }.to_json();
         let mut response = json_response(http_status, body);

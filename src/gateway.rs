@@ -2,6 +2,7 @@
 //! of the pipeline for each request.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,6 +18,7 @@ use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
+use crate::streaming::{self, websocket};
 use crate::transcode::{JsonOptions, Transcoder};
 use crate::upstream::{Upstream, UpstreamError, UpstreamId, Upstreams};
 
@@ -31,6 +33,7 @@ pub struct Gateway {
     sources: Vec<Source>,
     transcoder: Transcoder,
     max_body_bytes: usize,
+    keep_alive: Duration,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -89,6 +92,7 @@ impl Gateway {
             sources,
             transcoder,
             max_body_bytes: config.max_body_bytes,
+            keep_alive: config.streaming.keep_alive,
         })
     }
 
@@ -148,38 +152,106 @@ impl Gateway {
     }
 
     /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON.
-    pub async fn handle(&self, request: Request<Body>, peer: Peer) -> Response<Body> {
+    pub async fn handle(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
         match self.respond(request, peer).await {
             Ok(response) => response,
-            Err(error) => error.into_response(&self.pool, self.transcoder.json_options()).map(Body::from),
+            Err(error) => self.error_response(error).map(Body::from),
         }
     }
 
-    /// The pipeline, steps 1 to 6.
-    async fn respond(&self, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
+    /// The `google.rpc.Status` JSON response for an error.
+    pub fn error_response(&self, error: GatewayError) -> Response<Vec<u8>> {
+        error.into_response(&self.pool, self.transcoder.json_options())
+    }
+
+    /// The pipeline, steps 1 to 6; streaming methods go on in [`streaming`].
+    async fn respond(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
         let (parts, body) = request.into_parts();
-        let matched = self.route(&parts)?;
+        let upgrade = websocket::is_upgrade(&parts);
+        let matched = self.route(&parts, upgrade)?;
         let route = matched.route;
-        if route.method.is_client_streaming() || route.method.is_server_streaming() {
-            return Err(GatewayError::Streaming { method: route.method.full_name().to_owned() });
+        let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
+        let (index, values) = (matched.index, matched.values);
+        if upgrade && (client_streams || server_streams) {
+            return websocket::upgrade(self.clone(), index, values, parts, peer).await;
         }
+        match (client_streams, server_streams) {
+            (false, false) => self.unary(index, &values, parts, body, peer).await,
+            (false, true) => streaming::server_stream(self.clone(), index, &values, parts, body, peer).await,
+            (true, false) => streaming::client_stream(self, index, &values, parts, body, peer).await,
+            (true, true) => Err(GatewayError::WebSocketRequired { method: route.method.full_name().to_owned() }),
+        }
+    }
+
+    async fn unary(
+        &self,
+        index: usize,
+        values: &[String],
+        parts: Parts,
+        body: Body,
+        peer: Peer,
+    ) -> Result<Response<Body>, GatewayError> {
+        let route = self.route_at(index);
         let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
-        let message = self.transcoder.decode(matched.index, route, &matched.values, parts.uri.query(), &body)?;
-        let upstream_id = self.route_upstreams.get(matched.index).copied().flatten().ok_or_else(|| {
-            UpstreamError::NotConfigured { service: route.method.parent_service().full_name().to_owned() }
-        })?;
-        let upstream = self.upstreams.get(upstream_id);
-        let md = metadata::to_grpc(&parts.headers, peer)?;
-        let deadline = earliest(metadata::grpc_timeout(&parts.headers)?, upstream.timeout);
-        let reply = upstream.unary(route.grpc_path.clone(), message, md, deadline).await?;
-        let json = self.transcoder.render(matched.index, route, &reply.message)?;
+        let message = self.transcoder.decode(index, route, values, parts.uri.query(), &body)?;
+        let call = self.call_target(index, &parts.headers, peer, CallKind::Unary)?;
+        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
+        let json = self.transcoder.render(index, route, &reply.message)?;
         Ok(success(json, &reply.headers, &reply.trailers))
     }
 
-    /// Step 1: the route for this request.
-    fn route<'t>(&'t self, parts: &Parts) -> Result<RouteMatch<'t>, GatewayError> {
+    /// Route `index` of the table.
+    pub(crate) fn route_at(&self, index: usize) -> &Route {
+        &self.table.routes()[index]
+    }
+
+    /// The largest request body (or, for client streams, request line) accepted.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// How often an idle event stream gets a keep-alive, and how long a server stream waits
+    /// for its first message before committing to a 200.
+    pub(crate) fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
+    /// Steps 3 and 4's inputs: where route `index`'s call goes, with which metadata, and its
+    /// deadline: the client's `Grpc-Timeout` or the upstream's `timeout`, whichever is
+    /// sooner. A stream can last as long as its client stays, so only the client's deadline
+    /// bounds it.
+    pub(crate) fn call_target(
+        &self,
+        index: usize,
+        headers: &HeaderMap,
+        peer: Peer,
+        kind: CallKind,
+    ) -> Result<CallTarget<'_>, GatewayError> {
+        let route = self.route_at(index);
+        let upstream = self.upstream_of(index).ok_or_else(|| UpstreamError::NotConfigured {
+            service: route.method.parent_service().full_name().to_owned(),
+        })?;
+        let metadata = metadata::to_grpc(headers, peer)?;
+        let requested = metadata::grpc_timeout(headers)?;
+        let deadline = match kind {
+            CallKind::Unary => earliest(requested, upstream.timeout),
+            CallKind::Stream => requested,
+        };
+        Ok(CallTarget { upstream, metadata, deadline })
+    }
+
+    /// Step 1: the route for this request. A WebSocket handshake is a GET whatever the
+    /// method's HTTP rule says, so it also matches a POST route of a streaming method.
+    fn route<'t>(&'t self, parts: &Parts, upgrade: bool) -> Result<RouteMatch<'t>, GatewayError> {
         let path = parts.uri.path();
-        match self.table.lookup(&parts.method, path) {
+        let lookup = match self.table.lookup(&parts.method, path) {
+            Lookup::MethodNotAllowed { .. } if upgrade => match self.table.lookup(&http::Method::POST, path) {
+                Lookup::Matched(matched) if matched.route.method.is_client_streaming() => Lookup::Matched(matched),
+                _ => self.table.lookup(&parts.method, path),
+            },
+            lookup => lookup,
+        };
+        match lookup {
             Lookup::Matched(matched) => Ok(matched),
             Lookup::NotFound => Err(GatewayError::NotFound { method: parts.method.clone(), path: path.to_owned() }),
             Lookup::MethodNotAllowed { allow } => {
@@ -190,9 +262,28 @@ impl Gateway {
     }
 }
 
+/// Whether a call is unary or streams, for its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    Unary,
+    Stream,
+}
+
+/// Where one call goes and what goes with it.
+pub(crate) struct CallTarget<'g> {
+    pub(crate) upstream: &'g Upstream,
+    pub(crate) metadata: HeaderMap,
+    pub(crate) deadline: Option<Duration>,
+}
+
 /// Reads the body of a route that takes one: JSON only, at most `limit` bytes whether the
 /// length is declared or the body is chunked.
-async fn read_body(route: &Route, headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(
+    route: &Route,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     if route.body == BodySelector::Empty {
         return Ok(Bytes::new());
     }
@@ -213,7 +304,7 @@ async fn read_body(route: &Route, headers: &HeaderMap, body: Body, limit: usize)
 }
 
 /// `application/json` or any `+json` type, parameters (charset) aside.
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
@@ -227,7 +318,7 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 /// Step 6: the HTTP response for an upstream's answer.
-fn success(json: Vec<u8>, headers: &HeaderMap, trailers: &HeaderMap) -> Response<Body> {
+pub(crate) fn success(json: Vec<u8>, headers: &HeaderMap, trailers: &HeaderMap) -> Response<Body> {
     let status = metadata::http_code(headers, trailers).unwrap_or(StatusCode::OK);
     let mut response = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         let mut empty = Response::new(Body::empty());

@@ -36,6 +36,7 @@ pub mod metadata;
 pub mod route;
 pub mod server;
 pub mod status;
+pub mod streaming;
 pub mod transcode;
 pub mod upstream;
 

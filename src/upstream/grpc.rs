@@ -1,5 +1,6 @@
-//! The gRPC protocol over HTTP/2 for one unary call (PROTOCOL-HTTP2.md): the request frame and
-//! headers, and the response — headers, one length-prefixed message, trailers with the status.
+//! The gRPC protocol over HTTP/2 (PROTOCOL-HTTP2.md): request headers, length-prefixed message
+//! frames both ways, and the status in the trailers (or in the headers of a trailers-only
+//! response).
 
 use std::time::Duration;
 
@@ -14,8 +15,8 @@ const GRPC_STATUS: &str = "grpc-status";
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 
-/// The body of a unary request: the message behind gRPC's five-byte prefix (not compressed,
-/// length as big-endian u32).
+/// One message behind gRPC's five-byte prefix (not compressed, length as big-endian u32): a
+/// unary request's whole body, or one message of a stream.
 pub fn frame(message: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(5 + message.len());
     body.put_u8(0);
@@ -107,6 +108,70 @@ pub fn single_message(mut body: Bytes, limit: usize) -> Result<Bytes, Status> {
     Ok(body)
 }
 
+/// Splits a response body, as its DATA frames arrive, into the messages of a stream.
+#[derive(Debug)]
+pub struct MessageReader {
+    buffer: BytesMut,
+    limit: usize,
+}
+
+impl MessageReader {
+    /// A reader that refuses messages over `limit` bytes.
+    pub fn new(limit: usize) -> MessageReader {
+        MessageReader { buffer: BytesMut::new(), limit }
+    }
+
+    /// Adds the bytes of a DATA frame.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// The next whole message, if one is buffered.
+    pub fn take(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.buffer.len() < 5 {
+            return Ok(None);
+        }
+        if self.buffer[0] != 0 {
+            return Err(Status::internal("the upstream compressed a message without being asked to"));
+        }
+        let len = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
+        if len > self.limit {
+            return Err(Status::out_of_range(format!(
+                "the upstream's response message is {len} bytes, over the {}-byte limit",
+                self.limit
+            )));
+        }
+        if self.buffer.len() < 5 + len {
+            // Room for the rest, so the frames still to come extend it without reallocating.
+            self.buffer.reserve(5 + len - self.buffer.len());
+            return Ok(None);
+        }
+        let _prefix = self.buffer.split_to(5);
+        Ok(Some(self.buffer.split_to(len).freeze()))
+    }
+
+    /// At the end of the body: an error if it stopped inside a message.
+    pub fn finish(&self) -> Result<(), Status> {
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            Err(Status::internal("the upstream's response ends inside a message"))
+        }
+    }
+}
+
+/// The status a stream reset by the upstream ends with (PROTOCOL-HTTP2.md, "Errors").
+pub fn status_for_reset(reason: h2::Reason) -> Status {
+    let code = match reason {
+        h2::Reason::REFUSED_STREAM => Code::Unavailable,
+        h2::Reason::CANCEL => Code::Cancelled,
+        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        _ => Code::Internal,
+    };
+    Status::new(code, format!("the upstream reset the stream: {reason}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +209,30 @@ mod tests {
             single_message(Bytes::from_static(b"\x01\x00\x00\x00\x00"), 100).unwrap_err().code(),
             Code::Internal
         );
+    }
+
+    #[test]
+    fn a_stream_body_splits_into_messages_whatever_the_frame_boundaries() {
+        let body: Vec<u8> = [frame(b"one"), frame(b""), frame(&[7; 300])].concat();
+        for chunk in [1, 2, 5, 8, 64, body.len()] {
+            let mut reader = MessageReader::new(1_000);
+            let mut messages = Vec::new();
+            for piece in body.chunks(chunk) {
+                reader.push(piece);
+                while let Some(message) = reader.take().unwrap() {
+                    messages.push(message);
+                }
+            }
+            reader.finish().unwrap();
+            assert_eq!(messages, [&b"one"[..], b"", &[7; 300]], "chunks of {chunk}");
+        }
+        let mut reader = MessageReader::new(1_000);
+        reader.push(&frame(b"cut")[..6]);
+        assert_eq!(reader.take().unwrap(), None);
+        assert_eq!(reader.finish().unwrap_err().code(), Code::Internal);
+        let mut reader = MessageReader::new(2);
+        reader.push(&frame(b"big"));
+        assert_eq!(reader.take().unwrap_err().code(), Code::OutOfRange);
     }
 
     #[test]

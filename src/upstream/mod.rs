@@ -12,6 +12,7 @@
 
 pub mod connection;
 pub mod grpc;
+pub mod stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +25,8 @@ use tonic::Status;
 use crate::config::{ServiceSelector, UpstreamConfig};
 use connection::EndpointConnection;
 pub use connection::{Connector, tcp_connector};
+use stream::CallContext;
+pub use stream::{PendingResponse, RequestSink, ResponseStream};
 
 /// How long to wait for a connection when an upstream sets no `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,37 +190,15 @@ impl Upstream {
         &self,
         path: PathAndQuery,
         message: Bytes,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let (connection, sender) = self.sender().await?;
-        grpc::request_headers(&mut headers, deadline);
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = request_uri(connection.endpoint().uri(), path);
-        *request.headers_mut() = headers;
-        let response = async {
-            let mut sender = match sender.ready().await {
-                Ok(sender) => sender,
-                // The connection closed while idle (the upstream restarted, say): nothing was
-                // sent on it, so open a new one and carry on.
-                Err(_) => {
-                    connection.reset();
-                    let fresh = connection.sender().await.map_err(|e| Retry::Connect(e.0))?;
-                    fresh.ready().await?
-                }
-            };
-            let (response, mut body) = sender.send_request(request, false)?;
-            // Queued with the HEADERS frame, so both leave in one write.
-            body.send_data(grpc::frame(&message), true)?;
-            Ok::<_, Retry>(response.await?)
-        };
+        let (connection, response, mut body) = self.start(path, headers, deadline).await?;
+        // Queued with the HEADERS frame, so both leave in one write.
+        body.send_data(grpc::frame(&message), true).map_err(|e| self.unreachable(&e))?;
         let response = match response.await {
             Ok(response) => response,
-            Err(Retry::Connect(reason)) => {
-                return Err(UpstreamError::Unreachable { upstream: self.name.clone(), reason });
-            }
-            Err(Retry::H2(e)) => {
+            Err(e) => {
                 if e.is_io() || e.is_go_away() || e.reason().is_none() {
                     connection.reset();
                 }
@@ -245,6 +226,61 @@ impl Upstream {
         let message =
             grpc::single_message(data, self.max_response_bytes).map_err(|s| self.status(s, parts.headers.clone()))?;
         Ok(UnaryResponse { headers: parts.headers, message, trailers })
+    }
+
+    /// Opens a streaming call: request messages go up through the [`RequestSink`], the
+    /// response comes back through the [`PendingResponse`]. `deadline` bounds the whole call
+    /// and is sent as `grpc-timeout`.
+    pub async fn open(
+        &self,
+        path: PathAndQuery,
+        metadata: HeaderMap,
+        deadline: Option<Duration>,
+    ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
+        let context = CallContext {
+            upstream: self.name.clone(),
+            deadline,
+            expires: deadline.map(|d| tokio::time::Instant::now() + d),
+            max_message_bytes: self.max_response_bytes,
+        };
+        let (_, response, body) = self.start(path, metadata, deadline).await?;
+        Ok((RequestSink::new(body, context.clone()), PendingResponse::new(response, context)))
+    }
+
+    /// Sends a call's request headers on an endpoint's connection, opening a new connection
+    /// if the shared one turns out to be closed.
+    async fn start(
+        &self,
+        path: PathAndQuery,
+        mut headers: HeaderMap,
+        deadline: Option<Duration>,
+    ) -> Result<(&EndpointConnection, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
+        let (connection, sender) = self.sender().await?;
+        grpc::request_headers(&mut headers, deadline);
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = request_uri(connection.endpoint().uri(), path);
+        *request.headers_mut() = headers;
+        let mut sender = match sender.ready().await {
+            Ok(sender) => sender,
+            // The connection closed while idle (the upstream restarted, say): nothing was sent
+            // on it, so open a new one and carry on.
+            Err(_) => {
+                connection.reset();
+                let fresh = connection
+                    .sender()
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable { upstream: self.name.clone(), reason: e.0 })?;
+                fresh.ready().await.map_err(|e| self.unreachable(&e))?
+            }
+        };
+        let (response, body) = sender.send_request(request, false).map_err(|e| {
+            if e.is_io() || e.is_go_away() {
+                connection.reset();
+            }
+            self.unreachable(&e)
+        })?;
+        Ok((connection, response, body))
     }
 
     /// The next endpoint in turn that has (or can open) a connection.
@@ -304,20 +340,6 @@ impl Upstream {
 
     fn unreachable(&self, error: &dyn std::error::Error) -> UpstreamError {
         UpstreamError::Unreachable { upstream: self.name.clone(), reason: error_chain(error) }
-    }
-}
-
-/// A failed attempt to get a response.
-enum Retry {
-    /// No connection could be opened.
-    Connect(String),
-    /// The connection or stream failed.
-    H2(h2::Error),
-}
-
-impl From<h2::Error> for Retry {
-    fn from(e: h2::Error) -> Self {
-        Retry::H2(e)
     }
 }
 

@@ -15,3 +15,4 @@ mod examples;
 mod headers;
 mod json_mapping;
 mod routing;
+mod streaming;

@@ -91,11 +91,3 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
     assert_eq!(get_on_post.header("allow"), Some("POST"));
     assert!(h.upstream.calls().is_empty(), "nothing reached the upstream");
 }
-
-#[tokio::test]
-async fn streaming_methods_are_refused_clearly() {
-    let h = Harness::start().await;
-    let response = h.get("/v1/shelves:watch").await;
-    let json = response.assert_error(501, 12);
-    assert!(json["message"].as_str().unwrap().contains("WatchShelves is a streaming method"), "{json}");
-}

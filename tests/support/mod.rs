@@ -14,10 +14,12 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
@@ -73,6 +75,13 @@ pub struct Reply {
     pub trailers: Vec<(String, String)>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Server streams: these messages, one every `interval`, then the status (OK unless
+    /// `status` is set).
+    pub stream: Vec<Value>,
+    /// The pause before each streamed message.
+    pub interval: Duration,
+    /// After the streamed messages, keep the stream open until the client cancels it.
+    pub hold: bool,
 }
 
 impl Reply {
@@ -111,6 +120,29 @@ impl Reply {
         self.delay = delay;
         self
     }
+
+    /// A server stream of these messages.
+    pub fn stream(messages: Vec<Value>) -> Reply {
+        Reply { stream: messages, ..Reply::default() }
+    }
+
+    /// Pause this long before each streamed message.
+    pub fn every(mut self, interval: Duration) -> Reply {
+        self.interval = interval;
+        self
+    }
+
+    /// Keep the stream open after its messages, until the client cancels.
+    pub fn hold(mut self) -> Reply {
+        self.hold = true;
+        self
+    }
+
+    /// End with this status instead of OK.
+    pub fn ending(mut self, code: Code, message: &str) -> Reply {
+        self.status = Some((code, message.to_owned(), Vec::new()));
+        self
+    }
 }
 
 type Script = Box<dyn Fn(&Call) -> Reply + Send + Sync>;
@@ -121,6 +153,63 @@ struct UpstreamState {
     called: Notify,
     script: Mutex<Option<Script>>,
     queued: Mutex<VecDeque<Reply>>,
+    /// Response streams in progress.
+    open_streams: AtomicUsize,
+    /// Response streams dropped before they ended: the client cancelled them.
+    cancelled: AtomicUsize,
+    /// Stream messages sent.
+    sent: AtomicUsize,
+    /// Stream messages received.
+    received: AtomicUsize,
+    /// Request bodies that ended in an error (a reset): the client cancelled. (tonic hands
+    /// a cancelled request stream to the handler as a clean end, so the handler cannot tell.)
+    request_resets: AtomicUsize,
+    /// Any of the counters changed.
+    changed: Notify,
+}
+
+impl UpstreamState {
+    /// The reply for a call: the next queued one, else the script's, else the default.
+    fn reply_for(&self, call: &Call) -> Reply {
+        let queued = self.queued.lock().unwrap().pop_front();
+        queued.unwrap_or_else(|| match &*self.script.lock().unwrap() {
+            Some(script) => script(call),
+            None => Reply::default(),
+        })
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+        self.called.notify_waiters();
+    }
+
+    fn count(&self, counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Counts a response stream while it is open, and whether it was cancelled.
+struct StreamGuard {
+    state: Arc<UpstreamState>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn new(state: Arc<UpstreamState>) -> StreamGuard {
+        state.count(&state.open_streams);
+        StreamGuard { state, finished: false }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+        self.state.open_streams.fetch_sub(1, Ordering::SeqCst);
+        self.state.changed.notify_waiters();
+    }
 }
 
 /// A scripted gRPC upstream on an ephemeral port.
@@ -145,6 +234,12 @@ impl Upstream {
             called: Notify::new(),
             script: Mutex::new(None),
             queued: Mutex::new(VecDeque::new()),
+            open_streams: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
+            received: AtomicUsize::new(0),
+            request_resets: AtomicUsize::new(0),
+            changed: Notify::new(),
         });
         let handler_state = state.clone();
         let router = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
@@ -200,6 +295,58 @@ impl Upstream {
             }
         }
     }
+
+    /// Response streams in progress.
+    pub fn open_streams(&self) -> usize {
+        self.state.open_streams.load(Ordering::SeqCst)
+    }
+
+    /// Response streams the client cancelled.
+    pub fn cancelled(&self) -> usize {
+        self.state.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Stream messages sent so far.
+    pub fn sent(&self) -> usize {
+        self.state.sent.load(Ordering::SeqCst)
+    }
+
+    /// Stream messages received so far.
+    pub fn received(&self) -> usize {
+        self.state.received.load(Ordering::SeqCst)
+    }
+
+    /// Request streams the client reset.
+    pub fn request_resets(&self) -> usize {
+        self.state.request_resets.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most 5 s) until `condition` holds; panics naming `what` otherwise.
+    pub async fn wait_until(&self, what: &str, condition: impl Fn(&Upstream) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let changed = self.state.changed.notified();
+            let called = self.state.called.notified();
+            if condition(self) {
+                return;
+            }
+            let either = async {
+                tokio::select! {
+                    () = changed => {},
+                    () = called => {},
+                }
+            };
+            if tokio::time::timeout_at(deadline, either).await.is_err() {
+                panic!(
+                    "waited 5 s for {what}: {} open streams, {} cancelled, {} sent, {} received",
+                    self.open_streams(),
+                    self.cancelled(),
+                    self.sent(),
+                    self.received()
+                );
+            }
+        }
+    }
 }
 
 async fn answer(state: Arc<UpstreamState>, request: Request<axum::body::Body>) -> Response<axum::body::Body> {
@@ -211,6 +358,27 @@ async fn answer(state: Arc<UpstreamState>, request: Request<axum::body::Body>) -
     let Some(method) = method else {
         return tonic::Status::unimplemented(format!("no method {path}")).into_http();
     };
+    let watcher = state.clone();
+    let request = request.map(|body| {
+        axum::body::Body::new(body.map_err(move |e| {
+            watcher.count(&watcher.request_resets);
+            e
+        }))
+    });
+    match (method.is_client_streaming(), method.is_server_streaming()) {
+        (false, false) => answer_unary(state, method, path, request).await,
+        (false, true) => answer_server_stream(state, method, path, request).await,
+        (true, false) => answer_client_stream(state, method, path, request).await,
+        (true, true) => answer_bidi(state, method, path, request).await,
+    }
+}
+
+async fn answer_unary(
+    state: Arc<UpstreamState>,
+    method: prost_reflect::MethodDescriptor,
+    path: String,
+    request: Request<axum::body::Body>,
+) -> Response<axum::body::Body> {
     let output = method.output();
     let handler_state = state.clone();
     let reply_trailers = Arc::new(Mutex::new(Vec::new()));
@@ -225,13 +393,8 @@ async fn answer(state: Arc<UpstreamState>, request: Request<axum::body::Body>) -
             let message = request.into_inner();
             let request_json = serde_json::to_value(&message).unwrap();
             let call = Call { path, request: request_json, metadata };
-            let queued = state.queued.lock().unwrap().pop_front();
-            let reply = queued.unwrap_or_else(|| match &*state.script.lock().unwrap() {
-                Some(script) => script(&call),
-                None => Reply::default(),
-            });
-            state.calls.lock().unwrap().push(call);
-            state.called.notify_waiters();
+            let reply = state.reply_for(&call);
+            state.record(call);
             tokio::time::sleep(reply.delay).await;
             *trailers_out.lock().unwrap() = reply.trailers.clone();
             if let Some((code, text, details)) = reply.status {
@@ -256,9 +419,15 @@ async fn answer(state: Arc<UpstreamState>, request: Request<axum::body::Body>) -
     });
     let mut grpc = tonic::server::Grpc::new(DynamicCodec::new(method.input()));
     let response = grpc.unary(service, request).await;
-    // tonic has no API for trailers on success: add them to its final trailers frame.
+    with_trailers(response, reply_trailers)
+}
+
+/// tonic has no API for trailers on success: adds the reply's to its final trailers frame.
+fn with_trailers<B>(response: Response<B>, extra: Arc<Mutex<Vec<(String, String)>>>) -> Response<axum::body::Body>
+where
+    B: http_body::Body<Data = Bytes, Error = tonic::Status> + Send + 'static,
+{
     response.map(move |body| {
-        let extra = reply_trailers.clone();
         axum::body::Body::new(body.map_frame(move |frame| match frame.into_trailers() {
             Ok(mut trailers) => {
                 for (k, v) in extra.lock().unwrap().iter() {
@@ -269,6 +438,156 @@ async fn answer(state: Arc<UpstreamState>, request: Request<axum::body::Body>) -
             Err(frame) => frame,
         }))
     })
+}
+
+type MessageStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<DynamicMessage, tonic::Status>> + Send>>;
+
+/// Streams the reply's messages, then its status; the call is recorded as it starts.
+async fn answer_server_stream(
+    state: Arc<UpstreamState>,
+    method: prost_reflect::MethodDescriptor,
+    path: String,
+    request: Request<axum::body::Body>,
+) -> Response<axum::body::Body> {
+    let output = method.output();
+    let reply_trailers = Arc::new(Mutex::new(Vec::new()));
+    let trailers_out = reply_trailers.clone();
+    let service = tower::service_fn(move |request: tonic::Request<DynamicMessage>| {
+        let (state, output, path, trailers_out) = (state.clone(), output.clone(), path.clone(), trailers_out.clone());
+        async move {
+            let metadata = request.metadata().clone().into_headers();
+            let call = Call { path, request: serde_json::to_value(request.into_inner()).unwrap(), metadata };
+            let reply = state.reply_for(&call);
+            state.record(call);
+            *trailers_out.lock().unwrap() = reply.trailers.clone();
+            tokio::time::sleep(reply.delay).await;
+            let status =
+                reply.status.map(|(code, text, details)| tonic::Status::with_details(code, text, details.into()));
+            let mut response = tonic::Response::new(scripted_stream(
+                state,
+                output,
+                reply.stream.into(),
+                reply.interval,
+                reply.hold,
+                status,
+            ));
+            for (k, v) in &reply.headers {
+                insert_metadata(response.metadata_mut(), k, v);
+            }
+            Ok::<_, tonic::Status>(response)
+        }
+    });
+    let mut grpc = tonic::server::Grpc::new(DynamicCodec::new(method.input()));
+    with_trailers(grpc.server_streaming(service, request).await, reply_trailers)
+}
+
+fn scripted_stream(
+    state: Arc<UpstreamState>,
+    output: prost_reflect::MessageDescriptor,
+    messages: VecDeque<Value>,
+    interval: Duration,
+    hold: bool,
+    status: Option<tonic::Status>,
+) -> MessageStream {
+    let guard = StreamGuard::new(state);
+    let start = (guard, messages, status);
+    Box::pin(futures_util::stream::unfold(Some(start), move |current| {
+        let output = output.clone();
+        async move {
+            let (mut guard, mut messages, status) = current?;
+            if let Some(json) = messages.pop_front() {
+                tokio::time::sleep(interval).await;
+                let message = DynamicMessage::deserialize(output, json).unwrap();
+                guard.state.count(&guard.state.sent);
+                return Some((Ok(message), Some((guard, messages, status))));
+            }
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            guard.finished = true;
+            status.map(|status| (Err(status), None))
+        }
+    }))
+}
+
+/// Reads every message, records the call with them as a JSON array, then answers.
+async fn answer_client_stream(
+    state: Arc<UpstreamState>,
+    method: prost_reflect::MethodDescriptor,
+    path: String,
+    request: Request<axum::body::Body>,
+) -> Response<axum::body::Body> {
+    let output = method.output();
+    let service = tower::service_fn(move |request: tonic::Request<tonic::Streaming<DynamicMessage>>| {
+        let (state, output, path) = (state.clone(), output.clone(), path.clone());
+        async move {
+            let metadata = request.metadata().clone().into_headers();
+            let mut inbound = request.into_inner();
+            let mut messages = Vec::new();
+            while let Some(message) = inbound.message().await? {
+                state.count(&state.received);
+                messages.push(serde_json::to_value(message).unwrap());
+            }
+            let call = Call { path, request: Value::Array(messages), metadata };
+            let reply = state.reply_for(&call);
+            state.record(call);
+            tokio::time::sleep(reply.delay).await;
+            if let Some((code, text, details)) = reply.status {
+                return Err(tonic::Status::with_details(code, text, details.into()));
+            }
+            let message = match reply.message {
+                Some(json) => DynamicMessage::deserialize(output, json).unwrap(),
+                None => DynamicMessage::new(output),
+            };
+            Ok(tonic::Response::new(message))
+        }
+    });
+    let mut grpc = tonic::server::Grpc::new(DynamicCodec::new(method.input()));
+    grpc.client_streaming(service, request).await.map(axum::body::Body::new)
+}
+
+/// Echoes each message as it arrives; when the client's stream ends, records the call (the
+/// messages as a JSON array) and ends with the reply's status.
+async fn answer_bidi(
+    state: Arc<UpstreamState>,
+    method: prost_reflect::MethodDescriptor,
+    path: String,
+    request: Request<axum::body::Body>,
+) -> Response<axum::body::Body> {
+    let service = tower::service_fn(move |request: tonic::Request<tonic::Streaming<DynamicMessage>>| {
+        let (state, path) = (state.clone(), path.clone());
+        async move {
+            let metadata = request.metadata().clone().into_headers();
+            let reply = state.reply_for(&Call { path: path.clone(), request: Value::Null, metadata: metadata.clone() });
+            let status =
+                reply.status.map(|(code, text, details)| tonic::Status::with_details(code, text, details.into()));
+            let guard = StreamGuard::new(state);
+            let start = (guard, request.into_inner(), Vec::new(), status);
+            let echo = futures_util::stream::unfold(Some(start), move |current| {
+                let (path, metadata) = (path.clone(), metadata.clone());
+                async move {
+                    let (mut guard, mut inbound, mut seen, status) = current?;
+                    match inbound.message().await {
+                        Ok(Some(message)) => {
+                            guard.state.count(&guard.state.received);
+                            seen.push(serde_json::to_value(&message).unwrap());
+                            guard.state.count(&guard.state.sent);
+                            Some((Ok(message), Some((guard, inbound, seen, status))))
+                        }
+                        Ok(None) => {
+                            guard.state.record(Call { path, request: Value::Array(seen), metadata });
+                            guard.finished = true;
+                            status.map(|status| (Err(status), None))
+                        }
+                        Err(_) => None,
+                    }
+                }
+            });
+            Ok::<_, tonic::Status>(tonic::Response::new(Box::pin(echo) as MessageStream))
+        }
+    });
+    let mut grpc = tonic::server::Grpc::new(DynamicCodec::new(method.input()));
+    grpc.streaming(service, request).await.map(axum::body::Body::new)
 }
 
 fn insert_metadata(metadata: &mut tonic::metadata::MetadataMap, key: &str, value: &str) {
@@ -350,7 +669,8 @@ impl Harness {
 
 // === client ===
 
-type HyperClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+type HyperClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>;
 
 /// An HTTP/1.1 client bound to one address.
 #[derive(Clone)]
@@ -376,6 +696,14 @@ pub struct TestResponse {
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
         let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        Client { addr, inner }
+    }
+
+    /// A client speaking HTTP/2 over cleartext (prior knowledge), as gRPC clients do.
+    pub fn http2(addr: SocketAddr) -> Client {
+        let inner = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
         Client { addr, inner }
     }
@@ -416,14 +744,102 @@ impl RequestBuilder {
     }
 
     pub async fn send(self) -> TestResponse {
-        let request = self.request.body(Full::new(self.body)).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), self.client.inner.request(request))
-            .await
-            .expect("the gateway answers within 10 s")
-            .expect("the request reaches the gateway");
+        let body = Full::new(self.body.clone()).boxed();
+        let response = self.send_body(body).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         TestResponse { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// Sends the request and returns once the response headers are in; the body is read as
+    /// it arrives.
+    pub async fn send_streaming(self) -> StreamingResponse {
+        let body = Full::new(self.body.clone()).boxed();
+        StreamingResponse::new(self.send_body(body).await)
+    }
+
+    /// Sends the request with a body that is whatever `chunks` yields, as it yields it
+    /// (chunked transfer encoding); returns once the response headers are in.
+    pub async fn send_chunks(self, chunks: tokio::sync::mpsc::Receiver<Bytes>) -> StreamingResponse {
+        let frames = tokio_stream::wrappers::ReceiverStream::new(chunks).map(|chunk| Ok(Frame::data(chunk)));
+        StreamingResponse::new(self.send_body(BodyExt::boxed(http_body_util::StreamBody::new(frames))).await)
+    }
+
+    async fn send_body(self, body: TestBody) -> Response<hyper::body::Incoming> {
+        let request = self.request.body(body).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.client.inner.request(request))
+            .await
+            .expect("the gateway answers within 10 s")
+            .expect("the request reaches the gateway")
+    }
+}
+
+/// A response whose body is read as it arrives.
+pub struct StreamingResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    pub trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl StreamingResponse {
+    fn new(response: Response<hyper::body::Incoming>) -> StreamingResponse {
+        let (parts, body) = response.into_parts();
+        StreamingResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            buffer: Vec::new(),
+            trailers: None,
+            ended: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The next line of the body, without its newline; `None` at the end. Panics if none
+    /// arrives within 5 s.
+    pub async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return Some(String::from_utf8(line[..end].to_vec()).unwrap());
+            }
+            if self.ended {
+                return (!self.buffer.is_empty()).then(|| String::from_utf8(std::mem::take(&mut self.buffer)).unwrap());
+            }
+            self.read_frame().await;
+        }
+    }
+
+    /// The next NDJSON line as JSON.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        self.next_line().await.map(|line| serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+    }
+
+    /// Everything left in the body, as text.
+    pub async fn rest(&mut self) -> String {
+        while !self.ended {
+            self.read_frame().await;
+        }
+        String::from_utf8(std::mem::take(&mut self.buffer)).unwrap()
+    }
+
+    async fn read_frame(&mut self) {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(5), self.body.frame()).await.expect("the body went on within 5 s");
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => self.buffer.extend_from_slice(&data),
+                Err(frame) => self.trailers = frame.into_trailers().ok(),
+            },
+            Some(Err(e)) => panic!("the body failed: {e}"),
+            None => self.ended = true,
+        }
     }
 }
 

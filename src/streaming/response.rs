@@ -1,0 +1,241 @@
+//! Server streams to HTTP: one NDJSON line (`{"result": <msg>}`) or Server-Sent Event
+//! (`data: <msg>`) per upstream message, written and flushed as each arrives. A failure after
+//! the first message ends the body with `{"error": <status>}` or `event: error`.
+//!
+//! The body pulls the next message from the upstream only when the client has taken the
+//! previous one, and dropping the body (the client went away) resets the upstream stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, TRAILER};
+use http::{HeaderMap, HeaderValue, Response};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tonic::Code;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::metadata;
+use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
+
+/// `Content-Type` of an NDJSON stream.
+pub const NDJSON: &str = "application/x-ndjson";
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// How a server stream is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `application/x-ndjson`: the default.
+    Ndjson,
+    /// `text/event-stream`, when the client accepts it (a browser's `EventSource` does).
+    EventStream,
+}
+
+impl StreamFormat {
+    /// Server-Sent Events if `Accept` names `text/event-stream`, NDJSON otherwise.
+    pub fn negotiate(headers: &HeaderMap) -> StreamFormat {
+        let event_stream = headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(EVENT_STREAM));
+        if event_stream { StreamFormat::EventStream } else { StreamFormat::Ndjson }
+    }
+}
+
+/// What the client is told next.
+enum Event {
+    /// A response message, rendered.
+    Message(Vec<u8>),
+    /// The stream failed: its status, rendered.
+    Error(Vec<u8>),
+    /// The stream is over: its HTTP trailers (status and the upstream's trailers).
+    Trailers(HeaderMap),
+}
+
+/// An upstream's response stream, rendered message by message.
+pub struct MessageStream {
+    gateway: Arc<Gateway>,
+    index: usize,
+    responses: ResponseStream,
+    first: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl MessageStream {
+    /// Waits for the response headers and the first message. A stream that fails before its
+    /// first message fails like a unary call, with its own HTTP status; one whose first message
+    /// takes longer than a keep-alive interval commits to 200 and carries on.
+    pub async fn start(
+        gateway: Arc<Gateway>,
+        index: usize,
+        pending: PendingResponse,
+    ) -> Result<MessageStream, GatewayError> {
+        let mut responses = pending.headers().await?;
+        // `next` is cancel-safe: a timeout loses nothing.
+        let first = match tokio::time::timeout(gateway.keep_alive(), responses.next()).await {
+            Ok(first) => first?,
+            Err(_) => None,
+        };
+        Ok(MessageStream { gateway, index, responses, first, trailers: None, ended: false })
+    }
+
+    /// The HTTP response, in `format`; HTTP trailers only if the request's `TE` allows them.
+    pub fn into_response(self, format: StreamFormat, request: &HeaderMap) -> Response<Body> {
+        let upstream_headers = self.responses.headers().clone();
+        let mut response = match format {
+            StreamFormat::Ndjson => self.into_ndjson(super::accepts_trailers(request)),
+            StreamFormat::EventStream => self.into_event_stream(),
+        };
+        metadata::from_grpc(&upstream_headers, &HeaderMap::new(), response.headers_mut());
+        response
+    }
+
+    fn into_ndjson(self, trailers_allowed: bool) -> Response<Body> {
+        let frames = self.events().filter_map(move |event| {
+            let frame = match event {
+                Event::Message(json) => Some(Frame::data(line(b"{\"result\":", &json))),
+                Event::Error(status) => Some(Frame::data(line(b"{\"error\":", &status))),
+                Event::Trailers(trailers) => trailers_allowed.then(|| Frame::trailers(trailers)),
+            };
+            std::future::ready(frame.map(Ok::<_, Infallible>))
+        });
+        let mut response = Response::new(Body::new(StreamBody::new(frames)));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if trailers_allowed {
+            // HTTP/1.1 sends only the trailers announced up front, and the upstream's own are
+            // not known until they arrive: over HTTP/1.1 the status comes as trailers, the
+            // upstream's `Grpc-Trailer-*` only over HTTP/2.
+            headers.insert(TRAILER, HeaderValue::from_static("grpc-status, grpc-message"));
+        }
+        response
+    }
+
+    fn into_event_stream(self) -> Response<Body> {
+        let keep_alive = self.gateway.keep_alive();
+        let events = self.events().filter_map(|event| {
+            let event = match event {
+                Event::Message(json) => Some(SseEvent::default().data(text(json))),
+                Event::Error(status) => Some(SseEvent::default().event("error").data(text(status))),
+                Event::Trailers(_) => None,
+            };
+            std::future::ready(event.map(Ok::<_, Infallible>))
+        });
+        Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)).into_response()
+    }
+
+    fn events(self) -> impl futures_util::Stream<Item = Event> + Send + 'static {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((event, stream))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        if self.ended {
+            return self.trailers.take().map(Event::Trailers);
+        }
+        let next = match self.first.take() {
+            Some(first) => Ok(Some(first)),
+            None => self.responses.next().await,
+        };
+        let error = match next {
+            Ok(Some(wire)) => {
+                let route = self.gateway.route_at(self.index);
+                match self.gateway.transcoder().render(self.index, route, &wire) {
+                    Ok(json) => return Some(Event::Message(json)),
+                    Err(e) => GatewayError::from(e),
+                }
+            }
+            Ok(None) => {
+                self.ended = true;
+                let upstream = self.responses.trailers().cloned().unwrap_or_default();
+                return Some(Event::Trailers(http_trailers(Code::Ok, "", &upstream)));
+            }
+            Err(e) => GatewayError::from(e),
+        };
+        self.ended = true;
+        let (code, _) = error.code();
+        let message = error.to_string();
+        let upstream = match &error {
+            GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.metadata().clone().into_headers(),
+            _ => HeaderMap::new(),
+        };
+        let status_json = self.gateway.error_response(error).into_body();
+        let message = status_message(&status_json).unwrap_or(message);
+        self.trailers = Some(http_trailers(code, &message, &upstream));
+        Some(Event::Error(status_json))
+    }
+}
+
+/// `prefix` + `json` + `}\n`.
+fn line(prefix: &[u8], json: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(prefix.len() + json.len() + 2);
+    line.extend_from_slice(prefix);
+    line.extend_from_slice(json);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
+/// A stream's HTTP trailers: its status as `Grpc-Status` and `Grpc-Message`
+/// (percent-encoded, as gRPC encodes it), the upstream's trailers as `Grpc-Trailer-*`.
+fn http_trailers(code: Code, message: &str, upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    out.insert("grpc-status", HeaderValue::from(code as i32));
+    if !message.is_empty() {
+        let encoded = percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            out.insert("grpc-message", value);
+        }
+    }
+    metadata::from_grpc(&HeaderMap::new(), upstream, &mut out);
+    out
+}
+
+/// What gRPC percent-encodes in `grpc-message`: everything outside printable ASCII, and `%`.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// The `message` of a rendered status.
+fn status_message(status_json: &[u8]) -> Option<String> {
+    let status: serde_json::Value = serde_json::from_slice(status_json).ok()?;
+    Some(status.get("message")?.as_str()?.to_owned())
+}
+
+/// Rendered JSON is UTF-8; a lossy conversion is only a guard.
+fn text(json: Vec<u8>) -> String {
+    String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_streams_are_for_clients_that_ask() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_str(value).unwrap());
+            StreamFormat::negotiate(&headers)
+        };
+        assert_eq!(StreamFormat::negotiate(&HeaderMap::new()), StreamFormat::Ndjson);
+        assert_eq!(accept("text/event-stream"), StreamFormat::EventStream);
+        assert_eq!(accept("application/json, Text/Event-Stream;q=0.9"), StreamFormat::EventStream);
+        assert_eq!(accept("application/x-ndjson"), StreamFormat::Ndjson);
+        assert_eq!(accept("*/*"), StreamFormat::Ndjson);
+    }
+
+    #[test]
+    fn lines_wrap_the_json() {
+        assert_eq!(&line(b"{\"result\":", b"{\"a\":1}")[..], b"{\"result\":{\"a\":1}}\n");
+    }
+}
