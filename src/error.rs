@@ -73,6 +73,12 @@ pub enum GatewayError {
         /// The full method name.
         method: String,
     },
+    /// A gRPC request for a method that no descriptor declares.
+    #[error("no method {path} is known to the gateway")]
+    UnknownMethod {
+        /// The request path, `/pkg.Service/Method`.
+        path: String,
+    },
     /// A WebSocket handshake that cannot be accepted.
     #[error("WebSocket handshake: {reason}")]
     WebSocketHandshake {
@@ -108,6 +114,7 @@ impl GatewayError {
     pub fn code(&self) -> (Code, StatusCode) {
         let code = match self {
             GatewayError::NotFound { .. } => Code::NotFound,
+            GatewayError::UnknownMethod { .. } => Code::Unimplemented,
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }

@@ -17,6 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
+use crate::proxy;
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::{JsonOptions, Transcoder};
@@ -34,6 +35,8 @@ pub struct Gateway {
     transcoder: Transcoder,
     max_body_bytes: usize,
     keep_alive: Duration,
+    /// The route of each method by gRPC path (`/pkg.Service/Method`), for gRPC pass-through.
+    methods: std::collections::HashMap<String, usize>,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -84,6 +87,10 @@ impl Gateway {
         let route_upstreams =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
         let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));
+        let mut methods = std::collections::HashMap::new();
+        for (index, route) in table.routes().iter().enumerate() {
+            methods.entry(route.grpc_path.path().to_owned()).or_insert(index);
+        }
         Ok(Gateway {
             table,
             route_upstreams,
@@ -93,6 +100,7 @@ impl Gateway {
             transcoder,
             max_body_bytes: config.max_body_bytes,
             keep_alive: config.streaming.keep_alive,
+            methods,
         })
     }
 
@@ -153,6 +161,11 @@ impl Gateway {
 
     /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON.
     pub async fn handle(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Response<Body> {
+        match proxy::Protocol::of(request.headers()) {
+            Some(proxy::Protocol::Grpc) => return proxy::grpc(self.clone(), request, peer).await,
+            Some(proxy::Protocol::GrpcWeb) => return proxy::grpc_web(self.clone(), request, peer).await,
+            None => {}
+        }
         match self.respond(request, peer).await {
             Ok(response) => response,
             Err(error) => self.error_response(error).map(Body::from),
@@ -198,6 +211,11 @@ impl Gateway {
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
         let json = self.transcoder.render(index, route, &reply.message)?;
         Ok(success(json, &reply.headers, &reply.trailers))
+    }
+
+    /// A route of the gRPC method at `path` (`/pkg.Service/Method`).
+    pub(crate) fn method_route(&self, path: &str) -> Option<usize> {
+        self.methods.get(path).copied()
     }
 
     /// Route `index` of the table.

@@ -33,6 +33,7 @@ pub mod explain;
 pub mod gateway;
 pub mod layers;
 pub mod metadata;
+pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod status;

@@ -81,6 +81,43 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer) -> Result<HeaderMap, MetadataErr
     Ok(metadata)
 }
 
+/// The headers sent upstream with a gRPC request passed through untranscoded: all of the
+/// client's end-to-end headers (its `grpc-*`, content type and user agent included), and the
+/// `X-Forwarded-*` ones.
+pub fn passthrough(headers: &HeaderMap, peer: Peer) -> HeaderMap {
+    let hop_by_hop = connection_tokens(headers);
+    let mut metadata = HeaderMap::with_capacity(headers.len() + 3);
+    for (name, value) in headers {
+        let key = name.as_str();
+        if is_hop_by_hop(key) || key == "host" || key == "content-length" || hop_by_hop.iter().any(|h| h == key) {
+            continue;
+        }
+        let mut value = value.clone();
+        if name == AUTHORIZATION || name == REQUEST_ID {
+            value.set_sensitive(true);
+        }
+        metadata.append(name.clone(), value);
+    }
+    add_forwarded(headers, peer, &mut metadata);
+    metadata
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+fn is_hop_by_hop(key: &str) -> bool {
+    matches!(
+        key,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 fn metadata_entry(key: &str, value: &HeaderValue) -> Result<Option<(HeaderName, HeaderValue)>, MetadataError> {
     if key.is_empty() || is_reserved(key) {
         return Ok(None);
@@ -175,24 +212,8 @@ pub fn http_code(headers: &HeaderMap, trailers: &HeaderMap) -> Option<StatusCode
 fn is_reserved(key: &str) -> bool {
     key.starts_with("grpc-")
         || key.starts_with(':')
-        || matches!(
-            key,
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "host"
-                | "content-type"
-                | "content-length"
-                | "content-encoding"
-                | "user-agent"
-                | "date"
-        )
+        || is_hop_by_hop(key)
+        || matches!(key, "host" | "content-type" | "content-length" | "content-encoding" | "user-agent" | "date")
 }
 
 /// Header names listed in `Connection`, which are hop-by-hop for this connection only.

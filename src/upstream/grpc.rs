@@ -25,11 +25,12 @@ pub fn frame(message: &[u8]) -> Bytes {
     body.freeze()
 }
 
-/// Adds the headers gRPC requires to the request's metadata.
+/// Adds the headers gRPC requires to the request's metadata. A gRPC client's own content
+/// type (`application/grpc+proto`, say) and user agent, passed through, are kept.
 pub fn request_headers(headers: &mut HeaderMap, deadline: Option<Duration>) {
-    headers.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    headers.entry(CONTENT_TYPE).or_insert(GRPC_CONTENT_TYPE);
     headers.insert(TE, TRAILERS);
-    headers.insert(USER_AGENT, AGENT);
+    headers.entry(USER_AGENT).or_insert(AGENT);
     if let Some(deadline) = deadline
         && let Ok(value) = HeaderValue::from_str(&timeout_header(deadline))
     {

@@ -26,7 +26,7 @@ use crate::config::{ServiceSelector, UpstreamConfig};
 use connection::EndpointConnection;
 pub use connection::{Connector, tcp_connector};
 use stream::CallContext;
-pub use stream::{PendingResponse, RequestSink, ResponseStream};
+pub use stream::{PendingResponse, RawBody, RequestSink, ResponseStream};
 
 /// How long to wait for a connection when an upstream sets no `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

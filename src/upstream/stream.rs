@@ -8,12 +8,14 @@
 //! sees the cancellation at once.
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -85,15 +87,20 @@ impl RequestSink {
 
     /// Sends one message, waiting until the upstream's flow-control window has room for it.
     pub async fn send(&mut self, message: &[u8]) -> Result<(), UpstreamError> {
-        let mut frame = grpc::frame(message);
-        while !frame.is_empty() {
-            self.stream.reserve_capacity(frame.len());
+        self.send_frames(grpc::frame(message)).await
+    }
+
+    /// Sends bytes that are already gRPC frames (a gRPC client's, passed through), waiting
+    /// for window as [`RequestSink::send`] does.
+    pub async fn send_frames(&mut self, mut frames: Bytes) -> Result<(), UpstreamError> {
+        while !frames.is_empty() {
+            self.stream.reserve_capacity(frames.len());
             let granted = match self.stream.capacity() {
                 0 => self.wait_for_capacity().await?,
                 granted => granted,
             };
             if granted > 0 {
-                let chunk = frame.split_to(granted.min(frame.len()));
+                let chunk = frames.split_to(granted.min(frames.len()));
                 self.stream.send_data(chunk, false).map_err(|e| self.context.stream_error(&e, &HeaderMap::new()))?;
             }
         }
@@ -158,6 +165,71 @@ impl PendingResponse {
             }
             Some(Err(status)) => Err(context.status(status, HeaderMap::new())),
         }
+    }
+}
+
+/// An upstream response body passed through untouched: DATA frames, then trailers. Window is
+/// given back as the client takes each frame.
+#[derive(Debug)]
+pub struct RawBody {
+    body: RecvStream,
+    state: RawState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawState {
+    Data,
+    Trailers,
+    Done,
+}
+
+impl PendingResponse {
+    /// The response as it comes, for a proxy that passes gRPC through.
+    pub async fn raw(self) -> Result<Response<RawBody>, UpstreamError> {
+        let context = self.context;
+        let response = context
+            .within(async {
+                self.response.await.map_err(|e| UpstreamError::Unreachable {
+                    upstream: context.upstream.clone(),
+                    reason: super::error_chain(&e),
+                })
+            })
+            .await?;
+        Ok(response.map(|body| RawBody { body, state: RawState::Data }))
+    }
+}
+
+impl http_body::Body for RawBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        if self.state == RawState::Data {
+            match ready!(self.body.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.body.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    self.state = RawState::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => self.state = RawState::Trailers,
+            }
+        }
+        if self.state == RawState::Trailers {
+            let trailers = ready!(self.body.poll_trailers(cx));
+            self.state = RawState::Done;
+            return Poll::Ready(trailers.transpose().map(|t| t.map(http_body::Frame::trailers)));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == RawState::Done
     }
 }
 

@@ -12,6 +12,7 @@ mod bad_input;
 mod bindings_query;
 mod errors;
 mod examples;
+mod grpc_passthrough;
 mod headers;
 mod json_mapping;
 mod routing;
