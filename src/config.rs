@@ -41,13 +41,14 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Streaming calls over HTTP.
     pub streaming: StreamingConfig,
+    /// Cross-origin access for browsers; none when absent.
+    pub cors: Option<CorsConfig>,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
     policy: Option<toml::Value>,
     jwt: Option<toml::Value>,
     rate_limit: Option<toml::Value>,
-    cors: Option<toml::Value>,
     tls: Option<toml::Value>,
     aggregate: Option<toml::Value>,
 }
@@ -103,6 +104,40 @@ pub struct StreamingConfig {
 impl Default for StreamingConfig {
     fn default() -> Self {
         StreamingConfig { keep_alive: Duration::from_secs(15) }
+    }
+}
+
+/// `[cors]`: which browser origins may call the gateway, and with what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed: exact (`https://app.example`), any subdomain
+    /// (`https://*.example.org`), or `*` (any origin; not with credentials).
+    pub allow_origins: Vec<String>,
+    /// Methods allowed in preflight answers.
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed; empty allows whatever a preflight asks for.
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read, beyond the gateway's own (`Grpc-Status`,
+    /// `Grpc-Message`, `X-Request-Id` and every `Grpc-Metadata-*`/`Grpc-Trailer-*` sent).
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and `Authorization` on cross-origin requests.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(deserialize_with = "duration_opt")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allow_origins: Vec::new(),
+            allow_methods: ["GET", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        }
     }
 }
 
@@ -246,7 +281,6 @@ impl Config {
             ("policy", self.policy.is_some(), "per-route policies (auth, rate limits, cache)"),
             ("jwt", self.jwt.is_some(), "JWT authentication"),
             ("rate_limit", self.rate_limit.is_some(), "rate limiting"),
-            ("cors", self.cors.is_some(), "CORS"),
             ("tls", self.tls.is_some(), "TLS termination"),
             ("aggregate", self.aggregate.is_some(), "aggregate routes"),
         ];
@@ -278,6 +312,11 @@ impl Config {
         }
         if self.max_response_bytes == 0 {
             err("max_response_bytes".into(), "must be greater than 0".into());
+        }
+        if let Some(cors) = &self.cors {
+            for (key, message) in crate::layers::cors::validate(cors) {
+                err(format!("cors.{key}"), message);
+            }
         }
         if self.streaming.keep_alive.is_zero() {
             err("streaming.keep_alive".into(), "must be longer than 0".into());

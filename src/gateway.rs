@@ -35,6 +35,8 @@ pub struct Gateway {
     transcoder: Transcoder,
     max_body_bytes: usize,
     keep_alive: Duration,
+    /// Cross-origin access for browsers.
+    cors: Option<crate::config::CorsConfig>,
     /// The route of each method by gRPC path (`/pkg.Service/Method`), for gRPC pass-through.
     methods: std::collections::HashMap<String, usize>,
 }
@@ -100,6 +102,7 @@ impl Gateway {
             transcoder,
             max_body_bytes: config.max_body_bytes,
             keep_alive: config.streaming.keep_alive,
+            cors: config.cors.clone(),
             methods,
         })
     }
@@ -211,6 +214,11 @@ impl Gateway {
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
         let json = self.transcoder.render(index, route, &reply.message)?;
         Ok(success(json, &reply.headers, &reply.trailers))
+    }
+
+    /// The `[cors]` settings, if browsers from other origins may call.
+    pub fn cors(&self) -> Option<&crate::config::CorsConfig> {
+        self.cors.as_ref()
     }
 
     /// A route of the gRPC method at `path` (`/pkg.Service/Method`).

@@ -16,7 +16,8 @@ use crate::metadata::Peer;
 
 /// The router: every method and path goes to the gateway, behind the layer stack.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    layers::apply(Router::new().fallback(handle).with_state(gateway))
+    let cors = gateway.cors().cloned();
+    layers::apply(Router::new().fallback(handle).with_state(gateway), cors.as_ref())
 }
 
 async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {

@@ -1,0 +1,221 @@
+//! CORS for browsers: which origins may call, answered at the edge (a preflight never reaches
+//! an upstream), with no cross-origin access at all unless `[cors]` is configured.
+//!
+//! tower-http's `CorsLayer` speaks the protocol; this module turns `[cors]` into it and adds
+//! what a gateway needs on top: wildcard-subdomain origins (`https://*.example.org`), and
+//! exposing the `Grpc-Metadata-*` and `Grpc-Trailer-*` headers each response actually carries
+//! (CORS has no prefix wildcard, so that list is made per response).
+
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
+use http::{HeaderName, HeaderValue, Method, Response, Uri};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
+
+use crate::config::CorsConfig;
+use crate::metadata::{METADATA_PREFIX, REQUEST_ID, TRAILER_PREFIX};
+
+/// Headers every allowed origin may read.
+const ALWAYS_EXPOSED: [HeaderName; 3] =
+    [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message"), REQUEST_ID];
+
+/// One entry of `allow_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// `*`: every origin.
+    Any,
+    /// One origin, `scheme://host[:port]`.
+    Exact(Origin),
+    /// `scheme://*.domain[:port]`: any subdomain of `domain`, at any depth (not `domain` itself).
+    Subdomain(Origin),
+}
+
+/// An origin's parts, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Result<Origin, String> {
+        let uri: Uri = text.parse().map_err(|e| format!("{text:?} is not an origin: {e}"))?;
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return Err(format!("{text:?} is not an origin: write scheme://host[:port]"));
+        };
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") || text.ends_with('/') {
+            return Err(format!("{text:?} is not an origin: an origin has no path"));
+        }
+        Ok(Origin { scheme: scheme.to_ascii_lowercase(), host: host.to_ascii_lowercase(), port: uri.port_u16() })
+    }
+}
+
+impl OriginPattern {
+    /// Parses an `allow_origins` entry.
+    pub fn parse(text: &str) -> Result<OriginPattern, String> {
+        if text == "*" {
+            return Ok(OriginPattern::Any);
+        }
+        match text.split_once("://*.") {
+            Some((scheme, rest)) => {
+                let origin = Origin::parse(&format!("{scheme}://{rest}"))?;
+                Ok(OriginPattern::Subdomain(origin))
+            }
+            None if text.contains('*') => {
+                Err(format!("{text:?}: a wildcard may only stand for subdomains, as in \"https://*.example.org\""))
+            }
+            None => Origin::parse(text).map(OriginPattern::Exact),
+        }
+    }
+
+    /// Whether a request's `Origin` header value fits.
+    pub fn matches(&self, origin: &str) -> bool {
+        let Ok(origin) = Origin::parse(origin) else { return false };
+        match self {
+            OriginPattern::Any => true,
+            OriginPattern::Exact(allowed) => *allowed == origin,
+            OriginPattern::Subdomain(parent) => {
+                parent.scheme == origin.scheme
+                    && parent.port == origin.port
+                    && origin.host.strip_suffix(&parent.host).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+            }
+        }
+    }
+}
+
+/// Every problem in `[cors]`, as (key, message).
+pub fn validate(config: &CorsConfig) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    let mut any = false;
+    for (i, origin) in config.allow_origins.iter().enumerate() {
+        match OriginPattern::parse(origin) {
+            Ok(pattern) => any |= pattern == OriginPattern::Any,
+            Err(message) => errors.push((format!("allow_origins[{i}]"), message)),
+        }
+    }
+    if config.allow_origins.is_empty() {
+        errors.push(("allow_origins".into(), "no origins: list the origins allowed, or remove [cors]".into()));
+    }
+    if any && config.allow_credentials {
+        let message = "\"*\" with allow_credentials would let any site act as the user: list the origins".into();
+        errors.push(("allow_origins".into(), message));
+    }
+    for (i, method) in config.allow_methods.iter().enumerate() {
+        if Method::from_bytes(method.as_bytes()).is_err() {
+            errors.push((format!("allow_methods[{i}]"), format!("{method:?} is not an HTTP method")));
+        }
+    }
+    let names = config.allow_headers.iter().map(|h| ("allow_headers", h));
+    for (i, (key, name)) in names.chain(config.expose_headers.iter().map(|h| ("expose_headers", h))).enumerate() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push((format!("{key}[{i}]"), format!("{name:?} is not a header name")));
+        }
+    }
+    errors
+}
+
+/// The CORS layer for a validated `[cors]`.
+pub fn layer(config: &CorsConfig) -> CorsLayer {
+    let patterns: Vec<OriginPattern> =
+        config.allow_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect();
+    let origins = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        origin.to_str().is_ok_and(|origin| patterns.iter().any(|p| p.matches(origin)))
+    });
+    let methods: Vec<Method> =
+        config.allow_methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
+    let headers = if config.allow_headers.is_empty() {
+        AllowHeaders::mirror_request()
+    } else {
+        AllowHeaders::list(config.allow_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()))
+    };
+    let exposed = ALWAYS_EXPOSED
+        .into_iter()
+        .chain(config.expose_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()));
+    let layer = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods(AllowMethods::list(methods))
+        .allow_headers(headers)
+        .expose_headers(ExposeHeaders::list(exposed))
+        .allow_credentials(config.allow_credentials);
+    match config.max_age {
+        Some(max_age) => layer.max_age(max_age),
+        None => layer,
+    }
+}
+
+/// Adds the `Grpc-Metadata-*` and `Grpc-Trailer-*` headers of a cross-origin response to its
+/// `Access-Control-Expose-Headers`.
+pub fn expose_grpc_headers<B>(mut response: Response<B>) -> Response<B> {
+    if !response.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        return response;
+    }
+    let names: Vec<&str> = response
+        .headers()
+        .keys()
+        .map(HeaderName::as_str)
+        .filter(|name| name.starts_with(METADATA_PREFIX) || name.starts_with(TRAILER_PREFIX))
+        .collect();
+    if names.is_empty() {
+        return response;
+    }
+    let mut exposed: Vec<String> = response
+        .headers()
+        .get_all(ACCESS_CONTROL_EXPOSE_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    exposed.extend(names.into_iter().map(str::to_owned));
+    if let Ok(value) = HeaderValue::from_str(&exposed.join(",")) {
+        response.headers_mut().insert(ACCESS_CONTROL_EXPOSE_HEADERS, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_as_subdomains() {
+        let exact = OriginPattern::parse("https://app.example").unwrap();
+        assert!(exact.matches("https://app.example"));
+        assert!(exact.matches("https://APP.example"));
+        assert!(!exact.matches("http://app.example"), "another scheme");
+        assert!(!exact.matches("https://app.example:8443"), "another port");
+        assert!(!exact.matches("https://evil-app.example"));
+        assert!(!exact.matches("null"));
+
+        let sub = OriginPattern::parse("https://*.example.org").unwrap();
+        assert!(sub.matches("https://a.example.org"));
+        assert!(sub.matches("https://a.b.example.org"));
+        assert!(!sub.matches("https://example.org"), "not the domain itself");
+        assert!(!sub.matches("https://evilexample.org"));
+        assert!(!sub.matches("https://a.example.org.evil.com"));
+        assert!(!sub.matches("http://a.example.org"));
+
+        let port = OriginPattern::parse("http://*.local.test:3000").unwrap();
+        assert!(port.matches("http://ui.local.test:3000"));
+        assert!(!port.matches("http://ui.local.test"));
+        assert!(OriginPattern::parse("*").unwrap().matches("https://anything.example"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in
+            ["app.example", "https://app.example/path", "https://a*.example", "https://*", "https://app.example/"]
+        {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn any_origin_with_credentials_is_refused() {
+        let config = CorsConfig { allow_origins: vec!["*".into()], allow_credentials: true, ..CorsConfig::default() };
+        let errors = validate(&config);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "allow_origins");
+        let config = CorsConfig { allow_methods: vec!["GE T".into()], ..CorsConfig::default() };
+        let keys: Vec<String> = validate(&config).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["allow_origins", "allow_methods[0]"]);
+    }
+}
