@@ -20,8 +20,8 @@ use crate::metadata::{self, Peer};
 use crate::proxy;
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
-use crate::transcode::{JsonOptions, Transcoder};
-use crate::upstream::{Upstream, UpstreamError, UpstreamId, Upstreams};
+use crate::transcode::{JsonOptions, Transcoder, http_body};
+use crate::upstream::{UnaryResponse, Upstream, UpstreamError, UpstreamId, Upstreams};
 
 /// Everything a request needs, immutable and shared by all requests.
 #[derive(Debug)]
@@ -208,12 +208,43 @@ impl Gateway {
         peer: Peer,
     ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
-        let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
-        let message = self.transcoder.decode(index, route, values, parts.uri.query(), &body)?;
+        let query = parts.uri.query();
+        let message = match self.transcoder.raw_request(index) {
+            Some(target) => {
+                let data = read_limited(&parts.headers, body, self.max_body_bytes).await?;
+                let content_type = content_type(&parts.headers);
+                self.transcoder.encode_raw(route, target, values, query, content_type, data)?
+            }
+            None => {
+                let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
+                self.transcoder.decode(index, route, values, query, &body)?
+            }
+        };
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary)?;
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
-        let json = self.transcoder.render(index, route, &reply.message)?;
-        Ok(success(json, &reply.headers, &reply.trailers))
+        self.respond_with(index, &reply)
+    }
+
+    /// Steps 5 and 6 for a call's one response message.
+    pub(crate) fn respond_with(&self, index: usize, reply: &UnaryResponse) -> Result<Response<Body>, GatewayError> {
+        let route = self.route_at(index);
+        let mut response = match self.transcoder.raw_response(index) {
+            Some(target) => {
+                let body = http_body::decode(target, &reply.message)?;
+                raw_response(body.content_type, Bytes::from(body.data))
+            }
+            None => {
+                json_response(StatusCode::OK, self.transcoder.render(index, route, &reply.message)?).map(Body::from)
+            }
+        };
+        let status = metadata::http_code(&reply.headers, &reply.trailers).unwrap_or(StatusCode::OK);
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            *response.body_mut() = Body::empty();
+            response.headers_mut().remove(CONTENT_TYPE);
+        }
+        *response.status_mut() = status;
+        metadata::from_grpc(&reply.headers, &reply.trailers, response.headers_mut());
+        Ok(response)
     }
 
     /// The `[cors]` settings, if browsers from other origins may call.
@@ -313,20 +344,24 @@ pub(crate) async fn read_body(
     if route.body == BodySelector::Empty {
         return Ok(Bytes::new());
     }
+    let bytes = read_limited(headers, body, limit).await?;
+    if !bytes.trim_ascii().is_empty() && !is_json(headers) {
+        return Err(GatewayError::UnsupportedMediaType { content_type: content_type(headers).to_owned() });
+    }
+    Ok(bytes)
+}
+
+/// The whole body, at most `limit` bytes whether the length is declared or it is chunked.
+pub(crate) async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     let declared: Option<u64> = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge { limit }),
-        Err(e) => return Err(GatewayError::BodyRead { reason: e.to_string() }),
-    };
-    if !bytes.trim_ascii().is_empty() && !is_json(headers) {
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        return Err(GatewayError::UnsupportedMediaType { content_type });
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(e) => Err(GatewayError::BodyRead { reason: e.to_string() }),
     }
-    Ok(bytes)
 }
 
 /// `application/json` or any `+json` type, parameters (charset) aside.
@@ -343,18 +378,19 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
-/// Step 6: the HTTP response for an upstream's answer.
-pub(crate) fn success(json: Vec<u8>, headers: &HeaderMap, trailers: &HeaderMap) -> Response<Body> {
-    let status = metadata::http_code(headers, trailers).unwrap_or(StatusCode::OK);
-    let mut response = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        let mut empty = Response::new(Body::empty());
-        *empty.status_mut() = status;
-        empty
-    } else {
-        json_response(status, json).map(Body::from)
-    };
-    metadata::from_grpc(headers, trailers, response.headers_mut());
+/// A raw (`google.api.HttpBody`) response: its bytes, with its content type.
+pub(crate) fn raw_response(content_type: String, data: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(data));
+    let content_type = if content_type.is_empty() { "application/octet-stream".to_owned() } else { content_type };
+    if let Ok(value) = http::HeaderValue::from_str(&content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
     response
+}
+
+/// The request's `Content-Type`, or empty.
+pub(crate) fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 impl fmt::Display for Gateway {

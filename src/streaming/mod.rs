@@ -60,12 +60,22 @@ pub async fn client_stream(
     peer: Peer,
 ) -> Result<Response<Body>, GatewayError> {
     let route = gateway.route_at(index);
-    let format = RequestFormat::of(&parts.headers)?;
+    let format = match gateway.transcoder().raw_request(index) {
+        Some(target) => RequestFormat::Raw(target),
+        None => RequestFormat::of(&parts.headers)?,
+    };
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream)?;
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     let answer = single_response(pending);
     tokio::pin!(answer);
-    let messages = request::Messages { gateway, index, route: message_route(route), values, query: parts.uri.query() };
+    let messages = request::Messages {
+        gateway,
+        index,
+        route: message_route(route),
+        values,
+        query: parts.uri.query(),
+        content_type: gateway::content_type(&parts.headers),
+    };
     let pumped = tokio::select! {
         // The upstream may answer before it has read everything: its answer stands.
         reply = &mut answer => return respond_unary(gateway, index, reply),
@@ -91,9 +101,7 @@ fn respond_unary(
     index: usize,
     reply: Result<UnaryResponse, UpstreamError>,
 ) -> Result<Response<Body>, GatewayError> {
-    let reply = reply?;
-    let json = gateway.transcoder().render(index, gateway.route_at(index), &reply.message)?;
-    Ok(gateway::success(json, &reply.headers, &reply.trailers))
+    gateway.respond_with(index, &reply?)
 }
 
 /// The route as a client stream's lines and WebSocket frames see it: each is a whole request

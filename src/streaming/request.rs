@@ -14,6 +14,7 @@ use super::response::NDJSON;
 use crate::error::GatewayError;
 use crate::gateway::{self, Gateway};
 use crate::route::Route;
+use crate::transcode::http_body::RawTarget;
 use crate::upstream::RequestSink;
 
 /// How a client stream's messages are laid out in the body.
@@ -23,6 +24,8 @@ pub enum RequestFormat {
     Ndjson,
     /// One JSON document: an array of messages, or one message.
     Json,
+    /// Raw bytes into `google.api.HttpBody` messages, one per chunk as it arrives.
+    Raw(RawTarget),
 }
 
 impl RequestFormat {
@@ -53,6 +56,8 @@ pub struct Messages<'a> {
     pub values: &'a [String],
     /// The query string, applied to every message.
     pub query: Option<&'a str>,
+    /// The request's content type, for raw (`google.api.HttpBody`) messages.
+    pub content_type: &'a str,
 }
 
 impl Messages<'_> {
@@ -62,6 +67,7 @@ impl Messages<'_> {
         match format {
             RequestFormat::Ndjson => self.pump_lines(body, sink).await?,
             RequestFormat::Json => self.pump_document(body, sink).await?,
+            RequestFormat::Raw(target) => self.pump_raw(target, body, sink).await?,
         }
         sink.finish()?;
         Ok(())
@@ -79,6 +85,26 @@ impl Messages<'_> {
         }
         if let Some((number, line)) = lines.finish() {
             self.send(number, &line, sink).await?;
+        }
+        Ok(())
+    }
+
+    async fn pump_raw(&self, target: RawTarget, body: Body, sink: &mut RequestSink) -> Result<(), GatewayError> {
+        let mut chunks = body.into_data_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?;
+            if chunk.is_empty() {
+                continue;
+            }
+            let message = self.gateway.transcoder().encode_raw(
+                &self.route,
+                target,
+                self.values,
+                self.query,
+                self.content_type,
+                chunk,
+            )?;
+            sink.send(&message).await?;
         }
         Ok(())
     }

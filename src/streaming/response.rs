@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use ::http_body::Frame;
 use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,13 +16,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, TRAILER};
 use http::{HeaderMap, HeaderValue, Response};
-use http_body::Frame;
 use http_body_util::StreamBody;
 use tonic::Code;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata;
+use crate::transcode::http_body::{self, RawTarget};
 use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
 
 /// `Content-Type` of an NDJSON stream.
@@ -52,7 +53,7 @@ impl StreamFormat {
 
 /// What the client is told next.
 enum Event {
-    /// A response message, rendered.
+    /// A response message, rendered (or, for HttpBody, its bytes).
     Message(Vec<u8>),
     /// The stream failed: its status, rendered.
     Error(Vec<u8>),
@@ -64,6 +65,8 @@ enum Event {
 pub struct MessageStream {
     gateway: Arc<Gateway>,
     index: usize,
+    /// Set when the messages are `google.api.HttpBody`: their bytes are the body.
+    raw: Option<RawTarget>,
     responses: ResponseStream,
     first: Option<Bytes>,
     trailers: Option<HeaderMap>,
@@ -85,15 +88,17 @@ impl MessageStream {
             Ok(first) => first?,
             Err(_) => None,
         };
-        Ok(MessageStream { gateway, index, responses, first, trailers: None, ended: false })
+        let raw = gateway.transcoder().raw_response(index);
+        Ok(MessageStream { gateway, index, raw, responses, first, trailers: None, ended: false })
     }
 
     /// The HTTP response, in `format`; HTTP trailers only if the request's `TE` allows them.
     pub fn into_response(self, format: StreamFormat, request: &HeaderMap) -> Response<Body> {
         let upstream_headers = self.responses.headers().clone();
-        let mut response = match format {
-            StreamFormat::Ndjson => self.into_ndjson(super::accepts_trailers(request)),
-            StreamFormat::EventStream => self.into_event_stream(),
+        let mut response = match (self.raw, format) {
+            (Some(target), _) => self.into_raw(target, super::accepts_trailers(request)),
+            (None, StreamFormat::Ndjson) => self.into_ndjson(super::accepts_trailers(request)),
+            (None, StreamFormat::EventStream) => self.into_event_stream(),
         };
         metadata::from_grpc(&upstream_headers, &HeaderMap::new(), response.headers_mut());
         response
@@ -117,6 +122,32 @@ impl MessageStream {
             // not known until they arrive: over HTTP/1.1 the status comes as trailers, the
             // upstream's `Grpc-Trailer-*` only over HTTP/2.
             headers.insert(TRAILER, HeaderValue::from_static("grpc-status, grpc-message"));
+        }
+        response
+    }
+
+    /// An HttpBody stream: each message's bytes, as they come, under the first one's content
+    /// type. A failure cuts the body short (an HTTP/1.1 body without its last chunk, an
+    /// HTTP/2 stream reset): raw bytes have no room for an error.
+    fn into_raw(self, target: RawTarget, trailers_allowed: bool) -> Response<Body> {
+        let content_type = self
+            .first
+            .as_ref()
+            .and_then(|first| http_body::decode(target, first).ok())
+            .map(|body| body.content_type)
+            .unwrap_or_default();
+        let frames = self.events().filter_map(move |event| {
+            let frame = match event {
+                Event::Message(data) => Some(Ok(Frame::data(Bytes::from(data)))),
+                Event::Error(status) => Some(Err(std::io::Error::other(String::from_utf8_lossy(&status).into_owned()))),
+                Event::Trailers(trailers) => trailers_allowed.then(|| Ok(Frame::trailers(trailers))),
+            };
+            std::future::ready(frame)
+        });
+        let mut response = crate::gateway::raw_response(content_type, Bytes::new());
+        *response.body_mut() = Body::new(StreamBody::new(frames));
+        if trailers_allowed {
+            response.headers_mut().insert(TRAILER, HeaderValue::from_static("grpc-status, grpc-message"));
         }
         response
     }
@@ -152,8 +183,12 @@ impl MessageStream {
         let error = match next {
             Ok(Some(wire)) => {
                 let route = self.gateway.route_at(self.index);
-                match self.gateway.transcoder().render(self.index, route, &wire) {
-                    Ok(json) => return Some(Event::Message(json)),
+                let rendered = match self.raw {
+                    Some(target) => http_body::decode(target, &wire).map(|body| body.data),
+                    None => self.gateway.transcoder().render(self.index, route, &wire),
+                };
+                match rendered {
+                    Ok(bytes) => return Some(Event::Message(bytes)),
                     Err(e) => GatewayError::from(e),
                 }
             }

@@ -13,6 +13,7 @@ use prost_reflect::DynamicMessage;
 
 use crate::route::{BodySelector, Route};
 use crate::transcode::direct::{self, DecodeError, DecodeOptions, PlanId, Plans, RenderOptions};
+use crate::transcode::http_body::{self, RawTarget};
 use crate::transcode::json::JsonOptions;
 use crate::transcode::request::{self, TranscodeError};
 use crate::transcode::response;
@@ -31,6 +32,10 @@ pub struct Transcoder {
 struct RoutePlan {
     request: Engine,
     response: Engine,
+    /// Set when the request body is a `google.api.HttpBody`, carried raw.
+    raw_request: Option<RawTarget>,
+    /// Set when the response is a `google.api.HttpBody`, answered raw.
+    raw_response: Option<RawTarget>,
 }
 
 /// Which transcoder handles one direction of a route.
@@ -69,6 +74,34 @@ impl Transcoder {
     /// The engines of route `index` (request, response).
     pub fn engines(&self, index: usize) -> (Engine, Engine) {
         self.routes.get(index).map_or((Engine::Reference, Engine::Reference), |p| (p.request, p.response))
+    }
+
+    /// Where route `index`'s raw (`google.api.HttpBody`) request body goes, if it has one.
+    pub fn raw_request(&self, index: usize) -> Option<RawTarget> {
+        self.routes.get(index)?.raw_request
+    }
+
+    /// Where route `index`'s raw (`google.api.HttpBody`) response comes from, if it has one.
+    pub fn raw_response(&self, index: usize) -> Option<RawTarget> {
+        self.routes.get(index)?.raw_response
+    }
+
+    /// Step 2 for a raw body: the request message with `data` and its content type in the
+    /// HttpBody, and the path variables and query in the other fields.
+    pub fn encode_raw(
+        &self,
+        route: &Route,
+        target: RawTarget,
+        values: &[String],
+        query: Option<&str>,
+        content_type: &str,
+        data: Bytes,
+    ) -> Result<Bytes, TranscodeError> {
+        let mut out = Vec::with_capacity(data.len() + content_type.len() + 32);
+        http_body::encode(target, content_type, data, &mut out);
+        request::encode_path_bindings(route, values, &mut out)?;
+        request::encode_query(route, query, &self.json, &mut out)?;
+        Ok(Bytes::from(out))
     }
 
     /// Step 2: the encoded request message of route `index` for these path variable values
@@ -163,7 +196,12 @@ impl RoutePlan {
             (Some(message), None) => Engine::Direct { message, field: None },
             (None, _) => Engine::Reference,
         };
-        RoutePlan { request, response }
+        RoutePlan {
+            request,
+            response,
+            raw_request: http_body::request_target(route),
+            raw_response: http_body::response_target(route),
+        }
     }
 }
 

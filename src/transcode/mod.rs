@@ -4,6 +4,7 @@
 
 pub mod direct;
 pub mod engine;
+pub mod http_body;
 pub mod json;
 pub mod request;
 pub mod response;

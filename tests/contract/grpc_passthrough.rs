@@ -8,14 +8,27 @@ use tonic::Code;
 
 use crate::support::{Gateway, Harness, Reply};
 
+/// The generated stubs, in modules that mirror their packages (they refer to each other by
+/// relative paths).
 #[allow(unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
-    tonic::include_proto!("protogate.testing.v1");
+    pub mod protogate {
+        pub mod testing {
+            pub mod v1 {
+                tonic::include_proto!("protogate.testing.v1");
+            }
+        }
+    }
+    pub mod google {
+        pub mod api {
+            pub use protogate::pb::google::api::*;
+        }
+    }
 }
 
-use pb::Everything;
-use pb::everything_service_client::EverythingServiceClient;
-use pb::stream_service_client::StreamServiceClient;
+use pb::protogate::testing::v1::Everything;
+use pb::protogate::testing::v1::everything_service_client::EverythingServiceClient;
+use pb::protogate::testing::v1::stream_service_client::StreamServiceClient;
 
 async fn channel(h: &Harness) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{}", h.gateway.addr)).unwrap().connect().await.unwrap()

@@ -15,6 +15,7 @@ mod errors;
 mod examples;
 mod grpc_passthrough;
 mod headers;
+mod http_body;
 mod json_mapping;
 mod routing;
 mod streaming;

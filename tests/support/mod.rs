@@ -751,6 +751,17 @@ impl RequestBuilder {
         TestResponse { status: parts.status, headers: parts.headers, body }
     }
 
+    /// Sends the request and reads the whole body: an error if the response breaks off,
+    /// before its headers or within its body.
+    pub async fn send_body_result(self) -> Result<Bytes, String> {
+        let request = self.request.body(Full::new(self.body).boxed()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.inner.request(request))
+            .await
+            .expect("the gateway answers within 10 s")
+            .map_err(|e| format!("{e:?}"))?;
+        response.into_body().collect().await.map(http_body_util::Collected::to_bytes).map_err(|e| format!("{e:?}"))
+    }
+
     /// Sends the request and returns once the response headers are in; the body is read as
     /// it arrives.
     pub async fn send_streaming(self) -> StreamingResponse {
