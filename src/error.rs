@@ -79,6 +79,18 @@ pub enum GatewayError {
         /// The request path, `/pkg.Service/Method`.
         path: String,
     },
+    /// A Connect streaming call, which is not served.
+    #[error("{method} is a streaming method: Connect streaming is not served; use NDJSON, SSE, WebSocket or gRPC-Web")]
+    ConnectStreaming {
+        /// The full method name.
+        method: String,
+    },
+    /// A `Connect-Timeout-Ms` that is not a number of milliseconds.
+    #[error("header connect-timeout-ms: {value:?} is not a number of milliseconds (at most 10 digits)")]
+    ConnectTimeout {
+        /// The value sent.
+        value: String,
+    },
     /// A WebSocket handshake that cannot be accepted.
     #[error("WebSocket handshake: {reason}")]
     WebSocketHandshake {
@@ -114,7 +126,8 @@ impl GatewayError {
     pub fn code(&self) -> (Code, StatusCode) {
         let code = match self {
             GatewayError::NotFound { .. } => Code::NotFound,
-            GatewayError::UnknownMethod { .. } => Code::Unimplemented,
+            GatewayError::UnknownMethod { .. } | GatewayError::ConnectStreaming { .. } => Code::Unimplemented,
+            GatewayError::ConnectTimeout { .. } => Code::InvalidArgument,
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }

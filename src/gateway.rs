@@ -17,11 +17,11 @@ use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
-use crate::proxy;
-use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, Table, TableBuilder, rule};
+use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::{JsonOptions, Transcoder, http_body};
 use crate::upstream::{UnaryResponse, Upstream, UpstreamError, UpstreamId, Upstreams};
+use crate::{connect, proxy};
 
 /// Everything a request needs, immutable and shared by all requests.
 #[derive(Debug)]
@@ -37,7 +37,8 @@ pub struct Gateway {
     keep_alive: Duration,
     /// Cross-origin access for browsers.
     cors: Option<crate::config::CorsConfig>,
-    /// The route of each method by gRPC path (`/pkg.Service/Method`), for gRPC pass-through.
+    /// The implicit route of each method by gRPC path (`/pkg.Service/Method`), for gRPC
+    /// pass-through and Connect.
     methods: std::collections::HashMap<String, usize>,
 }
 
@@ -89,10 +90,15 @@ impl Gateway {
         let route_upstreams =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
         let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));
-        let mut methods = std::collections::HashMap::new();
-        for (index, route) in table.routes().iter().enumerate() {
-            methods.entry(route.grpc_path.path().to_owned()).or_insert(index);
-        }
+        // The implicit `POST /pkg.Service/Method` route of each method: the whole message in
+        // the body, nothing from the path.
+        let methods = table
+            .routes()
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| route.origin == RouteOrigin::Default)
+            .map(|(index, route)| (route.grpc_path.path().to_owned(), index))
+            .collect();
         Ok(Gateway {
             table,
             route_upstreams,
@@ -167,6 +173,9 @@ impl Gateway {
         match proxy::Protocol::of(request.headers()) {
             Some(proxy::Protocol::Grpc) => return proxy::grpc(self.clone(), request, peer).await,
             Some(proxy::Protocol::GrpcWeb) => return proxy::grpc_web(self.clone(), request, peer).await,
+            None if request.method() == http::Method::POST && connect::is_connect(request.headers()) => {
+                return connect::unary(self.clone(), request, peer).await;
+            }
             None => {}
         }
         match self.respond(request, peer).await {
@@ -252,7 +261,7 @@ impl Gateway {
         self.cors.as_ref()
     }
 
-    /// A route of the gRPC method at `path` (`/pkg.Service/Method`).
+    /// The implicit route of the gRPC method at `path` (`/pkg.Service/Method`).
     pub(crate) fn method_route(&self, path: &str) -> Option<usize> {
         self.methods.get(path).copied()
     }

@@ -27,6 +27,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod connect;
 pub mod descriptors;
 pub mod error;
 pub mod explain;

@@ -10,6 +10,7 @@ mod support;
 
 mod bad_input;
 mod bindings_query;
+mod connect;
 mod cors;
 mod errors;
 mod examples;
