@@ -28,13 +28,15 @@ pub mod pb {
 
 use pb::orders::order_service_server::{OrderService, OrderServiceServer};
 use pb::orders::{
-    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderState,
+    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ImportOrdersResponse, ListOrdersRequest,
+    ListOrdersResponse, Order, OrderState, WatchOrdersRequest,
 };
 use pb::users::user_service_server::{UserService, UserServiceServer};
 use pb::users::{
     Address, CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, Role,
     UpdateUserRequest, User, View,
 };
+use tokio_stream::StreamExt;
 
 /// Serves both services on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -278,6 +280,8 @@ impl UserService for Users {
 /// The order book.
 pub struct Orders {
     state: Mutex<OrderBook>,
+    /// Every order placed or changed, for the watchers.
+    changes: tokio::sync::broadcast::Sender<Order>,
 }
 
 struct OrderBook {
@@ -306,36 +310,12 @@ impl Orders {
                 },
             );
         }
-        Orders { state: Mutex::new(OrderBook { orders, next_id: 3 }) }
-    }
-}
-
-#[tonic::async_trait]
-impl OrderService for Orders {
-    async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
-        let request = request.into_inner();
-        let limit = if request.page_size <= 0 { 20 } else { request.page_size as usize };
-        let state = self.state.lock().unwrap();
-        let orders: Vec<Order> = state
-            .orders
-            .values()
-            .rev()
-            .filter(|o| o.user_id == request.user_id && (request.state == 0 || o.state == request.state))
-            .take(limit)
-            .cloned()
-            .collect();
-        Ok(served_by(Response::new(ListOrdersResponse { orders }), "orders"))
+        let (changes, _) = tokio::sync::broadcast::channel(256);
+        Orders { state: Mutex::new(OrderBook { orders, next_id: 3 }), changes }
     }
 
-    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
-        let id = request.into_inner().id;
-        let key = parse_id(&id, "order")?;
-        let order = self.state.lock().unwrap().orders.get(&key).cloned().ok_or_else(|| not_found("order", &id))?;
-        Ok(served_by(Response::new(order), "orders"))
-    }
-
-    async fn create_order(&self, request: Request<CreateOrderRequest>) -> Result<Response<Order>, Status> {
-        let request = request.into_inner();
+    /// Validates and stores a new order.
+    fn place(&self, request: CreateOrderRequest) -> Result<Order, Status> {
         let mut order = request.order.unwrap_or_default();
         if order.items.is_empty() {
             return Err(bad_request("order.items", "an order needs at least one item"));
@@ -355,7 +335,95 @@ impl OrderService for Orders {
         order.state = OrderState::Pending.into();
         order.create_time = Some(now());
         state.orders.insert(id, order.clone());
+        // Nobody watching is fine.
+        let _ = self.changes.send(order.clone());
+        Ok(order)
+    }
+
+    fn get(&self, id: &str) -> Result<Order, Status> {
+        let key = parse_id(id, "order")?;
+        self.state.lock().unwrap().orders.get(&key).cloned().ok_or_else(|| not_found("order", id))
+    }
+}
+
+type OrderStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Order, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OrderService for Orders {
+    type WatchOrdersStream = OrderStream;
+    type TrackOrdersStream = OrderStream;
+
+    async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+        let request = request.into_inner();
+        let limit = if request.page_size <= 0 { 20 } else { request.page_size as usize };
+        let state = self.state.lock().unwrap();
+        let orders: Vec<Order> = state
+            .orders
+            .values()
+            .rev()
+            .filter(|o| o.user_id == request.user_id && (request.state == 0 || o.state == request.state))
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok(served_by(Response::new(ListOrdersResponse { orders }), "orders"))
+    }
+
+    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
+        let order = self.get(&request.into_inner().id)?;
+        Ok(served_by(Response::new(order), "orders"))
+    }
+
+    async fn create_order(&self, request: Request<CreateOrderRequest>) -> Result<Response<Order>, Status> {
+        let order = self.place(request.into_inner())?;
         Ok(served_by(with_http_code(order, "201"), "orders"))
+    }
+
+    async fn watch_orders(&self, request: Request<WatchOrdersRequest>) -> Result<Response<OrderStream>, Status> {
+        let user_id = request.into_inner().user_id;
+        // Subscribed before the snapshot, so no change falls between the two.
+        let changes = tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe());
+        let now: Vec<Order> =
+            self.state.lock().unwrap().orders.values().filter(|o| o.user_id == user_id).cloned().collect();
+        let later = changes.filter_map(move |change| match change {
+            Ok(order) if order.user_id == user_id => Some(Ok(order)),
+            Ok(_) => None,
+            Err(lagged) => Some(Err(Status::data_loss(format!("the watch fell behind: {lagged}")))),
+        });
+        let stream = tokio_stream::iter(now.into_iter().map(Ok)).chain(later);
+        Ok(served_by(Response::new(Box::pin(stream) as OrderStream), "orders"))
+    }
+
+    async fn import_orders(
+        &self,
+        request: Request<tonic::Streaming<CreateOrderRequest>>,
+    ) -> Result<Response<ImportOrdersResponse>, Status> {
+        let mut requests = request.into_inner();
+        let mut imported = ImportOrdersResponse::default();
+        while let Some(request) = requests.message().await? {
+            let order = self.place(request).map_err(|status| {
+                Status::new(status.code(), format!("order {}: {}", imported.imported + 1, status.message()))
+            })?;
+            imported.imported += 1;
+            imported.total_micros += order.total_micros;
+            imported.order_ids.push(order.id);
+        }
+        Ok(served_by(Response::new(imported), "orders"))
+    }
+
+    async fn track_orders(
+        &self,
+        request: Request<tonic::Streaming<GetOrderRequest>>,
+    ) -> Result<Response<OrderStream>, Status> {
+        let orders: Vec<(u64, Order)> =
+            self.state.lock().unwrap().orders.iter().map(|(id, order)| (*id, order.clone())).collect();
+        let current = std::collections::BTreeMap::from_iter(orders);
+        // Orders as they stood when tracking began; unknown ids end the stream with NOT_FOUND.
+        let answers = request.into_inner().map(move |request| {
+            let request = request?;
+            let key = parse_id(&request.id, "order")?;
+            current.get(&key).cloned().ok_or_else(|| not_found("order", &request.id))
+        });
+        Ok(served_by(Response::new(Box::pin(answers) as OrderStream), "orders"))
     }
 
     async fn cancel_order(&self, request: Request<CancelOrderRequest>) -> Result<Response<Order>, Status> {
@@ -383,6 +451,7 @@ impl OrderService for Orders {
         }
         order.state = OrderState::Cancelled.into();
         order.cancel_reason = request.reason;
+        let _ = self.changes.send(order.clone());
         Ok(served_by(Response::new(order.clone()), "orders"))
     }
 }

@@ -156,3 +156,78 @@ async fn a_deadline_shorter_than_the_call_is_504() {
     let response = demo.client.request("GET", "/v1/users/1").header("grpc-timeout", "1n").send().await;
     response.assert_error(504, 4);
 }
+
+#[tokio::test]
+async fn watching_orders_sees_the_current_ones_then_each_new_one() {
+    let demo = demo(true).await;
+    let c = &demo.client;
+    let mut watch =
+        c.request("GET", "/v1/users/1/orders:watch").header("accept", "text/event-stream").send_streaming().await;
+    assert_eq!(watch.status, 200);
+    let mut data = Vec::new();
+    while data.len() < 2 {
+        let line = watch.next_line().await.unwrap();
+        if let Some(json) = line.strip_prefix("data: ") {
+            data.push(serde_json::from_str::<serde_json::Value>(json).unwrap());
+        }
+    }
+    assert_eq!(data.iter().map(|o| o["id"].as_str().unwrap()).collect::<Vec<_>>(), ["1", "2"]);
+    let placed = c
+        .request("POST", "/v1/users/1/orders")
+        .json(&json!({"items": [{"sku": "PEN", "quantity": 2, "unitPriceMicros": "1500000"}]}))
+        .send()
+        .await;
+    assert_eq!(placed.status, 201);
+    loop {
+        let line = watch.next_line().await.unwrap();
+        if let Some(json) = line.strip_prefix("data: ") {
+            let order: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(order["id"], placed.json()["id"]);
+            assert_eq!(order["totalMicros"], "3000000");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn importing_orders_from_ndjson_and_tracking_them_over_a_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let demo = demo(true).await;
+    let c = &demo.client;
+    let lines = [
+        r#"{"userId": "2", "order": {"items": [{"sku": "A", "quantity": 1, "unitPriceMicros": "1000000"}]}}"#,
+        r#"{"userId": "2", "order": {"items": [{"sku": "B", "quantity": 3, "unitPriceMicros": "2000000"}]}}"#,
+    ];
+    let imported = c
+        .request("POST", "/v1/orders:import")
+        .header("content-type", "application/x-ndjson")
+        .body(lines.join("\n"))
+        .send()
+        .await;
+    assert_eq!(imported.status, 200, "{:?}", imported.body);
+    assert_eq!(imported.json(), json!({"imported": 2, "totalMicros": "7000000", "orderIds": ["3", "4"]}));
+
+    let bad = c
+        .request("POST", "/v1/orders:import")
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{}\n{{\"userId\": \"2\", \"order\": {{}}}}\n", lines[0]))
+        .send()
+        .await;
+    let error = bad.assert_error(400, 3);
+    assert_eq!(error["message"], "order 2: an order needs at least one item");
+
+    let url = format!("ws://{}/v1/orders:track", demo._gateway.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    for id in ["3", "1"] {
+        socket.send(Message::text(format!(r#"{{"id": "{id}"}}"#))).await.unwrap();
+        let Some(Ok(Message::Text(text))) = socket.next().await else { panic!("a text frame") };
+        let order: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(order["id"], id);
+    }
+    socket.send(Message::text(r#"{"id": "99"}"#)).await.unwrap();
+    let Some(Ok(Message::Close(Some(frame)))) = socket.next().await else { panic!("a close frame") };
+    let status: serde_json::Value = serde_json::from_str(&frame.reason).unwrap();
+    assert_eq!(status["code"], 5);
+}
