@@ -97,6 +97,12 @@ pub enum GatewayError {
         /// Why.
         reason: String,
     },
+    /// A WebSocket handshake from a browser origin that may not call.
+    #[error("origin {origin:?} may not open a WebSocket here")]
+    OriginRefused {
+        /// The `Origin` sent.
+        origin: String,
+    },
     /// A WebSocket frame that is not a message.
     #[error("WebSocket: {reason}")]
     WebSocketFrame {
@@ -128,6 +134,7 @@ impl GatewayError {
             GatewayError::NotFound { .. } => Code::NotFound,
             GatewayError::UnknownMethod { .. } | GatewayError::ConnectStreaming { .. } => Code::Unimplemented,
             GatewayError::ConnectTimeout { .. } => Code::InvalidArgument,
+            GatewayError::OriginRefused { .. } => Code::PermissionDenied,
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }

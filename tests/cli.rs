@@ -44,7 +44,7 @@ fn check_accepts_the_examples() {
     let d = descriptors_dir();
     let out = protogate(&[&["check"][..], &example_args(&d)].concat(), dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "ok: 18 routes for 2 services from 2 proto files and 1 upstream\n");
+    assert_eq!(text(&out.stdout), "ok: 24 routes for 2 services from 2 proto files and 1 upstream\n");
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn routes_prints_an_aligned_table() {
     assert!(out.status.success());
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 19, "{stdout}");
+    assert_eq!(lines.len(), 25, "{stdout}");
     assert!(lines[0].starts_with("METHOD  PATH"), "{stdout}");
     let column = lines[0].find("GRPC METHOD").unwrap();
     let get_user = lines.iter().find(|l| l.contains("UserService.GetUser") && l.starts_with("GET")).unwrap();
@@ -126,7 +126,7 @@ fn routes_json_is_for_scripts() {
     let d = descriptors_dir();
     let out = protogate(&[&["routes", "--json"][..], &example_args(&d)].concat(), dir.path());
     let routes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(routes.len(), 18);
+    assert_eq!(routes.len(), 24);
     let update = routes
         .iter()
         .find(|r| r["grpc_method"] == "example.users.v1.UserService.UpdateUser" && r["default"] == false)

@@ -51,7 +51,7 @@ fn descriptor_sets_load_with_their_http_rules() {
     let loaded = load(&[examples_set()]).unwrap();
     let mut annotated: Vec<&str> = loaded.http_rules.keys().map(String::as_str).collect();
     annotated.sort_unstable();
-    assert_eq!(annotated.len(), 9);
+    assert_eq!(annotated.len(), 12);
     assert_eq!(annotated[0], "example.orders.v1.OrderService.CancelOrder");
     assert!(loaded.pool.get_message_by_name("google.rpc.BadRequest").is_some(), "built-ins are always there");
     assert_eq!(loaded.sources.len(), 1);

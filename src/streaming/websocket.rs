@@ -14,13 +14,14 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use futures_util::{SinkExt, StreamExt};
-use http::header::UPGRADE;
+use http::header::{HOST, ORIGIN, UPGRADE};
 use http::request::Parts;
 use http::{HeaderMap, Response};
 use serde::Serialize;
 
 use crate::error::GatewayError;
 use crate::gateway::{CallKind, Gateway};
+use crate::layers::cors::OriginPattern;
 use crate::metadata::Peer;
 use crate::upstream::{PendingResponse, RequestSink};
 
@@ -47,6 +48,11 @@ pub async fn upgrade(
     mut parts: Parts,
     peer: Peer,
 ) -> Result<Response<Body>, GatewayError> {
+    // Browsers let any page open a WebSocket anywhere; the Origin is the only guard.
+    if !origin_allowed(&gateway, &parts.headers) {
+        let origin = parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        return Err(GatewayError::OriginRefused { origin });
+    }
     let handshake = WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
         .map_err(|rejection| GatewayError::WebSocketHandshake { reason: rejection.body_text() })?;
@@ -65,6 +71,23 @@ pub async fn upgrade(
         let session = Session { gateway, index, values, query };
         session.run(socket, request, metadata, deadline).await;
     }))
+}
+
+/// Whether a handshake's `Origin` may open a socket: any origin `[cors]` allows, or without
+/// `[cors]` only the gateway's own. Clients that are not browsers send no `Origin`.
+fn origin_allowed(gateway: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else { return headers.get(ORIGIN).is_none() };
+    match gateway.cors() {
+        Some(cors) => cors
+            .allow_origins
+            .iter()
+            .filter_map(|pattern| OriginPattern::parse(pattern).ok())
+            .any(|pattern| pattern.matches(origin)),
+        None => {
+            let host = headers.get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        }
+    }
 }
 
 /// One call on one socket.

@@ -407,3 +407,27 @@ async fn a_bidi_method_without_a_websocket_is_426() {
     assert_eq!(response.header("upgrade"), Some("websocket"));
     assert!(h.upstream.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_websocket_from_a_foreign_browser_origin_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let handshake = |h: &Harness, origin: &str| {
+        let mut request = format!("ws://{}/v1/streams:chat", h.gateway.addr).into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let status_of = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Ok((_, response)) => Ok::<u16, ()>(tokio_tungstenite::tungstenite::http::Response::status(&response).as_u16()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Ok(response.status().as_u16()),
+        Err(other) => panic!("{other}"),
+    };
+    // Without [cors], only the gateway's own origin.
+    let h = Harness::start().await;
+    assert_eq!(status_of(handshake(&h, "https://evil.example").await), Ok(403));
+    assert_eq!(status_of(handshake(&h, &format!("http://{}", h.gateway.addr)).await), Ok(101));
+    // With [cors], the origins it allows.
+    let h = Harness::start_with("[cors]\nallow_origins = [\"https://app.example\"]").await;
+    assert_eq!(status_of(handshake(&h, "https://evil.example").await), Ok(403));
+    assert_eq!(status_of(handshake(&h, "https://app.example").await), Ok(101));
+    assert!(h.upstream.calls().is_empty());
+}

@@ -1,0 +1,261 @@
+//! A real browser against the gateway: headless Chromium (Debian's `chromium`), driven over
+//! the DevTools protocol, opens a page served from another origin and calls the gateway the
+//! way a web app would — `fetch` (with a CORS preflight), `EventSource` and `WebSocket` — then
+//! the test checks what the upstream produced arrived, and that a gateway which does not
+//! allow the page's origin is refused.
+//!
+//! `.ci/run` installs Chromium and sets `PROTOGATE_REQUIRE_BROWSER=1`, which makes a missing
+//! browser a failure; elsewhere the test says it was skipped. `PROTOGATE_CHROMIUM` picks
+//! another binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use support::{Client, Gateway, Reply, Upstream, config};
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PROTOGATE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    path.exists().then_some(path)
+}
+
+/// Headless Chromium with one page, and a DevTools connection to that page.
+struct Browser {
+    _process: tokio::process::Child,
+    _profile: tempfile::TempDir,
+    devtools: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+}
+
+impl Browser {
+    async fn open(binary: &PathBuf, url: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let process = tokio::process::Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromium starts");
+        let port = devtools_port(&profile.path().join("DevToolsActivePort")).await;
+        let devtools = page_socket(port).await;
+        Browser { _process: process, _profile: profile, devtools, next_id: 0 }
+    }
+
+    /// Evaluates `expression` in the page, awaiting it if it is a promise; its value as JSON.
+    async fn evaluate(&mut self, expression: &str) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let command = json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
+        });
+        self.devtools.send(Message::text(command.to_string())).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.devtools.next())
+                .await
+                .expect("the page answers within 30 s")
+                .expect("DevTools stays connected")
+                .unwrap();
+            let Message::Text(text) = frame else { continue };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] != id {
+                continue; // an event
+            }
+            let result = &reply["result"];
+            if let Some(exception) = result.get("exceptionDetails") {
+                panic!("the page threw: {exception}");
+            }
+            return result["result"]["value"].clone();
+        }
+    }
+}
+
+/// Chromium writes its DevTools port to the profile once it listens.
+async fn devtools_port(file: &std::path::Path) -> u16 {
+    for _ in 0..300 {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Some(port) = text.lines().next().and_then(|l| l.parse().ok())
+        {
+            return port;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chromium did not open DevTools within 15 s");
+}
+
+/// The DevTools WebSocket of the browser's first page.
+async fn page_socket(
+    port: u16,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let client = Client::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    for _ in 0..100 {
+        let targets = client.request("GET", "/json/list").send().await.json();
+        let page = targets.as_array().unwrap().iter().find(|t| t["type"] == "page").cloned();
+        if let Some(url) = page.and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_owned)) {
+            return tokio_tungstenite::connect_async(url).await.unwrap().0;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("chromium opened no page");
+}
+
+/// A page on its own origin: the web app the browser runs.
+async fn serve_page() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { axum::response::Html("<!doctype html><title>a web app</title><p>ready</p>") }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// The calls a web app makes, as one script: its results as JSON.
+fn script(gateway: SocketAddr, refusing: SocketAddr) -> String {
+    format!(
+        r#"(async () => {{
+  const gateway = "http://{gateway}";
+  const out = {{}};
+
+  // fetch with a JSON body and a metadata header: not a "simple" request, so a preflight first.
+  const response = await fetch(gateway + "/v1/everything", {{
+    method: "POST",
+    headers: {{"content-type": "application/json", "grpc-metadata-x-tenant": "browser"}},
+    body: JSON.stringify({{stringValue: "from the browser", int32Value: 7}}),
+  }});
+  out.unary = {{
+    status: response.status,
+    body: await response.json(),
+    requestId: response.headers.get("x-request-id"),
+    servedBy: response.headers.get("grpc-metadata-x-served-by"),
+  }};
+
+  // A server stream as Server-Sent Events.
+  out.events = await new Promise((resolve, reject) => {{
+    const source = new EventSource(gateway + "/v1/streams/news");
+    const seen = [];
+    source.onmessage = (event) => {{
+      seen.push(JSON.parse(event.data));
+      if (seen.length === 3) {{ source.close(); resolve(seen); }}
+    }};
+    source.onerror = () => {{ source.close(); reject(new Error("EventSource failed after " + seen.length)); }};
+  }});
+
+  // A bidirectional stream over a WebSocket; an empty frame ends the client's side.
+  out.socket = await new Promise((resolve, reject) => {{
+    const socket = new WebSocket("ws://{gateway}/v1/streams:chat");
+    const replies = [];
+    socket.onopen = () => {{
+      socket.send(JSON.stringify({{int32Value: 1}}));
+      socket.send(JSON.stringify({{stringValue: "two"}}));
+    }};
+    socket.onmessage = (event) => {{
+      replies.push(JSON.parse(event.data));
+      if (replies.length === 2) socket.send("");
+    }};
+    socket.onclose = (event) => resolve({{replies, code: event.code, status: JSON.parse(event.reason || "null")}});
+    socket.onerror = () => reject(new Error("WebSocket failed"));
+  }});
+
+  // A gateway that does not list this page's origin.
+  out.refusedFetch = await fetch("http://{refusing}/v1/everything", {{
+    method: "POST", headers: {{"content-type": "application/json"}}, body: "{{}}",
+  }}).then(() => "allowed", (error) => error.name);
+  out.refusedSocket = await new Promise((resolve) => {{
+    const socket = new WebSocket("ws://{refusing}/v1/streams:chat");
+    socket.onopen = () => resolve("open");
+    socket.onclose = (event) => resolve("closed " + event.code);
+  }});
+  return out;
+}})()"#
+    )
+}
+
+#[tokio::test]
+async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var_os("PROTOGATE_REQUIRE_BROWSER").is_none(),
+            "PROTOGATE_REQUIRE_BROWSER is set but there is no /usr/bin/chromium (apt-get install chromium)"
+        );
+        eprintln!("skipped: no Chromium at /usr/bin/chromium (install Debian's chromium, or set PROTOGATE_CHROMIUM)");
+        return;
+    };
+    let page = serve_page().await;
+    let upstream = Upstream::start().await;
+    upstream.script(|call| match call.path.rsplit('/').next().unwrap() {
+        "Watch" => {
+            Reply::stream((1..=3).map(|i| json!({"int32Value": i, "stringValue": format!("headline {i}")})).collect())
+        }
+        _ => Reply::default().header("x-served-by", "upstream"),
+    });
+    let upstreams =
+        format!("[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n", upstream.url());
+    let cors = format!("[cors]\nallow_origins = [\"http://{page}\"]\n");
+    let gateway = Gateway::with_config(config(&cors, &upstreams)).await;
+    let refusing =
+        Gateway::with_config(config("[cors]\nallow_origins = [\"https://elsewhere.example\"]", &upstreams)).await;
+
+    let mut browser = Browser::open(&binary, &format!("http://{page}/")).await;
+    for _ in 0..100 {
+        if browser.evaluate("document.readyState").await == "complete" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(browser.evaluate("location.origin").await, format!("http://{page}"));
+    let out = browser.evaluate(&script(gateway.addr, refusing.addr)).await;
+
+    let unary = &out["unary"];
+    assert_eq!(unary["status"], 200, "{out}");
+    assert_eq!(unary["body"], json!({"stringValue": "from the browser", "int32Value": 7}));
+    assert_eq!(unary["servedBy"], "upstream", "an exposed Grpc-Metadata header is readable");
+    assert!(unary["requestId"].as_str().is_some_and(|id| !id.is_empty()), "X-Request-Id is readable: {out}");
+
+    let events = out["events"].as_array().unwrap();
+    let headlines: Vec<&str> = events.iter().map(|e| e["stringValue"].as_str().unwrap()).collect();
+    assert_eq!(headlines, ["headline 1", "headline 2", "headline 3"]);
+
+    let socket = &out["socket"];
+    assert_eq!(socket["replies"], json!([{"int32Value": 1}, {"stringValue": "two"}]));
+    assert_eq!(socket["code"], 1000);
+    assert_eq!(socket["status"], json!({"code": 0, "message": ""}));
+
+    assert_eq!(out["refusedFetch"], "TypeError", "the browser refuses the response: {out}");
+    assert_eq!(out["refusedSocket"], "closed 1006", "the gateway refuses the handshake: {out}");
+
+    // What reached the upstream: the unary call (its preflight did not), the stream, the chat.
+    let calls = upstream.calls();
+    let echo = calls.iter().find(|c| c.path.ends_with("/Echo")).expect("the fetch reached the upstream");
+    assert_eq!(echo.metadata["x-tenant"], "browser");
+    assert_eq!(calls.iter().filter(|c| c.path.ends_with("/Echo")).count(), 1, "one call, not two: {calls:?}");
+    assert!(calls.iter().any(|c| c.path.ends_with("/Watch") && c.request == json!({"stringValue": "news"})));
+    assert!(calls.iter().any(|c| c.path.ends_with("/Chat")));
+}
