@@ -40,6 +40,8 @@ pub struct Gateway {
     /// The implicit route of each method by gRPC path (`/pkg.Service/Method`), for gRPC
     /// pass-through and Connect.
     methods: std::collections::HashMap<String, usize>,
+    /// Streams in progress.
+    streams: streaming::StreamCounter,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -110,6 +112,7 @@ impl Gateway {
             keep_alive: config.streaming.keep_alive,
             cors: config.cors.clone(),
             methods,
+            streams: streaming::StreamCounter::default(),
         })
     }
 
@@ -254,6 +257,12 @@ impl Gateway {
         *response.status_mut() = status;
         metadata::from_grpc(&reply.headers, &reply.trailers, response.headers_mut());
         Ok(response)
+    }
+
+    /// Streams in progress: server-stream bodies, client-stream calls, WebSocket sessions and
+    /// gRPC pass-through calls.
+    pub fn streams(&self) -> &streaming::StreamCounter {
+        &self.streams
     }
 
     /// The `[cors]` settings, if browsers from other origins may call.

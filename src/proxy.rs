@@ -31,6 +31,7 @@ use tower::{Layer, ServiceExt};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
+use crate::streaming::InFlight;
 use crate::upstream::{RawBody, RequestSink};
 
 /// A protocol whose requests pass through.
@@ -91,7 +92,7 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let (sink, pending) = upstream.open(route.grpc_path.clone(), metadata, None).await?;
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
-    let pump = tokio::spawn(pump(body, sink));
+    let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));
     let response = match pending.raw().await {
         Ok(response) => response,
         Err(e) => {
@@ -99,12 +100,13 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
             return Err(e.into());
         }
     };
-    Ok(response.map(|body| Body::new(Proxied { body, pump })))
+    let in_flight = gateway.streams().start();
+    Ok(response.map(|body| Body::new(Proxied { body, pump, _in_flight: in_flight })))
 }
 
 /// Copies the client's frames to the upstream, then ends the request stream; a client that
 /// fails mid-request cancels the call.
-async fn pump(mut body: Body, mut sink: RequestSink) {
+async fn pump(mut body: Body, mut sink: RequestSink, _in_flight: InFlight) {
     while let Some(frame) = body.frame().await {
         let data = match frame.map(Frame::into_data) {
             Ok(Ok(data)) => data,
@@ -128,6 +130,7 @@ async fn pump(mut body: Body, mut sink: RequestSink) {
 struct Proxied {
     body: RawBody,
     pump: JoinHandle<()>,
+    _in_flight: InFlight,
 }
 
 impl http_body::Body for Proxied {

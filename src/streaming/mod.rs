@@ -15,6 +15,7 @@ pub mod websocket;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use http::request::Parts;
@@ -26,6 +27,34 @@ use crate::metadata::Peer;
 use crate::route::{BodySelector, Route};
 use crate::upstream::{PendingResponse, UnaryResponse, UpstreamError};
 use request::RequestFormat;
+
+/// Streams in progress, for operators and for tests that check nothing is left behind when
+/// a client goes away.
+#[derive(Debug, Default)]
+pub struct StreamCounter(Arc<AtomicUsize>);
+
+/// One stream in progress: counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl StreamCounter {
+    /// Counts a stream until the returned guard is dropped.
+    pub fn start(&self) -> InFlight {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.0.clone())
+    }
+
+    /// How many are in progress.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A server-streaming call: the request message from the path, query and body; the response
 /// streamed as NDJSON or Server-Sent Events.
@@ -59,6 +88,7 @@ pub async fn client_stream(
     body: Body,
     peer: Peer,
 ) -> Result<Response<Body>, GatewayError> {
+    let _in_flight = gateway.streams().start();
     let route = gateway.route_at(index);
     let format = match gateway.transcoder().raw_request(index) {
         Some(target) => RequestFormat::Raw(target),

@@ -71,6 +71,7 @@ pub struct MessageStream {
     first: Option<Bytes>,
     trailers: Option<HeaderMap>,
     ended: bool,
+    _in_flight: super::InFlight,
 }
 
 impl MessageStream {
@@ -89,7 +90,8 @@ impl MessageStream {
             Err(_) => None,
         };
         let raw = gateway.transcoder().raw_response(index);
-        Ok(MessageStream { gateway, index, raw, responses, first, trailers: None, ended: false })
+        let _in_flight = gateway.streams().start();
+        Ok(MessageStream { gateway, index, raw, responses, first, trailers: None, ended: false, _in_flight })
     }
 
     /// The HTTP response, in `format`; HTTP trailers only if the request's `TE` allows them.

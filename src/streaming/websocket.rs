@@ -114,6 +114,7 @@ impl Session {
         metadata: HeaderMap,
         deadline: Option<std::time::Duration>,
     ) {
+        let _in_flight = self.gateway.streams().start();
         let (mut outgoing, mut incoming) = socket.split();
         let end = async {
             let route = self.gateway.route_at(self.index);

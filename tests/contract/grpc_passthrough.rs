@@ -182,3 +182,18 @@ async fn rest_and_grpc_share_the_listener() {
     let reply = client.echo(Everything { int32_value: 6, ..Default::default() }).await.unwrap();
     assert_eq!(reply.get_ref().int32_value, 6);
 }
+
+#[tokio::test]
+async fn a_grpc_client_that_leaves_a_bidi_stream_leaves_nothing_behind() {
+    let h = Harness::start().await;
+    let mut client = StreamServiceClient::new(channel(&h).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut replies = client.chat(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(Everything { int32_value: 1, ..Default::default() }).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().int32_value, 1);
+    assert!(h.gateway.inner.streams().get() > 0);
+    // The client drops the call: its HTTP/2 stream is reset, mid-conversation.
+    drop((replies, tx, client));
+    h.upstream.wait_until("the chat to be cancelled", |u| u.cancelled() == 1).await;
+    h.gateway.wait_for_no_streams().await;
+}

@@ -431,3 +431,40 @@ async fn a_websocket_from_a_foreign_browser_origin_is_refused() {
     assert_eq!(status_of(handshake(&h, "https://app.example").await), Ok(101));
     assert!(h.upstream.calls().is_empty());
 }
+
+#[tokio::test]
+async fn clients_that_leave_mid_stream_leave_no_stream_or_upstream_call_behind() {
+    let h = Harness::start().await;
+
+    // A server stream read as NDJSON, then as Server-Sent Events.
+    for accept in ["application/x-ndjson", "text/event-stream"] {
+        let before = h.upstream.cancelled();
+        h.upstream.reply(Reply::stream(numbered(1)).hold());
+        let mut response = h.request("GET", "/v1/streams/leave").header("accept", accept).send_streaming().await;
+        assert!(response.next_line().await.is_some());
+        assert_eq!(h.gateway.inner.streams().get(), 1, "{accept}");
+        drop(response);
+        h.upstream.wait_until("the server stream to be cancelled", |u| u.cancelled() == before + 1).await;
+        h.gateway.wait_for_no_streams().await;
+    }
+
+    // A client stream whose client goes away in the middle of its body.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let request = h.request("POST", "/v1/streams:collect").header("content-type", "application/x-ndjson");
+    let upload = tokio::spawn(request.send_chunks(rx));
+    tx.send(Bytes::from_static(b"{}\n")).await.unwrap();
+    h.upstream.wait_until("the first line upstream", |u| u.received() == 1).await;
+    upload.abort();
+    h.upstream.wait_until("the request stream to be reset", |u| u.request_resets() == 1).await;
+    h.gateway.wait_for_no_streams().await;
+
+    // A WebSocket that vanishes.
+    let before = h.upstream.cancelled();
+    let mut socket = connect(&h, "/v1/streams:chat").await;
+    socket.send(Message::text("{}")).await.unwrap();
+    next_json(&mut socket).await;
+    drop(socket);
+    h.upstream.wait_until("the chat to be cancelled", |u| u.cancelled() == before + 1).await;
+    h.gateway.wait_for_no_streams().await;
+    drop(tx);
+}

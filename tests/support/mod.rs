@@ -606,6 +606,7 @@ fn insert_metadata(metadata: &mut tonic::metadata::MetadataMap, key: &str, value
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: Client,
+    pub inner: Arc<protogate::gateway::Gateway>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -622,10 +623,22 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(protogate::server::serve(listener, Arc::new(gateway), async {
+        let inner = Arc::new(gateway);
+        tokio::spawn(protogate::server::serve(listener, inner.clone(), async {
             let _ = rx.await;
         }));
-        Gateway { addr, client: Client::new(addr), _shutdown: tx }
+        Gateway { addr, client: Client::new(addr), inner, _shutdown: tx }
+    }
+
+    /// Waits (polling, at most 5 s) until no stream is in progress in the gateway.
+    pub async fn wait_for_no_streams(&self) {
+        for _ in 0..500 {
+            if self.inner.streams().get() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} streams still in progress after 5 s", self.inner.streams().get());
     }
 }
 
