@@ -224,13 +224,17 @@ async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
         Gateway::with_config(config("[cors]\nallow_origins = [\"https://elsewhere.example\"]", &upstreams)).await;
 
     let mut browser = Browser::open(&binary, &format!("http://{page}/")).await;
-    for _ in 0..100 {
-        if browser.evaluate("document.readyState").await == "complete" {
+    // The page target exists before the page has loaded into it: wait for the page.
+    let loaded = format!("location.origin === 'http://{page}' && document.readyState === 'complete'");
+    let mut ready = false;
+    for _ in 0..200 {
+        if browser.evaluate(&loaded).await == true {
+            ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(browser.evaluate("location.origin").await, format!("http://{page}"));
+    assert!(ready, "the page did not load within 10 s");
     let out = browser.evaluate(&script(gateway.addr, refusing.addr)).await;
 
     let unary = &out["unary"];
