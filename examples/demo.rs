@@ -79,6 +79,10 @@ name = "orders"
 services = ["example.orders.v1.*"]
 endpoints = ["http://{ORDERS}"]
 timeout = "5s"
+
+# A web app in development on another port may call the gateway from the browser.
+[cors]
+allow_origins = ["http://localhost:3000"]
 "#
     ))
     .expect("the demo config parses");

@@ -21,6 +21,12 @@
 //! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns
 //! are tower layers in [`layers`]; [`server`] binds the listener.
 //!
+//! Streaming methods leave the unary path after step 1 for [`streaming`] (NDJSON, Server-Sent
+//! Events, WebSocket), over [`upstream::stream`]'s flow-controlled calls. Requests in other
+//! protocols branch off before it: [`proxy`] passes gRPC and gRPC-Web through untranscoded, and
+//! [`connect`] answers Connect's unary calls. [`transcode::http_body`] carries
+//! `google.api.HttpBody` as raw bytes.
+//!
 //! Everything a request looks up is decided once, when the gateway is built: [`config`] and
 //! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
 //! routes that [`route::table`] freezes into a trie.
