@@ -143,15 +143,7 @@ impl PendingResponse {
     /// Waits for the response headers. A trailers-only response (the call failed before its
     /// first message) is its status as an error.
     pub async fn headers(self) -> Result<ResponseStream, UpstreamError> {
-        let context = self.context;
-        let response = context
-            .within(async {
-                self.response.await.map_err(|e| UpstreamError::Unreachable {
-                    upstream: context.upstream.clone(),
-                    reason: super::error_chain(&e),
-                })
-            })
-            .await?;
+        let (response, context) = self.arrived().await?;
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
             return Err(context.status(grpc::status_for_http(parts.status), parts.headers));
@@ -186,6 +178,12 @@ enum RawState {
 impl PendingResponse {
     /// The response as it comes, for a proxy that passes gRPC through.
     pub async fn raw(self) -> Result<Response<RawBody>, UpstreamError> {
+        let (response, _) = self.arrived().await?;
+        Ok(response.map(|body| RawBody { body, state: RawState::Data }))
+    }
+
+    /// The response once its headers have arrived, within the deadline.
+    async fn arrived(self) -> Result<(Response<RecvStream>, CallContext), UpstreamError> {
         let context = self.context;
         let response = context
             .within(async {
@@ -195,7 +193,7 @@ impl PendingResponse {
                 })
             })
             .await?;
-        Ok(response.map(|body| RawBody { body, state: RawState::Data }))
+        Ok((response, context))
     }
 }
 
