@@ -12,7 +12,11 @@ pub mod pb {
 }
 
 use pb::catalog_server::{Catalog, CatalogServer};
-use pb::{Category, CreateItemRequest, Dimensions, GetItemRequest, Item, ListItemsRequest, ListItemsResponse};
+use pb::{
+    Category, CreateItemRequest, Dimensions, ExportItemsRequest, GetItemRequest, ImportItemsResponse, Item,
+    ListItemsRequest, ListItemsResponse,
+};
+use prost::Message;
 
 /// A deterministic, realistic item.
 pub fn item(i: u64) -> Item {
@@ -49,8 +53,12 @@ impl CatalogService {
     }
 }
 
+type ItemStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Item, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Catalog for CatalogService {
+    type ExportItemsStream = ItemStream;
+
     async fn get_item(&self, request: Request<GetItemRequest>) -> Result<Response<Item>, Status> {
         let id = request.into_inner().id;
         let mut found = item(42);
@@ -70,5 +78,24 @@ impl Catalog for CatalogService {
         let mut created = request.into_inner().item.unwrap_or_default();
         created.id = "item-000001".into();
         Ok(Response::new(created))
+    }
+
+    async fn export_items(&self, request: Request<ExportItemsRequest>) -> Result<Response<ItemStream>, Status> {
+        let count = request.into_inner().count.max(0) as u64;
+        let items = tokio_stream::iter((0..count).map(|i| Ok(item(i))));
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn import_items(
+        &self,
+        request: Request<tonic::Streaming<Item>>,
+    ) -> Result<Response<ImportItemsResponse>, Status> {
+        let mut items = request.into_inner();
+        let mut summary = ImportItemsResponse::default();
+        while let Some(item) = items.message().await? {
+            summary.count += 1;
+            summary.bytes += item.encoded_len() as i64;
+        }
+        Ok(Response::new(summary))
     }
 }

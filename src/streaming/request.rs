@@ -76,15 +76,21 @@ impl Messages<'_> {
     async fn pump_lines(&self, body: Body, sink: &mut RequestSink) -> Result<(), GatewayError> {
         let mut lines = Lines::new(self.gateway.max_body_bytes());
         let mut chunks = body.into_data_stream();
+        // The messages of the lines a chunk completes leave together: one write, not one each.
+        let mut frames = BytesMut::new();
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?;
             lines.push(&chunk);
             while let Some((number, line)) = lines.next_line()? {
-                self.send(number, &line, sink).await?;
+                self.encode(number, &line, &mut frames)?;
+            }
+            if !frames.is_empty() {
+                sink.send_frames(frames.split().freeze()).await?;
             }
         }
         if let Some((number, line)) = lines.finish() {
-            self.send(number, &line, sink).await?;
+            self.encode(number, &line, &mut frames)?;
+            sink.send_frames(frames.freeze()).await?;
         }
         Ok(())
     }
@@ -135,12 +141,20 @@ impl Messages<'_> {
     }
 
     async fn send(&self, number: usize, line: &[u8], sink: &mut RequestSink) -> Result<(), GatewayError> {
+        let mut frame = BytesMut::new();
+        self.encode(number, line, &mut frame)?;
+        sink.send_frames(frame.freeze()).await?;
+        Ok(())
+    }
+
+    /// Transcodes line `number` and appends it, framed, to `frames`.
+    fn encode(&self, number: usize, line: &[u8], frames: &mut BytesMut) -> Result<(), GatewayError> {
         let message = self
             .gateway
             .transcoder()
             .decode(self.index, &self.route, self.values, self.query, line)
             .map_err(|error| GatewayError::InvalidLine { line: number, error })?;
-        sink.send(&message).await?;
+        crate::upstream::grpc::put_frame(frames, &message);
         Ok(())
     }
 }

@@ -19,10 +19,16 @@ const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("
 /// unary request's whole body, or one message of a stream.
 pub fn frame(message: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(5 + message.len());
-    body.put_u8(0);
-    body.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    body.put_slice(message);
+    put_frame(&mut body, message);
     body.freeze()
+}
+
+/// Appends one framed message to `out`: several messages of a stream, sent as one write.
+pub fn put_frame(out: &mut BytesMut, message: &[u8]) {
+    out.reserve(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.put_slice(message);
 }
 
 /// Adds the headers gRPC requires to the request's metadata. A gRPC client's own content
