@@ -47,7 +47,11 @@ impl Codec {
 /// Whether a request is a Connect call: it says so in `Connect-Protocol-Version`, or sends a
 /// binary message, which no REST route takes.
 pub fn is_connect(headers: &HeaderMap) -> bool {
-    headers.contains_key(PROTOCOL_VERSION) || essence(headers).is_some_and(|e| e == "application/proto")
+    let proto = || {
+        let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+        Some(value.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/proto"))
+    };
+    headers.contains_key(PROTOCOL_VERSION) || proto().unwrap_or(false)
 }
 
 /// Answers a Connect unary call.

@@ -46,13 +46,20 @@ pub enum Protocol {
 impl Protocol {
     /// The protocol a request speaks, from its `Content-Type`; `None` for REST.
     pub fn of(headers: &HeaderMap) -> Option<Protocol> {
+        // Every REST request with a body passes here: no allocation.
         let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let subtype = essence.strip_prefix("application/")?;
-        match subtype.split_once('+').map_or(subtype, |(base, _)| base) {
-            "grpc" => Some(Protocol::Grpc),
-            "grpc-web" | "grpc-web-text" => Some(Protocol::GrpcWeb),
-            _ => None,
+        let essence = value.split(';').next().unwrap_or("").trim();
+        let (kind, subtype) = essence.split_once('/')?;
+        if !kind.eq_ignore_ascii_case("application") {
+            return None;
+        }
+        let base = subtype.split_once('+').map_or(subtype, |(base, _)| base);
+        if base.eq_ignore_ascii_case("grpc") {
+            Some(Protocol::Grpc)
+        } else if base.eq_ignore_ascii_case("grpc-web") || base.eq_ignore_ascii_case("grpc-web-text") {
+            Some(Protocol::GrpcWeb)
+        } else {
+            None
         }
     }
 }
