@@ -43,11 +43,13 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// Cross-origin access for browsers; none when absent.
     pub cors: Option<CorsConfig>,
+    /// Per-route policies: the first whose `match` fits a request applies to it.
+    pub policy: Vec<PolicyConfig>,
+    /// How bearer tokens are verified.
+    pub jwt: Option<JwtConfig>,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
-    policy: Option<toml::Value>,
-    jwt: Option<toml::Value>,
     rate_limit: Option<toml::Value>,
     tls: Option<toml::Value>,
     aggregate: Option<toml::Value>,
@@ -64,7 +66,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             streaming: StreamingConfig::default(),
-            policy: None,
+            policy: Vec::new(),
             jwt: None,
             rate_limit: None,
             cors: None,
@@ -138,6 +140,137 @@ impl Default for CorsConfig {
             allow_credentials: false,
             max_age: None,
         }
+    }
+}
+
+/// `[[policy]]`: what applies to the requests its `match` fits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A name for logs and errors.
+    pub name: String,
+    /// Which requests it applies to; every request when absent.
+    #[serde(default, rename = "match")]
+    pub matches: PolicyMatch,
+    /// Whether a verified bearer token is needed.
+    #[serde(default)]
+    pub auth: AuthRequirement,
+    /// Scopes the token must all hold (from its `scope` or `scp` claim).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claims the token must hold, with these exact values.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// The upstream call's deadline for these requests, unless the client asks for less.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+    // Keys CONTRACT.md gives policies that this build does not implement yet: refused.
+    #[serde(default)]
+    rate_limits: Option<toml::Value>,
+    #[serde(default)]
+    cache: Option<toml::Value>,
+}
+
+/// A policy's `match`: every condition given must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyMatch {
+    /// The request path starts with this (at a segment boundary).
+    pub path_prefix: Option<String>,
+    /// The HTTP method is one of these.
+    pub methods: Vec<String>,
+    /// The gRPC method's service fits one of these (`pkg.Service`, `pkg.*`, `*`), or it is
+    /// this one method (`pkg.Service/Method`).
+    pub grpc: Vec<String>,
+}
+
+/// Whether requests need a verified token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthRequirement {
+    /// Anyone: a token, if sent, is not checked.
+    #[default]
+    None,
+    /// A valid bearer token.
+    Required,
+}
+
+/// `[jwt]`: how bearer tokens are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Accepted `iss` values; any when empty.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (one must be in the token); any when empty.
+    pub audiences: Vec<String>,
+    /// The algorithms accepted: an explicit list (`none` never is).
+    pub algorithms: Vec<String>,
+    /// Keys given here.
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// Verified claims sent upstream as metadata: claim → metadata key. A client's own
+    /// headers or metadata of those names are dropped first.
+    pub forward_claims: std::collections::BTreeMap<String, String>,
+    /// The longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    // Fetching a JWKS URL needs the TLS client this build does not have yet: refused.
+    jwks_url: Option<String>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            algorithms: Vec::new(),
+            keys: Vec::new(),
+            jwks_file: None,
+            leeway: Duration::from_secs(30),
+            forward_claims: std::collections::BTreeMap::new(),
+            max_token_bytes: 8 * 1024,
+            jwks_url: None,
+        }
+    }
+}
+
+/// One key of `[jwt].keys`: a secret (HMAC) or a public key in PEM, inline or in a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The `kid` tokens signed with it carry; any token's when absent.
+    pub kid: Option<String>,
+    /// The one algorithm it verifies.
+    pub alg: String,
+    /// An HMAC secret.
+    pub secret: Option<String>,
+    /// A public key in PEM.
+    pub pem: Option<String>,
+    /// A file holding a public key in PEM.
+    pub pem_file: Option<PathBuf>,
+}
+
+impl PolicyConfig {
+    /// Keys that CONTRACT.md defines but this build does not implement, if set.
+    fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
+        let mut keys = Vec::new();
+        if self.rate_limits.is_some() {
+            keys.push(("rate_limits", "rate limiting"));
+        }
+        if self.cache.is_some() {
+            keys.push(("cache", "response caching"));
+        }
+        keys
+    }
+}
+
+impl JwtConfig {
+    /// Whether it asks for a JWKS URL, which this build cannot fetch yet.
+    fn wants_jwks_url(&self) -> bool {
+        self.jwks_url.is_some()
     }
 }
 
@@ -233,10 +366,15 @@ impl Config {
 
     /// Makes relative descriptor paths relative to `dir` (the directory of the config file).
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for path in &mut self.descriptors.paths {
+        let resolve = |path: &mut PathBuf| {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }
+        };
+        self.descriptors.paths.iter_mut().for_each(resolve);
+        if let Some(jwt) = &mut self.jwt {
+            jwt.jwks_file.iter_mut().for_each(resolve);
+            jwt.keys.iter_mut().filter_map(|k| k.pem_file.as_mut()).for_each(resolve);
         }
     }
 
@@ -278,8 +416,6 @@ impl Config {
         let mut errors = Vec::new();
         let mut err = |key: String, message: String| errors.push(ConfigError { key, message });
         let unsupported = [
-            ("policy", self.policy.is_some(), "per-route policies (auth, rate limits, cache)"),
-            ("jwt", self.jwt.is_some(), "JWT authentication"),
             ("rate_limit", self.rate_limit.is_some(), "rate limiting"),
             ("tls", self.tls.is_some(), "TLS termination"),
             ("aggregate", self.aggregate.is_some(), "aggregate routes"),
@@ -312,6 +448,35 @@ impl Config {
         }
         if self.max_response_bytes == 0 {
             err("max_response_bytes".into(), "must be greater than 0".into());
+        }
+        for (i, policy) in self.policy.iter().enumerate() {
+            for (key, what) in policy.unsupported() {
+                err(format!("policy[{i}].{key}"), format!("{what} is not supported by this version of protogate"));
+            }
+            for (key, message) in crate::policy::validate(policy) {
+                err(format!("policy[{i}].{key}"), message);
+            }
+            if policy.auth == AuthRequirement::None && (!policy.scopes.is_empty() || !policy.claims.is_empty()) {
+                err(format!("policy[{i}].auth"), "scopes and claims need auth = \"required\"".into());
+            }
+        }
+        let needs_jwt = self.policy.iter().any(|p| p.auth == AuthRequirement::Required);
+        match &self.jwt {
+            Some(jwt) => {
+                if jwt.wants_jwks_url() {
+                    err(
+                        "jwt.jwks_url".into(),
+                        "fetching a JWKS URL is not supported by this version of protogate; use jwks_file".into(),
+                    );
+                }
+                for (key, message) in crate::auth::validate(jwt) {
+                    err(format!("jwt.{key}"), message);
+                }
+            }
+            None if needs_jwt => {
+                err("jwt".into(), "a policy requires auth but no [jwt] section says how to verify tokens".into())
+            }
+            None => {}
         }
         if let Some(cors) = &self.cors {
             for (key, message) in crate::layers::cors::validate(cors) {

@@ -67,6 +67,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let path = parts.uri.path();
     let index = gateway.method_route(path).ok_or_else(|| GatewayError::UnknownMethod { path: path.to_owned() })?;
     let route = gateway.route_at(index);
+    let access = gateway.authorize(index, &parts)?;
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
     }
@@ -84,12 +85,13 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Proto => body,
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
-    let target = gateway.call_target(index, &HeaderMap::new(), peer, CallKind::Unary)?;
+    let target = gateway.call_target(index, &HeaderMap::new(), peer, CallKind::Unary, &access)?;
     let deadline = match timeout(&parts.headers)? {
         Some(requested) => Some(target.deadline.map_or(requested, |d| d.min(requested))),
         None => target.deadline,
     };
-    let metadata = request_metadata(&parts.headers, peer);
+    let mut metadata = request_metadata(&parts.headers, peer);
+    gateway.forward_claims(&access, &mut metadata);
     let reply = target.upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, CONTENT_TYPE, UPGRADE};
+use http::header::{ALLOW, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
 
+use crate::auth::AuthError;
 use crate::metadata::{self, MetadataError};
+use crate::policy::Denied;
 use crate::status::{self, StatusBody};
 use crate::transcode::{JsonOptions, TranscodeError};
 use crate::upstream::UpstreamError;
@@ -73,6 +75,9 @@ pub enum GatewayError {
         /// The full method name.
         method: String,
     },
+    /// The request's policy refuses it: no valid token (401), or not enough of one (403).
+    #[error(transparent)]
+    Denied(#[from] Denied),
     /// A gRPC request for a method that no descriptor declares.
     #[error("no method {path} is known to the gateway")]
     UnknownMethod {
@@ -135,6 +140,8 @@ impl GatewayError {
             GatewayError::UnknownMethod { .. } | GatewayError::ConnectStreaming { .. } => Code::Unimplemented,
             GatewayError::ConnectTimeout { .. } => Code::InvalidArgument,
             GatewayError::OriginRefused { .. } => Code::PermissionDenied,
+            GatewayError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
+            GatewayError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }
@@ -194,11 +201,35 @@ impl GatewayError {
         if let GatewayError::WebSocketRequired { .. } = &self {
             headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
+        if let GatewayError::Denied(denied) = &self
+            && let Ok(value) = HeaderValue::from_str(&www_authenticate(denied))
+        {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
         let body = StatusBody { code: code as i32, message: &message, details }.to_json();
         let mut response = json_response(http_status, body);
         response.headers_mut().extend(headers);
         response.extensions_mut().insert(Arc::new(self));
         response
+    }
+}
+
+/// The `WWW-Authenticate` challenge for a refusal (RFC 6750 §3): no error code when no token
+/// was sent, `invalid_token` for a bad one, `insufficient_scope` with the scopes needed.
+fn www_authenticate(denied: &Denied) -> String {
+    // Quoted-string values: keep them free of quotes and backslashes.
+    let quoted = |text: &str| text.replace(['"', '\\'], "'");
+    match denied {
+        Denied::Unauthenticated(AuthError::Missing) => "Bearer realm=\"protogate\"".into(),
+        Denied::Unauthenticated(error) => {
+            format!(
+                "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted(&error.to_string())
+            )
+        }
+        Denied::Forbidden { scopes, .. } => {
+            format!("Bearer realm=\"protogate\", error=\"insufficient_scope\", scope=\"{}\"", quoted(&scopes.join(" ")))
+        }
     }
 }
 

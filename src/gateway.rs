@@ -13,10 +13,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::DescriptorPool;
 
+use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
+use crate::policy::{Access, Policies};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::{JsonOptions, Transcoder, http_body};
@@ -42,6 +44,8 @@ pub struct Gateway {
     methods: std::collections::HashMap<String, usize>,
     /// Streams in progress.
     streams: streaming::StreamCounter,
+    /// Who may call what.
+    policies: Policies,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -82,6 +86,17 @@ impl Gateway {
         let Some(Descriptors { pool, http_rules, sources }) = descriptors else { return Err(errors) };
         let (routes, route_errors) = rule::build_routes(&pool, &http_rules);
         errors.extend(route_errors.into_iter().map(BuildError::from));
+        let verifier = match config.jwt.as_ref().map(Verifier::build).transpose() {
+            Ok(verifier) => verifier,
+            Err(problems) => {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(key, message)| BuildError::Config(ConfigError { key: format!("jwt.{key}"), message })),
+                );
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -113,6 +128,7 @@ impl Gateway {
             cors: config.cors.clone(),
             methods,
             streams: streaming::StreamCounter::default(),
+            policies: Policies::new(&config.policy, verifier),
         })
     }
 
@@ -200,15 +216,22 @@ impl Gateway {
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
+        let access = self.authorize(index, &parts)?;
         if upgrade && (client_streams || server_streams) {
-            return websocket::upgrade(self.clone(), index, values, parts, peer).await;
+            return websocket::upgrade(self.clone(), index, values, parts, peer, &access).await;
         }
         match (client_streams, server_streams) {
-            (false, false) => self.unary(index, &values, parts, body, peer).await,
-            (false, true) => streaming::server_stream(self.clone(), index, &values, parts, body, peer).await,
-            (true, false) => streaming::client_stream(self, index, &values, parts, body, peer).await,
+            (false, false) => self.unary(index, &values, parts, body, peer, &access).await,
+            (false, true) => streaming::server_stream(self.clone(), index, &values, parts, body, peer, &access).await,
+            (true, false) => streaming::client_stream(self, index, &values, parts, body, peer, &access).await,
             (true, true) => Err(GatewayError::WebSocketRequired { method: route.method.full_name().to_owned() }),
         }
+    }
+
+    /// Step 1b: the policy that fits the request to route `index`, and whether it may go on.
+    pub(crate) fn authorize(&self, index: usize, parts: &Parts) -> Result<Access<'_>, GatewayError> {
+        let grpc_method = self.route_at(index).grpc_path.path().trim_start_matches('/');
+        Ok(self.policies.check(&parts.method, parts.uri.path(), grpc_method, &parts.headers)?)
     }
 
     async fn unary(
@@ -218,6 +241,7 @@ impl Gateway {
         parts: Parts,
         body: Body,
         peer: Peer,
+        access: &Access<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
         let query = parts.uri.query();
@@ -232,7 +256,7 @@ impl Gateway {
                 self.transcoder.decode(index, route, values, query, &body)?
             }
         };
-        let call = self.call_target(index, &parts.headers, peer, CallKind::Unary)?;
+        let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
         self.respond_with(index, &reply)
     }
@@ -291,28 +315,44 @@ impl Gateway {
         self.keep_alive
     }
 
-    /// Steps 3 and 4's inputs: where route `index`'s call goes, with which metadata, and its
-    /// deadline: the client's `Grpc-Timeout` or the upstream's `timeout`, whichever is
-    /// sooner. A stream can last as long as its client stays, so only the client's deadline
-    /// bounds it.
+    /// Steps 3 and 4's inputs: where route `index`'s call goes, with which metadata (the
+    /// verified claims forwarded), and its deadline: the client's `Grpc-Timeout` or the
+    /// policy's (else the upstream's) `timeout`, whichever is sooner. A stream can last as
+    /// long as its client stays, so only the client's deadline bounds it.
     pub(crate) fn call_target(
         &self,
         index: usize,
         headers: &HeaderMap,
         peer: Peer,
         kind: CallKind,
+        access: &Access<'_>,
     ) -> Result<CallTarget<'_>, GatewayError> {
-        let route = self.route_at(index);
-        let upstream = self.upstream_of(index).ok_or_else(|| UpstreamError::NotConfigured {
-            service: route.method.parent_service().full_name().to_owned(),
-        })?;
-        let metadata = metadata::to_grpc(headers, peer)?;
+        let upstream = self.upstream_for(index)?;
+        let mut metadata = metadata::to_grpc(headers, peer)?;
+        self.forward_claims(access, &mut metadata);
         let requested = metadata::grpc_timeout(headers)?;
+        let configured = access.policy.and_then(|p| p.timeout).or(upstream.timeout);
         let deadline = match kind {
-            CallKind::Unary => earliest(requested, upstream.timeout),
+            CallKind::Unary => earliest(requested, configured),
             CallKind::Stream => requested,
         };
         Ok(CallTarget { upstream, metadata, deadline })
+    }
+
+    /// The upstream serving route `index`.
+    pub(crate) fn upstream_for(&self, index: usize) -> Result<&Upstream, GatewayError> {
+        self.upstream_of(index).ok_or_else(|| {
+            let service = self.route_at(index).method.parent_service().full_name().to_owned();
+            UpstreamError::NotConfigured { service }.into()
+        })
+    }
+
+    /// Puts the verified claims `forward_claims` names into upstream metadata, after dropping
+    /// whatever the client sent under those keys.
+    pub(crate) fn forward_claims(&self, access: &Access<'_>, metadata: &mut HeaderMap) {
+        if let Some(verifier) = self.policies.verifier() {
+            verifier.forward(access.claims.as_ref(), metadata);
+        }
     }
 
     /// Step 1: the route for this request. A WebSocket handshake is a GET whatever the

@@ -31,6 +31,7 @@
 //! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
 //! routes that [`route::table`] freezes into a trie.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connect;
@@ -40,6 +41,7 @@ pub mod explain;
 pub mod gateway;
 pub mod layers;
 pub mod metadata;
+pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod server;

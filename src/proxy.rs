@@ -91,10 +91,10 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
         return Err(GatewayError::UnknownMethod { path: path.to_owned() });
     };
     let route = gateway.route_at(index);
-    let upstream = gateway.upstream_of(index).ok_or_else(|| crate::upstream::UpstreamError::NotConfigured {
-        service: route.method.parent_service().full_name().to_owned(),
-    })?;
-    let metadata = metadata::passthrough(&parts.headers, peer);
+    let access = gateway.authorize(index, &parts)?;
+    let upstream = gateway.upstream_for(index)?;
+    let mut metadata = metadata::passthrough(&parts.headers, peer);
+    gateway.forward_claims(&access, &mut metadata);
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
     let (sink, pending) = upstream.open(route.grpc_path.clone(), metadata, None).await?;
     // The request streams up while the response streams down (a bidirectional call needs

@@ -60,10 +60,11 @@ fn check_lists_every_problem_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(lines[0].starts_with("error: config: jwt: JWT authentication is not supported"), "{stderr}");
-    assert_eq!(lines[1], "error: config: upstreams[0].endpoints: must list at least one endpoint URL");
-    assert!(lines[2].starts_with("error: descriptors: broken.binpb: not a FileDescriptorSet"), "{stderr}");
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(lines[0].starts_with("error: config: jwt.algorithms: list the algorithms"), "{stderr}");
+    assert_eq!(lines[1], "error: config: jwt.keys: no keys: give keys, or a jwks_file");
+    assert_eq!(lines[2], "error: config: upstreams[0].endpoints: must list at least one endpoint URL");
+    assert!(lines[3].starts_with("error: descriptors: broken.binpb: not a FileDescriptorSet"), "{stderr}");
 }
 
 #[test]

@@ -93,14 +93,61 @@ timeout = "0s"
     assert_eq!(
         keys,
         [
-            "jwt",
             "max_body_bytes",
+            "jwt.algorithms",
+            "jwt.keys",
             "upstreams[0].endpoints",
             "upstreams[1].name",
             "upstreams[1].services",
             "upstreams[1].timeout",
         ]
     );
+}
+
+#[test]
+fn policies_and_jwt_are_checked_as_a_whole() {
+    let config = Config::from_toml(
+        r#"
+[jwt]
+algorithms = ["RS256", "none"]
+keys = [ { alg = "HS256", secret = "s" }, { alg = "RS256", secret = "s", pem = "p" } ]
+jwks_url = "https://issuer.example/jwks.json"
+forward_claims = { sub = "grpc-status" }
+
+[[policy]]
+name = "a"
+match = { path_prefix = "v1", grpc = ["a/b/c"] }
+scopes = ["x"]
+rate_limits = [ { key = "ip", per_second = 5 } ]
+"#,
+    )
+    .unwrap();
+    let errors: Vec<String> = config.validate().into_iter().map(|e| e.to_string()).collect();
+    let keys: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "policy[0].rate_limits",
+            "policy[0].match.path_prefix",
+            "policy[0].match.grpc[0]",
+            "policy[0].auth",
+            "jwt.jwks_url",
+            "jwt.algorithms[1]",
+            "jwt.keys[0].alg",
+            "jwt.keys[1]",
+            "jwt.forward_claims.sub",
+        ],
+        "{errors:#?}"
+    );
+    let required = Config::from_toml(
+        "[[policy]]
+name = \"p\"
+auth = \"required\"
+",
+    )
+    .unwrap();
+    let errors = required.validate();
+    assert_eq!(errors[0].key, "jwt", "{errors:?}");
 }
 
 #[test]

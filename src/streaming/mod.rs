@@ -24,6 +24,7 @@ use http::{HeaderMap, Response};
 use crate::error::GatewayError;
 use crate::gateway::{self, CallKind, Gateway};
 use crate::metadata::Peer;
+use crate::policy::Access;
 use crate::route::{BodySelector, Route};
 use crate::upstream::{PendingResponse, UnaryResponse, UpstreamError};
 use request::RequestFormat;
@@ -65,11 +66,12 @@ pub async fn server_stream(
     parts: Parts,
     body: Body,
     peer: Peer,
+    access: &Access<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let route = gateway.route_at(index);
     let body = gateway::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
     let message = gateway.transcoder().decode(index, route, values, parts.uri.query(), &body)?;
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream)?;
+    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     sink.send(&message).await?;
     sink.finish()?;
@@ -87,6 +89,7 @@ pub async fn client_stream(
     parts: Parts,
     body: Body,
     peer: Peer,
+    access: &Access<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let _in_flight = gateway.streams().start();
     let route = gateway.route_at(index);
@@ -94,7 +97,7 @@ pub async fn client_stream(
         Some(target) => RequestFormat::Raw(target),
         None => RequestFormat::of(&parts.headers)?,
     };
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream)?;
+    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     let answer = single_response(pending);
     tokio::pin!(answer);

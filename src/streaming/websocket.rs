@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::gateway::{CallKind, Gateway};
 use crate::layers::cors::OriginPattern;
 use crate::metadata::Peer;
+use crate::policy::Access;
 use crate::upstream::{PendingResponse, RequestSink};
 
 /// The longest close reason a close frame can carry: 125 bytes less the 2-byte code.
@@ -47,6 +48,7 @@ pub async fn upgrade(
     values: Vec<String>,
     mut parts: Parts,
     peer: Peer,
+    access: &Access<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     // Browsers let any page open a WebSocket anywhere; the Origin is the only guard.
     if !origin_allowed(&gateway, &parts.headers) {
@@ -63,7 +65,7 @@ pub async fn upgrade(
     } else {
         Some(gateway.transcoder().decode(index, route, &values, parts.uri.query(), b"")?)
     };
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream)?;
+    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
     let (metadata, deadline) = (call.metadata, call.deadline);
     let query = parts.uri.query().map(str::to_owned);
     let max_message = gateway.max_body_bytes();

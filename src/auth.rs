@@ -1,0 +1,375 @@
+//! Authentication at the edge: bearer JWTs verified against the keys `[jwt]` gives — HMAC
+//! secrets, PEM public keys (inline or in files) and JWKS documents — before a request goes
+//! anywhere near an upstream.
+//!
+//! Safe by construction: the algorithms accepted are an explicit list (`none` cannot be
+//! named), a token's key is chosen by its `kid` and must be of the token's algorithm (so an RSA
+//! public key can never be used as an HMAC secret), and `exp` is required.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde_json::Value;
+
+use crate::config::{JwtConfig, KeyConfig};
+
+/// Verifies bearer tokens and turns their claims into upstream metadata.
+pub struct Verifier {
+    keys: Vec<Key>,
+    /// One validation per accepted algorithm: jsonwebtoken checks a key against every
+    /// algorithm a validation lists, so each lists only its own.
+    validations: Vec<(Algorithm, Validation)>,
+    forward: Vec<(String, HeaderName)>,
+    max_token_bytes: usize,
+}
+
+/// One verification key.
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// A verified token's claims.
+#[derive(Debug, Clone, Default)]
+pub struct Claims(serde_json::Map<String, Value>);
+
+/// Why a request is not authenticated. Each says what a client can fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("a bearer token is required")]
+    Missing,
+    /// An `Authorization` header that is not a bearer token.
+    #[error("the Authorization header is not \"Bearer <token>\"")]
+    NotBearer,
+    /// A token longer than the limit.
+    #[error("the bearer token is longer than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A token that does not verify, and why.
+    #[error("the bearer token is invalid: {reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Verifier {
+    /// The verifier `[jwt]` describes, reading its key files. Every problem is reported.
+    pub fn build(config: &JwtConfig) -> Result<Verifier, Vec<(String, String)>> {
+        let mut errors = validate(config);
+        let mut keys = Vec::new();
+        for (i, key) in config.keys.iter().enumerate() {
+            match inline_key(key) {
+                Ok(key) => keys.push(key),
+                Err(message) => errors.push((format!("keys[{i}]"), message)),
+            }
+        }
+        if let Some(path) = &config.jwks_file {
+            match jwks_file(path) {
+                Ok(found) => keys.extend(found),
+                Err(message) => errors.push(("jwks_file".into(), message)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let algorithms: Vec<Algorithm> = config.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()).collect();
+        // Keys of algorithms not accepted can never verify anything.
+        keys.retain(|k| algorithms.contains(&k.alg));
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        if !config.issuers.is_empty() {
+            validation.set_issuer(&config.issuers);
+        }
+        if config.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&config.audiences);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        let validations = algorithms
+            .into_iter()
+            .map(|alg| {
+                let mut for_alg = validation.clone();
+                for_alg.algorithms = vec![alg];
+                (alg, for_alg)
+            })
+            .collect();
+        let forward = config
+            .forward_claims
+            .iter()
+            .filter_map(|(claim, key)| Some((claim.clone(), HeaderName::from_bytes(key.as_bytes()).ok()?)))
+            .collect();
+        Ok(Verifier { keys, validations, forward, max_token_bytes: config.max_token_bytes })
+    }
+
+    /// The claims of the request's bearer token, once verified.
+    pub fn verify_request(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
+        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let token = bearer_token(value).ok_or(AuthError::NotBearer)?;
+        self.verify(token)
+    }
+
+    /// The claims of a token, once verified.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge { limit: self.max_token_bytes });
+        }
+        let invalid = |reason: &str| AuthError::Invalid { reason: reason.to_owned() };
+        let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&describe(e.kind())))?;
+        let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
+            return Err(invalid(&format!("algorithm {:?} is not accepted", header.alg)));
+        };
+        let candidates: Vec<&Key> = self
+            .keys
+            .iter()
+            .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid || k.kid.is_none()))
+            .collect();
+        if candidates.is_empty() {
+            let kid = header.kid.as_deref().map(|k| format!(" with kid {k:?}")).unwrap_or_default();
+            return Err(invalid(&format!("no {:?} key{kid} is known", header.alg)));
+        }
+        let mut last = String::new();
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, validation) {
+                Ok(data) => return Ok(Claims(data.claims)),
+                // Another key of the same kind may be the one; any other failure is final.
+                Err(e) if *e.kind() == ErrorKind::InvalidSignature => last = describe(e.kind()),
+                Err(e) => return Err(invalid(&describe(e.kind()))),
+            }
+        }
+        Err(invalid(&last))
+    }
+
+    /// Metadata keys that verified claims fill: a client's own values for them are dropped.
+    pub fn forwarded_keys(&self) -> impl Iterator<Item = &HeaderName> {
+        self.forward.iter().map(|(_, key)| key)
+    }
+
+    /// Sets the forwarded claims on upstream metadata, replacing whatever the client sent
+    /// under those keys (with no claims, those keys are only removed).
+    pub fn forward(&self, claims: Option<&Claims>, metadata: &mut HeaderMap) {
+        for (claim, key) in &self.forward {
+            metadata.remove(key);
+            let value = claims.and_then(|c| c.text(claim)).and_then(|v| HeaderValue::from_str(&v).ok());
+            if let Some(value) = value {
+                metadata.insert(key.clone(), value);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("keys", &self.keys.len()).finish_non_exhaustive()
+    }
+}
+
+impl Claims {
+    /// The scopes granted: the space-separated `scope` claim, or the `scp` claim (a list or a
+    /// space-separated string).
+    pub fn scopes(&self) -> HashSet<&str> {
+        let mut scopes = HashSet::new();
+        for name in ["scope", "scp"] {
+            match self.0.get(name) {
+                Some(Value::String(text)) => scopes.extend(text.split_whitespace()),
+                Some(Value::Array(items)) => scopes.extend(items.iter().filter_map(Value::as_str)),
+                _ => {}
+            }
+        }
+        scopes
+    }
+
+    /// A claim as text: strings as they are, numbers and booleans written out, lists joined
+    /// with commas; objects have no text form.
+    pub fn text(&self, name: &str) -> Option<String> {
+        match self.0.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Array(items) => {
+                let texts: Vec<String> = items
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                Some(texts.join(","))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether claim `name` is `value`, or a list holding it.
+    pub fn has(&self, name: &str, value: &str) -> bool {
+        match self.0.get(name) {
+            Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(value)),
+            Some(_) => self.text(name).as_deref() == Some(value),
+            None => false,
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive).
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What a verification failure means, in words a client can act on.
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the signature does not verify".into(),
+        ErrorKind::InvalidIssuer => "the issuer (iss) is not accepted".into(),
+        ErrorKind::InvalidAudience => "the audience (aud) is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the {claim} claim is missing"),
+        ErrorKind::InvalidAlgorithm => "the algorithm does not match the key".into(),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the {claim} claim is malformed"),
+        ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => "the algorithm is not accepted".into(),
+        _ => "it is not a well-formed JWT".into(),
+    }
+}
+
+/// Every problem in `[jwt]` that needs no file read, as (key, message).
+pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    if config.algorithms.is_empty() {
+        errors.push(("algorithms".into(), "list the algorithms tokens may use, e.g. [\"RS256\"]".into()));
+    }
+    for (i, name) in config.algorithms.iter().enumerate() {
+        if Algorithm::from_str(name).is_err() {
+            let message = format!(
+                "{name:?} is not an accepted algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"
+            );
+            errors.push((format!("algorithms[{i}]"), message));
+        }
+    }
+    if config.keys.is_empty() && config.jwks_file.is_none() {
+        errors.push(("keys".into(), "no keys: give keys, or a jwks_file".into()));
+    }
+    for (i, key) in config.keys.iter().enumerate() {
+        let sources = [key.secret.is_some(), key.pem.is_some(), key.pem_file.is_some()];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            errors.push((format!("keys[{i}]"), "give exactly one of secret, pem, pem_file".into()));
+        }
+        match Algorithm::from_str(&key.alg) {
+            Ok(alg) if !config.algorithms.contains(&key.alg) => {
+                errors.push((format!("keys[{i}].alg"), format!("{alg:?} is not in algorithms")));
+            }
+            Ok(_) => {}
+            Err(_) => errors.push((format!("keys[{i}].alg"), format!("{:?} is not an algorithm", key.alg))),
+        }
+    }
+    for (claim, key) in &config.forward_claims {
+        if HeaderName::from_bytes(key.as_bytes()).is_err() || key.starts_with("grpc-") {
+            errors.push((format!("forward_claims.{claim}"), format!("{key:?} is not a metadata key")));
+        }
+    }
+    if config.max_token_bytes == 0 {
+        errors.push(("max_token_bytes".into(), "must be greater than 0".into()));
+    }
+    errors
+}
+
+fn inline_key(config: &KeyConfig) -> Result<Key, String> {
+    let alg = Algorithm::from_str(&config.alg).map_err(|_| format!("{:?} is not an algorithm", config.alg))?;
+    let pem = match (&config.secret, &config.pem, &config.pem_file) {
+        (Some(secret), _, _) => {
+            if alg.family() != jsonwebtoken::AlgorithmFamily::Hmac {
+                return Err(format!("a secret is an HMAC key, not a {alg:?} key"));
+            }
+            let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| e.to_string())?;
+            return Ok(Key { kid: config.kid.clone(), alg, key });
+        }
+        (None, Some(pem), _) => pem.clone().into_bytes(),
+        (None, None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        (None, None, None) => return Err("give exactly one of secret, pem, pem_file".into()),
+    };
+    let key = match alg.family() {
+        jsonwebtoken::AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+        jsonwebtoken::AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+        jsonwebtoken::AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+        jsonwebtoken::AlgorithmFamily::Hmac => return Err("an HMAC key is a secret, not a PEM".into()),
+    }
+    .map_err(|e| format!("not a {alg:?} public key in PEM: {e}"))?;
+    Ok(Key { kid: config.kid.clone(), alg, key })
+}
+
+/// The keys of a JWKS document. A key without `alg` is taken for every algorithm of its
+/// type (RSA: RS* and PS*; EC: its curve's; OKP: EdDSA).
+fn jwks_file(path: &Path) -> Result<Vec<Key>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let set: JwkSet =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))?;
+    jwks_keys(&set)
+}
+
+fn jwks_keys(set: &JwkSet) -> Result<Vec<Key>, String> {
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
+        let algs: Vec<Algorithm> = match jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()) {
+            Some(alg) => vec![alg],
+            None => key.family().algorithms().to_vec(),
+        };
+        for alg in algs {
+            keys.push(Key { kid: jwk.common.key_id.clone(), alg, key: key.clone() });
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_come_from_scope_or_scp() {
+        let claims = Claims(serde_json::json!({"scope": "a b", "scp": ["c"]}).as_object().unwrap().clone());
+        assert_eq!(claims.scopes(), HashSet::from(["a", "b", "c"]));
+        assert_eq!(Claims::default().scopes(), HashSet::new());
+    }
+
+    #[test]
+    fn claims_as_text() {
+        let claims = Claims(
+            serde_json::json!({"sub": "u1", "n": 7, "ok": true, "roles": ["a", "b"], "o": {}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        assert_eq!(claims.text("sub").as_deref(), Some("u1"));
+        assert_eq!(claims.text("n").as_deref(), Some("7"));
+        assert_eq!(claims.text("ok").as_deref(), Some("true"));
+        assert_eq!(claims.text("roles").as_deref(), Some("a,b"));
+        assert_eq!(claims.text("o"), None);
+        assert!(claims.has("roles", "b") && !claims.has("roles", "c") && claims.has("n", "7"));
+    }
+
+    #[test]
+    fn only_bearer_tokens() {
+        let value = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert_eq!(bearer_token(&value("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&value("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&value("Basic abc")), None);
+        assert_eq!(bearer_token(&value("Bearer ")), None);
+        assert_eq!(bearer_token(&value("Bearer")), None);
+    }
+}
