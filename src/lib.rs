@@ -7,6 +7,7 @@
 //! | step | module | does |
 //! |---|---|---|
 //! | 1 | [`route::table`] | method + path → route and path variable values (404, 405) |
+//! | 1b | [`policy`], [`auth`] | the request's policy; its bearer token verified (401, 403) |
 //! | 2 | [`transcode::engine`] | body, path values and query → request message bytes (400, 413, 415) |
 //! | 3 | [`metadata`] | headers → gRPC metadata and deadline |
 //! | 4 | [`upstream`] | the gRPC call over the endpoint's shared HTTP/2 connection (502, 504) |
