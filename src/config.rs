@@ -47,10 +47,11 @@ pub struct Config {
     pub policy: Vec<PolicyConfig>,
     /// How bearer tokens are verified.
     pub jwt: Option<JwtConfig>,
+    /// Where rate limit counters live, and whom to believe about client addresses.
+    pub rate_limit: RateLimitSettings,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
-    rate_limit: Option<toml::Value>,
     tls: Option<toml::Value>,
     aggregate: Option<toml::Value>,
 }
@@ -68,7 +69,7 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             policy: Vec::new(),
             jwt: None,
-            rate_limit: None,
+            rate_limit: RateLimitSettings::default(),
             cors: None,
             tls: None,
             aggregate: None,
@@ -164,11 +165,102 @@ pub struct PolicyConfig {
     /// The upstream call's deadline for these requests, unless the client asks for less.
     #[serde(default, deserialize_with = "duration_opt")]
     pub timeout: Option<Duration>,
-    // Keys CONTRACT.md gives policies that this build does not implement yet: refused.
+    /// Limits every request it fits must pass.
     #[serde(default)]
-    rate_limits: Option<toml::Value>,
+    pub rate_limits: Vec<RateLimitConfig>,
+    // A key CONTRACT.md gives policies that this build does not implement yet: refused.
     #[serde(default)]
     cache: Option<toml::Value>,
+}
+
+/// One of a policy's `rate_limits`: a rate (one of `per_second`, `per_minute`, `per_hour`)
+/// and how many requests may come at once (`burst`, the rate's count by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// What to count by: `ip`, `header:NAME`, `claim:NAME` or `route`.
+    pub key: String,
+    /// Requests per second.
+    pub per_second: Option<u32>,
+    /// Requests per minute.
+    pub per_minute: Option<u32>,
+    /// Requests per hour.
+    pub per_hour: Option<u32>,
+    /// Requests allowed at once.
+    pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    /// The rate as (count, period), if exactly one is given and it is not zero.
+    pub fn rate(&self) -> Option<(u32, Duration)> {
+        let rates = [
+            self.per_second.map(|n| (n, Duration::from_secs(1))),
+            self.per_minute.map(|n| (n, Duration::from_secs(60))),
+            self.per_hour.map(|n| (n, Duration::from_secs(3600))),
+        ];
+        match rates.iter().flatten().collect::<Vec<_>>()[..] {
+            [&(count, period)] if count > 0 => Some((count, period)),
+            _ => None,
+        }
+    }
+}
+
+/// `[rate_limit]`: where counters live and whom to believe about client addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// In this process, or shared in Redis.
+    pub backend: RateLimitBackend,
+    /// The Redis server, for `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// When Redis cannot be reached: `allow` (the default; logged) or `deny` (503).
+    pub on_backend_error: OnBackendError,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` is believed: addresses or CIDRs.
+    pub trusted_proxies: Vec<String>,
+    /// How long a decision may wait for Redis.
+    #[serde(deserialize_with = "duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            backend: RateLimitBackend::Memory,
+            redis_url: None,
+            on_backend_error: OnBackendError::Allow,
+            trusted_proxies: Vec::new(),
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// Whether requests pass when the backend cannot be reached.
+    pub fn on_backend_error_allows(&self) -> bool {
+        self.on_backend_error == OnBackendError::Allow
+    }
+}
+
+/// Where rate limit counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitBackend {
+    /// In this process: each replica counts alone.
+    #[default]
+    Memory,
+    /// In Redis: every replica shares the counters.
+    Redis,
+}
+
+/// What happens to requests when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendError {
+    /// Let them through (and log it).
+    #[default]
+    Allow,
+    /// Refuse them with 503.
+    Deny,
 }
 
 /// A policy's `match`: every condition given must hold.
@@ -257,9 +349,6 @@ impl PolicyConfig {
     /// Keys that CONTRACT.md defines but this build does not implement, if set.
     fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
         let mut keys = Vec::new();
-        if self.rate_limits.is_some() {
-            keys.push(("rate_limits", "rate limiting"));
-        }
         if self.cache.is_some() {
             keys.push(("cache", "response caching"));
         }
@@ -416,7 +505,6 @@ impl Config {
         let mut errors = Vec::new();
         let mut err = |key: String, message: String| errors.push(ConfigError { key, message });
         let unsupported = [
-            ("rate_limit", self.rate_limit.is_some(), "rate limiting"),
             ("tls", self.tls.is_some(), "TLS termination"),
             ("aggregate", self.aggregate.is_some(), "aggregate routes"),
         ];
@@ -456,6 +544,18 @@ impl Config {
             for (key, message) in crate::policy::validate(policy) {
                 err(format!("policy[{i}].{key}"), message);
             }
+            for (j, limit) in policy.rate_limits.iter().enumerate() {
+                let key = |k: &str| format!("policy[{i}].rate_limits[{j}].{k}");
+                if limit.rate().is_none() {
+                    err(key("per_second"), "give exactly one of per_second, per_minute, per_hour, above 0".into());
+                }
+                if limit.burst == Some(0) {
+                    err(key("burst"), "must be greater than 0".into());
+                }
+                if let Err(message) = limit.key.parse::<crate::rate_limit::KeyKind>() {
+                    err(key("key"), message);
+                }
+            }
             if policy.auth == AuthRequirement::None && (!policy.scopes.is_empty() || !policy.claims.is_empty()) {
                 err(format!("policy[{i}].auth"), "scopes and claims need auth = \"required\"".into());
             }
@@ -477,6 +577,16 @@ impl Config {
                 err("jwt".into(), "a policy requires auth but no [jwt] section says how to verify tokens".into())
             }
             None => {}
+        }
+        for (i, proxy) in self.rate_limit.trusted_proxies.iter().enumerate() {
+            if let Err(message) = crate::rate_limit::parse_net(proxy) {
+                err(format!("rate_limit.trusted_proxies[{i}]"), message);
+            }
+        }
+        if let Some(url) = &self.rate_limit.redis_url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            err("rate_limit.redis_url".into(), format!("{url:?}: {e}"));
         }
         if let Some(cors) = &self.cors {
             for (key, message) in crate::layers::cors::validate(cors) {

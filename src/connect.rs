@@ -67,7 +67,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let path = parts.uri.path();
     let index = gateway.method_route(path).ok_or_else(|| GatewayError::UnknownMethod { path: path.to_owned() })?;
     let route = gateway.route_at(index);
-    let access = gateway.authorize(index, &parts)?;
+    let access = gateway.authorize(index, &parts, peer).await?;
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
     }

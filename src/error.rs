@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE};
+use http::HeaderName;
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
@@ -11,6 +12,12 @@ use tonic::Code;
 use crate::auth::AuthError;
 use crate::metadata::{self, MetadataError};
 use crate::policy::Denied;
+use crate::rate_limit::Refusal;
+
+/// The rate limit headers of a 429 (draft-ietf-httpapi-ratelimit-headers).
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 use crate::status::{self, StatusBody};
 use crate::transcode::{JsonOptions, TranscodeError};
 use crate::upstream::UpstreamError;
@@ -142,6 +149,8 @@ impl GatewayError {
             GatewayError::OriginRefused { .. } => Code::PermissionDenied,
             GatewayError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
             GatewayError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
+            GatewayError::Denied(Denied::RateLimited(Refusal::Limited { .. })) => Code::ResourceExhausted,
+            GatewayError::Denied(Denied::RateLimited(Refusal::BackendUnavailable { .. })) => Code::Unavailable,
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }
@@ -201,10 +210,26 @@ impl GatewayError {
         if let GatewayError::WebSocketRequired { .. } = &self {
             headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
-        if let GatewayError::Denied(denied) = &self
-            && let Ok(value) = HeaderValue::from_str(&www_authenticate(denied))
-        {
-            headers.insert(WWW_AUTHENTICATE, value);
+        match &self {
+            GatewayError::Denied(Denied::RateLimited(Refusal::Limited {
+                limit,
+                remaining,
+                retry_after,
+                reset,
+                ..
+            })) => {
+                let seconds = |d: &std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                headers.insert(RETRY_AFTER, HeaderValue::from(seconds(retry_after).max(1)));
+                headers.insert(RATELIMIT_LIMIT, HeaderValue::from(*limit));
+                headers.insert(RATELIMIT_REMAINING, HeaderValue::from(*remaining));
+                headers.insert(RATELIMIT_RESET, HeaderValue::from(seconds(reset).max(1)));
+            }
+            GatewayError::Denied(denied @ (Denied::Unauthenticated(_) | Denied::Forbidden { .. })) => {
+                if let Ok(value) = HeaderValue::from_str(&www_authenticate(denied)) {
+                    headers.insert(WWW_AUTHENTICATE, value);
+                }
+            }
+            _ => {}
         }
         let body = StatusBody { code: code as i32, message: &message, details }.to_json();
         let mut response = json_response(http_status, body);
@@ -230,6 +255,7 @@ fn www_authenticate(denied: &Denied) -> String {
         Denied::Forbidden { scopes, .. } => {
             format!("Bearer realm=\"protogate\", error=\"insufficient_scope\", scope=\"{}\"", quoted(&scopes.join(" ")))
         }
+        Denied::RateLimited(_) => String::new(),
     }
 }
 

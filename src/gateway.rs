@@ -128,7 +128,7 @@ impl Gateway {
             cors: config.cors.clone(),
             methods,
             streams: streaming::StreamCounter::default(),
-            policies: Policies::new(&config.policy, verifier),
+            policies: Policies::new(&config.policy, verifier, &config.rate_limit),
         })
     }
 
@@ -216,7 +216,7 @@ impl Gateway {
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
-        let access = self.authorize(index, &parts)?;
+        let access = self.authorize(index, &parts, peer).await?;
         if upgrade && (client_streams || server_streams) {
             return websocket::upgrade(self.clone(), index, values, parts, peer, &access).await;
         }
@@ -229,9 +229,9 @@ impl Gateway {
     }
 
     /// Step 1b: the policy that fits the request to route `index`, and whether it may go on.
-    pub(crate) fn authorize(&self, index: usize, parts: &Parts) -> Result<Access<'_>, GatewayError> {
-        let grpc_method = self.route_at(index).grpc_path.path().trim_start_matches('/');
-        Ok(self.policies.check(&parts.method, parts.uri.path(), grpc_method, &parts.headers)?)
+    pub(crate) async fn authorize(&self, index: usize, parts: &Parts, peer: Peer) -> Result<Access<'_>, GatewayError> {
+        let route = self.route_at(index);
+        Ok(self.policies.check(route, parts.uri.path(), &parts.headers, peer.ip).await?)
     }
 
     async fn unary(
@@ -287,6 +287,11 @@ impl Gateway {
     /// gRPC pass-through calls.
     pub fn streams(&self) -> &streaming::StreamCounter {
         &self.streams
+    }
+
+    /// The policies, with their verifier and rate limits.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// The `[cors]` settings, if browsers from other origins may call.

@@ -44,6 +44,7 @@ pub mod layers;
 pub mod metadata;
 pub mod policy;
 pub mod proxy;
+pub mod rate_limit;
 pub mod route;
 pub mod server;
 pub mod status;

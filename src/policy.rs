@@ -3,18 +3,22 @@
 //! `auth`, `scopes` and `claims` decide whether the request may go on, its `timeout` bounds the
 //! upstream call. A request no policy fits needs nothing.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
 
 use crate::auth::{AuthError, Claims, Verifier};
-use crate::config::{AuthRequirement, PolicyConfig, ServiceSelector};
+use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
+use crate::rate_limit::{Limiter, Refusal, Subject};
+use crate::route::Route;
 
 /// The policies, in configuration order, and the verifier they need.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Policies {
     policies: Vec<Policy>,
     verifier: Option<Verifier>,
+    limiter: Limiter,
 }
 
 /// One policy, ready to match.
@@ -63,12 +67,23 @@ pub enum Denied {
         /// The scopes the policy requires, for `WWW-Authenticate`.
         scopes: Vec<String>,
     },
+    /// Over a rate limit (429), or its counters unreachable and the policy to refuse (503).
+    #[error(transparent)]
+    RateLimited(#[from] Refusal),
 }
 
 impl Policies {
-    /// The policies of the configuration (already validated) with their verifier.
-    pub fn new(configs: &[PolicyConfig], verifier: Option<Verifier>) -> Policies {
-        Policies { policies: configs.iter().map(Policy::new).collect(), verifier }
+    /// The policies of the configuration (already validated) with their verifier and rate
+    /// limits. Must run inside a tokio runtime (the in-memory limits sweep idle keys on it).
+    pub fn new(configs: &[PolicyConfig], verifier: Option<Verifier>, settings: &RateLimitSettings) -> Policies {
+        let limits: Vec<&[RateLimitConfig]> = configs.iter().map(|c| c.rate_limits.as_slice()).collect();
+        let limiter = Limiter::new(&limits, settings);
+        Policies { policies: configs.iter().map(Policy::new).collect(), verifier, limiter }
+    }
+
+    /// The rate limits.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// The verifier, if `[jwt]` is configured.
@@ -76,30 +91,40 @@ impl Policies {
         self.verifier.as_ref()
     }
 
-    /// The first policy that fits a request for `grpc_method` (`pkg.Service/Method`).
-    pub fn find(&self, method: &Method, path: &str, grpc_method: &str) -> Option<&Policy> {
-        self.policies.iter().find(|p| p.fits(method, path, grpc_method))
+    /// The first policy that fits a request for `grpc_method` (`pkg.Service/Method`), and its
+    /// index.
+    pub fn find(&self, method: &Method, path: &str, grpc_method: &str) -> Option<(usize, &Policy)> {
+        self.policies.iter().enumerate().find(|(_, p)| p.fits(method, path, grpc_method))
     }
 
-    /// Decides whether a request may go on, verifying its token when its policy requires one.
-    pub fn check(
+    /// Decides whether a request to `route` may go on: its token verified when its policy
+    /// requires one, then its rate limits counted.
+    pub async fn check(
         &self,
-        method: &Method,
+        route: &Route,
         path: &str,
-        grpc_method: &str,
         headers: &HeaderMap,
+        peer: Option<IpAddr>,
     ) -> Result<Access<'_>, Denied> {
-        let Some(policy) = self.find(method, path, grpc_method) else { return Ok(Access::default()) };
-        if policy.auth == AuthRequirement::None {
-            return Ok(Access { policy: Some(policy), claims: None });
-        }
-        let verifier = self
-            .verifier
-            .as_ref()
-            .ok_or_else(|| AuthError::Invalid { reason: "no keys are configured to verify it".into() })?;
-        let claims = verifier.verify_request(headers)?;
-        policy.authorize(&claims)?;
-        Ok(Access { policy: Some(policy), claims: Some(claims) })
+        let grpc_method = route.grpc_path.path().trim_start_matches('/');
+        let Some((index, policy)) = self.find(&route.http_method, path, grpc_method) else {
+            return Ok(Access::default());
+        };
+        let claims = match policy.auth {
+            AuthRequirement::None => None,
+            AuthRequirement::Required => {
+                let verifier = self
+                    .verifier
+                    .as_ref()
+                    .ok_or_else(|| AuthError::Invalid { reason: "no keys are configured to verify it".into() })?;
+                let claims = verifier.verify_request(headers)?;
+                policy.authorize(&claims)?;
+                Some(claims)
+            }
+        };
+        let subject = Subject { peer, headers, claims: claims.as_ref(), route };
+        self.limiter.check(index, &subject).await?;
+        Ok(Access { policy: Some(policy), claims })
     }
 }
 

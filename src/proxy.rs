@@ -91,7 +91,7 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
         return Err(GatewayError::UnknownMethod { path: path.to_owned() });
     };
     let route = gateway.route_at(index);
-    let access = gateway.authorize(index, &parts)?;
+    let access = gateway.authorize(index, &parts, peer).await?;
     let upstream = gateway.upstream_for(index)?;
     let mut metadata = metadata::passthrough(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);

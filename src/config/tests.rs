@@ -118,7 +118,7 @@ forward_claims = { sub = "grpc-status" }
 name = "a"
 match = { path_prefix = "v1", grpc = ["a/b/c"] }
 scopes = ["x"]
-rate_limits = [ { key = "ip", per_second = 5 } ]
+rate_limits = [ { key = "cookie:x", per_second = 5, per_minute = 1 } ]
 "#,
     )
     .unwrap();
@@ -127,9 +127,10 @@ rate_limits = [ { key = "ip", per_second = 5 } ]
     assert_eq!(
         keys,
         [
-            "policy[0].rate_limits",
             "policy[0].match.path_prefix",
             "policy[0].match.grpc[0]",
+            "policy[0].rate_limits[0].per_second",
+            "policy[0].rate_limits[0].key",
             "policy[0].auth",
             "jwt.jwks_url",
             "jwt.algorithms[1]",

@@ -19,5 +19,6 @@ mod grpc_passthrough;
 mod headers;
 mod http_body;
 mod json_mapping;
+mod rate_limits;
 mod routing;
 mod streaming;

@@ -680,6 +680,46 @@ impl Harness {
     }
 }
 
+// === redis ===
+
+/// A real redis-server on a free loopback port, with nothing saved to disk; killed when dropped.
+pub struct Redis {
+    pub port: u16,
+    _process: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let process = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts (apt-get install redis-server)");
+        // Ready when it answers PING; bounded.
+        for _ in 0..200 {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
+                let _ = stream.write_all(b"PING\r\n").await;
+                let mut reply = [0u8; 7];
+                if stream.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n" {
+                    return Redis { port, _process: process, _dir: dir };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not answer PING on port {port} within 5 s");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
 // === client ===
 
 type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;

@@ -1,0 +1,490 @@
+//! Rate limits: GCRA, per policy, keyed by client IP, a header, a token claim or the route.
+//! A policy may set several; a request must pass them all. `backend = "memory"` keeps the
+//! counters in this process (governor's keyed limiters, idle keys dropped every minute so
+//! that millions of clients do not grow memory without bound); `backend = "redis"` keeps them
+//! in Redis, one atomic script per decision, so every replica shares one limit.
+//!
+//! The client IP is the socket's, unless that peer is a configured trusted proxy: then the
+//! nearest untrusted address of `X-Forwarded-For` (or `Forwarded`) counts.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+use crate::auth::Claims;
+use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitSettings};
+use crate::route::Route;
+
+type MemoryLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// How often idle keys are dropped from the in-memory limiters.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The limits of every policy, and where their counters live.
+pub struct Limiter {
+    /// By policy index.
+    policies: Vec<Vec<Limit>>,
+    trusted_proxies: Vec<IpNet>,
+    redis: Option<RedisBackend>,
+    fail_open: bool,
+    /// Decisions the backend could not make (let through or refused, per `fail_open`).
+    backend_errors: std::sync::atomic::AtomicU64,
+}
+
+/// One limit of one policy.
+struct Limit {
+    key: KeyKind,
+    /// Requests allowed at once.
+    burst: u32,
+    /// Time for one more request to be allowed.
+    interval: Duration,
+    /// The Redis key prefix, unique to this policy and limit.
+    id: String,
+    memory: Option<Arc<MemoryLimiter>>,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The client's IP address.
+    Ip,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A verified token claim.
+    Claim(String),
+    /// The route: every client together.
+    Route,
+}
+
+/// What a request's limit key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The socket peer.
+    pub peer: Option<IpAddr>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The verified claims, if a token was checked.
+    pub claims: Option<&'a Claims>,
+    /// The route.
+    pub route: &'a Route,
+}
+
+/// A refusal: the limit that was reached and when to come back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Over the limit: 429.
+    #[error("rate limit of {limit} requests exceeded for {key}; retry in {}s", retry_after.as_secs_f64().ceil())]
+    Limited {
+        /// What it counts by, for the message.
+        key: String,
+        /// Requests allowed at once.
+        limit: u32,
+        /// Requests left (0).
+        remaining: u32,
+        /// When one more request will be allowed.
+        retry_after: Duration,
+        /// When the limit is whole again.
+        reset: Duration,
+    },
+    /// The shared counters could not be reached and the policy is to refuse: 503.
+    #[error("the rate limit backend is unavailable: {reason}")]
+    BackendUnavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Limiter {
+    /// The limits of `policies` (each policy's `rate_limits`, already validated).
+    pub fn new(policies: &[&[RateLimitConfig]], settings: &RateLimitSettings) -> Limiter {
+        let redis = (settings.backend == RateLimitBackend::Redis).then(|| RedisBackend::new(settings));
+        let policies: Vec<Vec<Limit>> = policies
+            .iter()
+            .enumerate()
+            .map(|(p, limits)| {
+                limits.iter().enumerate().filter_map(|(l, config)| Limit::new(config, p, l, redis.is_none())).collect()
+            })
+            .collect();
+        let memory: Vec<std::sync::Weak<MemoryLimiter>> =
+            policies.iter().flatten().filter_map(|l| l.memory.as_ref().map(Arc::downgrade)).collect();
+        if !memory.is_empty() {
+            tokio::spawn(sweep(memory));
+        }
+        let trusted_proxies = settings.trusted_proxies.iter().filter_map(|p| parse_net(p).ok()).collect();
+        Limiter {
+            policies,
+            trusted_proxies,
+            redis,
+            fail_open: settings.on_backend_error_allows(),
+            backend_errors: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether policy `policy` lets this request through, counting it.
+    pub async fn check(&self, policy: usize, subject: &Subject<'_>) -> Result<(), Refusal> {
+        let Some(limits) = self.policies.get(policy) else { return Ok(()) };
+        for limit in limits {
+            let key = limit.key_of(subject, &self.trusted_proxies);
+            let decision = match (&limit.memory, &self.redis) {
+                (Some(memory), _) => limit.check_memory(memory, &key),
+                (None, Some(redis)) => match redis.check(limit, &key).await {
+                    Ok(decision) => decision,
+                    Err(reason) => {
+                        self.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if self.fail_open {
+                            tracing::warn!(reason, "rate limit backend unavailable: letting the request through");
+                            Ok(())
+                        } else {
+                            Err(Refusal::BackendUnavailable { reason })
+                        }
+                    }
+                },
+                (None, None) => Ok(()),
+            };
+            decision?;
+        }
+        Ok(())
+    }
+}
+
+impl Limiter {
+    /// How many decisions the shared backend could not make since the start.
+    pub fn backend_errors(&self) -> u64 {
+        self.backend_errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("limits", &self.policies.iter().map(Vec::len).sum::<usize>()).finish()
+    }
+}
+
+impl Limit {
+    fn new(config: &RateLimitConfig, policy: usize, index: usize, in_memory: bool) -> Option<Limit> {
+        let (count, period) = config.rate()?;
+        let burst = config.burst.unwrap_or(count).max(1);
+        let interval = period / count.max(1);
+        let key = KeyKind::from_str(&config.key).ok()?;
+        let memory = in_memory.then(|| {
+            let quota = Quota::with_period(interval)
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+        });
+        Some(Limit { key, burst, interval, id: format!("protogate:rl:{policy}:{index}"), memory })
+    }
+
+    /// This request's key: what it counts by, and its value (`-` when absent: requests
+    /// without the header or claim share one counter rather than escape the limit).
+    fn key_of(&self, subject: &Subject<'_>, trusted: &[IpNet]) -> String {
+        match &self.key {
+            KeyKind::Ip => {
+                client_ip(subject.peer, subject.headers, trusted).map_or_else(|| "-".into(), |ip| ip.to_string())
+            }
+            KeyKind::Header(name) => subject.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned(),
+            KeyKind::Claim(name) => subject.claims.and_then(|c| c.text(name)).unwrap_or_else(|| "-".into()),
+            KeyKind::Route => format!("{} {}", subject.route.http_method, subject.route.template),
+        }
+    }
+
+    fn check_memory(&self, limiter: &MemoryLimiter, key: &String) -> Result<(), Refusal> {
+        match limiter.check_key(key) {
+            Ok(_) => Ok(()),
+            Err(not_until) => {
+                let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                Err(self.refusal(retry_after))
+            }
+        }
+    }
+
+    fn refusal(&self, retry_after: Duration) -> Refusal {
+        Refusal::Limited {
+            key: self.key.to_string(),
+            limit: self.burst,
+            remaining: 0,
+            retry_after,
+            reset: retry_after + self.interval * self.burst.saturating_sub(1),
+        }
+    }
+}
+
+impl FromStr for KeyKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "ip" => Ok(KeyKind::Ip),
+            None if s == "route" => Ok(KeyKind::Route),
+            Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+                .map(KeyKind::Header)
+                .map_err(|_| format!("{name:?} is not a header name")),
+            Some(("claim", name)) if !name.is_empty() => Ok(KeyKind::Claim(name.to_owned())),
+            _ => Err(format!("{s:?} is not a key: use ip, header:NAME, claim:NAME or route")),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyKind::Ip => f.write_str("ip"),
+            KeyKind::Header(name) => write!(f, "header:{name}"),
+            KeyKind::Claim(name) => write!(f, "claim:{name}"),
+            KeyKind::Route => f.write_str("route"),
+        }
+    }
+}
+
+/// Drops idle keys from the in-memory limiters, until they are gone.
+async fn sweep(limiters: Vec<std::sync::Weak<MemoryLimiter>>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let mut alive = false;
+        for limiter in limiters.iter().filter_map(std::sync::Weak::upgrade) {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            alive = true;
+        }
+        if !alive {
+            return;
+        }
+    }
+}
+
+/// The client's address: the socket peer, unless it is a trusted proxy; then, walking the
+/// forwarding chain from the nearest hop, the first address that is not a trusted proxy.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let mut ip = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip));
+    if !is_trusted(ip) {
+        return Some(ip);
+    }
+    let chain = forwarded_chain(headers);
+    for hop in chain.iter().rev() {
+        ip = *hop;
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+    }
+    Some(ip)
+}
+
+/// The addresses of `X-Forwarded-For`, or else of `Forwarded`'s `for=` (RFC 7239), client
+/// first. The chain stops at the first value that is not an address.
+fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let values: Vec<String> = if xff.is_empty() {
+        headers
+            .get_all(http::header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.eq_ignore_ascii_case("for").then(|| value.trim_matches('"').to_owned())
+                })
+            })
+            .collect()
+    } else {
+        xff.into_iter().map(str::to_owned).collect()
+    };
+    values.iter().map_while(|v| parse_ip(v)).collect()
+}
+
+/// An address as forwarding headers write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    text.rsplit_once(':')?.0.parse().ok()
+}
+
+/// A CIDR, or one address.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or CIDR"))
+}
+
+// === Redis ===
+
+/// Counters in Redis: one GCRA script call per decision, on a connection opened on first use
+/// and reopened after failures.
+struct RedisBackend {
+    client: Result<redis::Client, String>,
+    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// After a failed connection attempt, the next is not made before this: while Redis is
+    /// down, decisions fail at once instead of each waiting for a timeout.
+    retry_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    script: redis::Script,
+    timeout: Duration,
+}
+
+/// How long to wait before trying to connect again after a failure.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// GCRA over Redis's clock: the key holds the theoretical arrival time (ms) of the next
+/// request, and expires when the limit would be whole again.
+const GCRA: &str = r"
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, new_tat - now))
+return {1, 0, new_tat - now}
+";
+
+impl RedisBackend {
+    fn new(settings: &RateLimitSettings) -> RedisBackend {
+        let url = settings.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+        RedisBackend {
+            client: redis::Client::open(url).map_err(|e| e.to_string()),
+            connection: tokio::sync::Mutex::new(None),
+            retry_at: std::sync::Mutex::new(None),
+            script: redis::Script::new(GCRA),
+            timeout: settings.redis_timeout,
+        }
+    }
+
+    async fn check(&self, limit: &Limit, key: &str) -> Result<Result<(), Refusal>, String> {
+        let interval_ms = limit.interval.as_millis().max(1) as u64;
+        let redis_key = format!("{}:{key}", limit.id);
+        let mut connection = self.connection().await?;
+        let mut invocation = self.script.key(redis_key);
+        invocation.arg(interval_ms).arg(limit.burst);
+        let call = invocation.invoke_async(&mut connection);
+        let reply: Vec<i64> = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer within {:?}", self.timeout)),
+        };
+        let [allowed, retry_ms, _] = reply[..] else { return Err(format!("unexpected script reply {reply:?}")) };
+        if allowed == 1 {
+            return Ok(Ok(()));
+        }
+        Ok(Err(limit.refusal(Duration::from_millis(retry_ms.max(0) as u64))))
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        let mut current = self.connection.lock().await;
+        if let Some(connection) = current.as_ref() {
+            return Ok(connection.clone());
+        }
+        let now = tokio::time::Instant::now();
+        if let Ok(retry_at) = self.retry_at.lock()
+            && retry_at.is_some_and(|at| now < at)
+        {
+            return Err("unreachable at the last attempt; retrying shortly".into());
+        }
+        let client = self.client.as_ref().map_err(Clone::clone)?.clone();
+        // The manager reconnects by itself once connected; the first connection is ours to retry.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let connected =
+            match tokio::time::timeout(self.timeout, redis::aio::ConnectionManager::new_with_config(client, config))
+                .await
+            {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {:?}", self.timeout)),
+            };
+        match connected {
+            Ok(connection) => {
+                *current = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(reason) => {
+                if let Ok(mut retry_at) = self.retry_at.lock() {
+                    *retry_at = Some(now + RECONNECT_AFTER);
+                }
+                Err(reason)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_client_ip_comes_from_trusted_proxies_only() {
+        let trusted = [parse_net("10.0.0.0/8").unwrap(), parse_net("127.0.0.1").unwrap()];
+        let proxy = Some("10.1.2.3".parse().unwrap());
+        let xff = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.0.0.7")]);
+        assert_eq!(client_ip(proxy, &xff, &trusted), "198.51.100.1".parse().ok(), "the nearest untrusted hop");
+        let outsider = Some("192.0.2.1".parse().unwrap());
+        assert_eq!(client_ip(outsider, &xff, &trusted), outsider, "an untrusted peer's header is ignored");
+        let forwarded = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.2")]);
+        assert_eq!(client_ip(proxy, &forwarded, &trusted), "2001:db8::1".parse().ok());
+        let garbage = headers(&[("x-forwarded-for", "not-an-ip, 203.0.113.9")]);
+        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy, "an unreadable chain is not believed");
+    }
+
+    #[test]
+    fn keys_parse() {
+        assert_eq!(KeyKind::from_str("ip").unwrap(), KeyKind::Ip);
+        assert_eq!(KeyKind::from_str("route").unwrap(), KeyKind::Route);
+        assert_eq!(
+            KeyKind::from_str("header:X-Api-Key").unwrap(),
+            KeyKind::Header(HeaderName::from_static("x-api-key"))
+        );
+        assert_eq!(KeyKind::from_str("claim:sub").unwrap(), KeyKind::Claim("sub".into()));
+        assert!(KeyKind::from_str("cookie:x").is_err() && KeyKind::from_str("claim:").is_err());
+    }
+
+    #[test]
+    fn idle_keys_are_dropped_so_memory_stays_bounded() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let quota = Quota::with_period(Duration::from_millis(1)).unwrap().allow_burst(NonZeroU32::MIN);
+        let limiter: RateLimiter<String, DefaultKeyedStateStore<String>, _, governor::middleware::NoOpMiddleware<_>> =
+            RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone());
+        for i in 0..100_000 {
+            let _ = limiter.check_key(&format!("client-{i}"));
+        }
+        assert_eq!(limiter.len(), 100_000);
+        clock.advance(Duration::from_millis(5));
+        limiter.retain_recent();
+        assert_eq!(limiter.len(), 0, "every key is whole again, so none is kept");
+    }
+}
