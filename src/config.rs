@@ -18,6 +18,8 @@ use serde::{Deserialize, Deserializer};
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8080));
 /// The default request body limit: 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The default cap on requests in progress per listener.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10_000;
 /// The default limit on one upstream response message: 16 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -41,6 +43,11 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Streaming calls over HTTP.
     pub streaming: StreamingConfig,
+    /// Compress responses (gzip, br, zstd) for clients that accept it, and accept compressed
+    /// request bodies.
+    pub compression: bool,
+    /// Requests in progress on the listener beyond which it answers 503 at once.
+    pub max_concurrent_requests: usize,
     /// Cross-origin access for browsers; none when absent.
     pub cors: Option<CorsConfig>,
     /// Per-route policies: the first whose `match` fits a request applies to it.
@@ -67,6 +74,8 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             streaming: StreamingConfig::default(),
+            compression: true,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             policy: Vec::new(),
             jwt: None,
             rate_limit: RateLimitSettings::default(),
@@ -592,6 +601,9 @@ impl Config {
             for (key, message) in crate::layers::cors::validate(cors) {
                 err(format!("cors.{key}"), message);
             }
+        }
+        if self.max_concurrent_requests == 0 {
+            err("max_concurrent_requests".into(), "must be greater than 0".into());
         }
         if self.streaming.keep_alive.is_zero() {
             err("streaming.keep_alive".into(), "must be longer than 0".into());

@@ -37,8 +37,8 @@ pub struct Gateway {
     transcoder: Transcoder,
     max_body_bytes: usize,
     keep_alive: Duration,
-    /// Cross-origin access for browsers.
-    cors: Option<crate::config::CorsConfig>,
+    /// What the layers in front of the gateway are configured with.
+    edge: Edge,
     /// The implicit route of each method by gRPC path (`/pkg.Service/Method`), for gRPC
     /// pass-through and Connect.
     methods: std::collections::HashMap<String, usize>,
@@ -125,7 +125,11 @@ impl Gateway {
             transcoder,
             max_body_bytes: config.max_body_bytes,
             keep_alive: config.streaming.keep_alive,
-            cors: config.cors.clone(),
+            edge: Edge {
+                cors: config.cors.clone(),
+                compression: config.compression,
+                max_concurrent_requests: config.max_concurrent_requests,
+            },
             methods,
             streams: streaming::StreamCounter::default(),
             policies: Policies::new(&config.policy, verifier, &config.rate_limit),
@@ -296,7 +300,12 @@ impl Gateway {
 
     /// The `[cors]` settings, if browsers from other origins may call.
     pub fn cors(&self) -> Option<&crate::config::CorsConfig> {
-        self.cors.as_ref()
+        self.edge.cors.as_ref()
+    }
+
+    /// What the layers in front of the gateway are configured with.
+    pub fn edge(&self) -> &Edge {
+        &self.edge
     }
 
     /// The implicit route of the gRPC method at `path` (`/pkg.Service/Method`).
@@ -380,6 +389,17 @@ impl Gateway {
             Lookup::InvalidPath { reason } => Err(GatewayError::InvalidPath { reason }),
         }
     }
+}
+
+/// The settings of the layers in front of the gateway (see `layers`).
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Cross-origin access for browsers.
+    pub cors: Option<crate::config::CorsConfig>,
+    /// Compress responses and accept compressed request bodies.
+    pub compression: bool,
+    /// Requests in progress beyond which the listener answers 503.
+    pub max_concurrent_requests: usize,
 }
 
 /// Whether a call is unary or streams, for its deadline.

@@ -16,8 +16,13 @@ use crate::metadata::Peer;
 
 /// The router: every method and path goes to the gateway, behind the layer stack.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let cors = gateway.cors().cloned();
-    layers::apply(Router::new().fallback(handle).with_state(gateway), cors.as_ref())
+    let edge = gateway.edge().clone();
+    let settings = layers::Settings {
+        cors: edge.cors.as_ref(),
+        compression: edge.compression,
+        max_concurrent_requests: edge.max_concurrent_requests,
+    };
+    layers::apply(Router::new().fallback(handle).with_state(gateway), settings)
 }
 
 async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {

@@ -4,7 +4,9 @@
 //! response last.
 
 pub mod catch_panic;
+pub mod compression;
 pub mod cors;
+pub mod overload;
 pub mod request_id;
 
 use axum::Router;
@@ -16,20 +18,39 @@ use tower_http::trace::TraceLayer;
 use crate::config::CorsConfig;
 use crate::metadata::REQUEST_ID;
 
-/// Wraps the gateway's router in the layer stack.
-pub fn apply(router: Router, cors: Option<&CorsConfig>) -> Router {
+/// What the layers are configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// Cross-origin access, if any.
+    pub cors: Option<&'a CorsConfig>,
+    /// Compress responses and accept compressed bodies.
+    pub compression: bool,
+    /// Requests in progress beyond which the listener answers 503.
+    pub max_concurrent_requests: usize,
+}
+
+/// Wraps the gateway's router in the layer stack. Listed here outermost first; applied
+/// innermost first, as each `layer` call wraps what is already there.
+///
+/// 1. request id: set (kept or generated), then echoed on every response, errors included;
+/// 2. overload: a fast 503 beyond `max_concurrent_requests`;
+/// 3. tracing: one span per request, opened after the id exists;
+/// 4. CORS: preflights answered here, before any route or upstream;
+/// 5. compression of responses, decompression of request bodies;
+/// 6. the panic safety net: a panic below becomes a 500 JSON error, not a dropped connection.
+pub fn apply(router: Router, settings: Settings<'_>) -> Router {
+    let mut router = router.layer(catch_panic::layer());
+    if settings.compression {
+        router = compression::apply(router);
+    }
+    if let Some(cors) = settings.cors {
+        router = router.layer(cors::layer(cors)).layer(MapResponseLayer::new(cors::expose_grpc_headers));
+    }
+    router = router.layer(TraceLayer::new_for_http());
+    router = overload::apply(router, settings.max_concurrent_requests);
     router.layer(
         ServiceBuilder::new()
-            // Outermost, so every later layer, log line and error response sees the id.
             .layer(SetRequestIdLayer::new(REQUEST_ID, request_id::MakeRequestIdV7))
-            // Echo the id on every response, errors included.
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            // One span per request, opened after the id exists.
-            .layer(TraceLayer::new_for_http())
-            // Browsers: preflights are answered here, before any route or upstream.
-            .option_layer(cors.map(|_| MapResponseLayer::new(cors::expose_grpc_headers)))
-            .option_layer(cors.map(cors::layer))
-            // Innermost safety net: a panic below becomes a 500 JSON error, not a dropped connection.
-            .layer(catch_panic::layer()),
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
     )
 }

@@ -19,6 +19,7 @@ mod grpc_passthrough;
 mod headers;
 mod http_body;
 mod json_mapping;
+mod limits;
 mod rate_limits;
 mod routing;
 mod streaming;
