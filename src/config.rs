@@ -46,8 +46,8 @@ pub struct Config {
     /// Compress responses (gzip, br, zstd) for clients that accept it, and accept compressed
     /// request bodies.
     pub compression: bool,
-    /// Requests in progress on the listener beyond which it answers 503 at once.
-    pub max_concurrent_requests: usize,
+    /// What the listener accepts from clients.
+    pub limits: Limits,
     /// Cross-origin access for browsers; none when absent.
     pub cors: Option<CorsConfig>,
     /// Per-route policies: the first whose `match` fits a request applies to it.
@@ -75,7 +75,7 @@ impl Default for Config {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             streaming: StreamingConfig::default(),
             compression: true,
-            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            limits: Limits::default(),
             policy: Vec::new(),
             jwt: None,
             rate_limit: RateLimitSettings::default(),
@@ -99,6 +99,38 @@ pub struct DescriptorsConfig {
 impl Default for DescriptorsConfig {
     fn default() -> Self {
         DescriptorsConfig { paths: vec![PathBuf::from("descriptors")], watch: false }
+    }
+}
+
+/// `[limits]`: what the listener accepts from clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests in progress beyond which the listener answers 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Headers per request beyond which it is refused with 431.
+    pub max_headers: usize,
+    /// Bytes of headers per request beyond which it is refused with 431.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open. Slower clients are disconnected.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How often an idle HTTP/2 connection is pinged; one that does not answer within
+    /// `header_read_timeout` is closed.
+    #[serde(deserialize_with = "duration")]
+    pub http2_keep_alive_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            http2_keep_alive_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -602,8 +634,17 @@ impl Config {
                 err(format!("cors.{key}"), message);
             }
         }
-        if self.max_concurrent_requests == 0 {
-            err("max_concurrent_requests".into(), "must be greater than 0".into());
+        for (key, zero) in [
+            ("max_concurrent_requests", self.limits.max_concurrent_requests == 0),
+            ("max_headers", self.limits.max_headers == 0),
+            ("max_header_bytes", self.limits.max_header_bytes < 1024),
+            ("header_read_timeout", self.limits.header_read_timeout.is_zero()),
+            ("http2_keep_alive_interval", self.limits.http2_keep_alive_interval.is_zero()),
+        ] {
+            if zero {
+                let what = if key == "max_header_bytes" { "at least 1024" } else { "greater than 0" };
+                err(format!("limits.{key}"), format!("must be {what}"));
+            }
         }
         if self.streaming.keep_alive.is_zero() {
             err("streaming.keep_alive".into(), "must be longer than 0".into());

@@ -125,11 +125,7 @@ impl Gateway {
             transcoder,
             max_body_bytes: config.max_body_bytes,
             keep_alive: config.streaming.keep_alive,
-            edge: Edge {
-                cors: config.cors.clone(),
-                compression: config.compression,
-                max_concurrent_requests: config.max_concurrent_requests,
-            },
+            edge: Edge { cors: config.cors.clone(), compression: config.compression, limits: config.limits.clone() },
             methods,
             streams: streaming::StreamCounter::default(),
             policies: Policies::new(&config.policy, verifier, &config.rate_limit),
@@ -398,8 +394,8 @@ pub struct Edge {
     pub cors: Option<crate::config::CorsConfig>,
     /// Compress responses and accept compressed request bodies.
     pub compression: bool,
-    /// Requests in progress beyond which the listener answers 503.
-    pub max_concurrent_requests: usize,
+    /// What the listener accepts from clients.
+    pub limits: crate::config::Limits,
 }
 
 /// Whether a call is unary or streams, for its deadline.

@@ -1,4 +1,9 @@
 //! The HTTP server: the router (everything goes to the gateway), its layers, the listener.
+//!
+//! Each connection speaks HTTP/1.1 or HTTP/2 (cleartext, prior knowledge) on the same port,
+//! with the header limits and read timeout of `[limits]`: too many or too large headers are
+//! 431, and a client that takes longer than `header_read_timeout` to send a request's headers
+//! — a slowloris, or an idle keep-alive connection — is disconnected.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,9 +12,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
+use crate::config::Limits;
 use crate::gateway::Gateway;
 use crate::layers;
 use crate::metadata::Peer;
@@ -20,28 +30,80 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let settings = layers::Settings {
         cors: edge.cors.as_ref(),
         compression: edge.compression,
-        max_concurrent_requests: edge.max_concurrent_requests,
+        max_concurrent_requests: edge.limits.max_concurrent_requests,
     };
     layers::apply(Router::new().fallback(handle).with_state(gateway), settings)
 }
 
+/// Whether the connection a request came on is TLS: set by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Tls(pub bool);
+
 async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    gateway.handle(request, Peer { ip, tls: false }).await
+    let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
+    gateway.handle(request, Peer { ip, tls }).await
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (cleartext) on `listener` until `shutdown` completes, then lets
-/// requests in flight finish.
+/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes, then stops
+/// accepting and lets the connections in flight finish.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
-    // Responses are written whole; Nagle's algorithm would only hold their last segment back.
-    let listener = listener.tap_io(|tcp| {
+    let limits = gateway.edge().limits.clone();
+    let app = router(gateway);
+    let builder = connection_builder(&limits);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, say: the listener itself is fine; keep accepting.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are written whole; Nagle's algorithm would only hold their last segment back.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        let service = app.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(Tls(false));
+            request
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection from {peer} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// HTTP/1.1 and HTTP/2 with the configured limits.
+fn connection_builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.http2_keep_alive_interval))
+        .keep_alive_timeout(limits.header_read_timeout);
+    builder
 }

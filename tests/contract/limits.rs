@@ -10,7 +10,7 @@ use crate::support::{Harness, Reply};
 
 #[tokio::test]
 async fn beyond_the_concurrency_cap_requests_get_a_fast_503() {
-    let h = Harness::start_with("max_concurrent_requests = 2").await;
+    let h = Harness::start_with("[limits]\nmax_concurrent_requests = 2").await;
     h.upstream.script(|_| Reply::default().delay(Duration::from_millis(300)));
     let slow = futures_util::future::join_all((0..2).map(|_| h.get("/v1/shelves/1")));
     let shed = async {
@@ -80,4 +80,31 @@ async fn a_compressed_body_is_accepted_and_still_limited() {
         .send()
         .await;
     response.assert_error(413, 8);
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_431_and_the_gateway_keeps_serving() {
+    let h = Harness::start_with("[limits]\nmax_headers = 50\nmax_header_bytes = 16384").await;
+    let many: String = (0..10_000).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let reply = h.gateway.client.raw(format!("GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
+    let huge = format!("GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(100_000));
+    let reply = h.gateway.client.raw(huge.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
+    assert!(h.upstream.calls().is_empty());
+    assert_eq!(h.get("/v1/shelves/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start_with("[limits]\nheader_read_timeout = \"200ms\"").await;
+    let mut slow = tokio::net::TcpStream::connect(h.gateway.addr).await.unwrap();
+    slow.write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+    // The gateway answers 408 or just closes; either way the connection ends by itself.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was not closed within 5 s");
+    assert!(h.upstream.calls().is_empty());
+    assert_eq!(h.get("/v1/shelves/1").await.status, 200, "others are served");
 }
