@@ -48,6 +48,8 @@ pub struct Config {
     pub compression: bool,
     /// What the listener accepts from clients.
     pub limits: Limits,
+    /// TLS termination on the listener; cleartext when absent.
+    pub tls: Option<TlsConfig>,
     /// Cross-origin access for browsers; none when absent.
     pub cors: Option<CorsConfig>,
     /// Per-route policies: the first whose `match` fits a request applies to it.
@@ -59,7 +61,6 @@ pub struct Config {
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
-    tls: Option<toml::Value>,
     aggregate: Option<toml::Value>,
 }
 
@@ -76,11 +77,11 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             compression: true,
             limits: Limits::default(),
+            tls: None,
             policy: Vec::new(),
             jwt: None,
             rate_limit: RateLimitSettings::default(),
             cors: None,
-            tls: None,
             aggregate: None,
         }
     }
@@ -100,6 +101,26 @@ impl Default for DescriptorsConfig {
     fn default() -> Self {
         DescriptorsConfig { paths: vec![PathBuf::from("descriptors")], watch: false }
     }
+}
+
+/// `[tls]`: TLS termination on the listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate this CA (PEM) signed: mTLS.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[serde(default = "default_reload_interval", deserialize_with = "duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[limits]`: what the listener accepts from clients.
@@ -502,6 +523,11 @@ impl Config {
             }
         };
         self.descriptors.paths.iter_mut().for_each(resolve);
+        if let Some(tls) = &mut self.tls {
+            resolve(&mut tls.cert_file);
+            resolve(&mut tls.key_file);
+            tls.client_ca_file.iter_mut().for_each(resolve);
+        }
         if let Some(jwt) = &mut self.jwt {
             jwt.jwks_file.iter_mut().for_each(resolve);
             jwt.keys.iter_mut().filter_map(|k| k.pem_file.as_mut()).for_each(resolve);
@@ -545,10 +571,7 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut err = |key: String, message: String| errors.push(ConfigError { key, message });
-        let unsupported = [
-            ("tls", self.tls.is_some(), "TLS termination"),
-            ("aggregate", self.aggregate.is_some(), "aggregate routes"),
-        ];
+        let unsupported = [("aggregate", self.aggregate.is_some(), "aggregate routes")];
         for (key, present, what) in unsupported {
             if present {
                 err(
@@ -645,6 +668,9 @@ impl Config {
                 let what = if key == "max_header_bytes" { "at least 1024" } else { "greater than 0" };
                 err(format!("limits.{key}"), format!("must be {what}"));
             }
+        }
+        if self.tls.as_ref().is_some_and(|t| t.reload_interval.is_zero()) {
+            err("tls.reload_interval".into(), "must be longer than 0".into());
         }
         if self.streaming.keep_alive.is_zero() {
             err("streaming.keep_alive".into(), "must be longer than 0".into());

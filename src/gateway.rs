@@ -86,6 +86,9 @@ impl Gateway {
         let Some(Descriptors { pool, http_rules, sources }) = descriptors else { return Err(errors) };
         let (routes, route_errors) = rule::build_routes(&pool, &http_rules);
         errors.extend(route_errors.into_iter().map(BuildError::from));
+        if let Some(Err(message)) = config.tls.as_ref().map(crate::tls::check) {
+            errors.push(BuildError::Config(ConfigError { key: "tls".into(), message }));
+        }
         let verifier = match config.jwt.as_ref().map(Verifier::build).transpose() {
             Ok(verifier) => verifier,
             Err(problems) => {
@@ -125,7 +128,12 @@ impl Gateway {
             transcoder,
             max_body_bytes: config.max_body_bytes,
             keep_alive: config.streaming.keep_alive,
-            edge: Edge { cors: config.cors.clone(), compression: config.compression, limits: config.limits.clone() },
+            edge: Edge {
+                cors: config.cors.clone(),
+                compression: config.compression,
+                limits: config.limits.clone(),
+                tls: config.tls.clone(),
+            },
             methods,
             streams: streaming::StreamCounter::default(),
             policies: Policies::new(&config.policy, verifier, &config.rate_limit),
@@ -396,6 +404,8 @@ pub struct Edge {
     pub compression: bool,
     /// What the listener accepts from clients.
     pub limits: crate::config::Limits,
+    /// TLS termination, if configured.
+    pub tls: Option<crate::config::TlsConfig>,
 }
 
 /// Whether a call is unary or streams, for its deadline.

@@ -49,6 +49,7 @@ pub mod route;
 pub mod server;
 pub mod status;
 pub mod streaming;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;
 

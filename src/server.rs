@@ -46,14 +46,18 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
     gateway.handle(request, Peer { ip, tls }).await
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` completes, then stops
-/// accepting and lets the connections in flight finish.
+/// Serves HTTP/1.1 and HTTP/2 on `listener` — over TLS when `[tls]` is configured — until
+/// `shutdown` completes, then stops accepting and lets the connections in flight finish.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = gateway.edge().limits.clone();
+    let tls = match &gateway.edge().tls {
+        Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let app = router(gateway);
     let builder = connection_builder(&limits);
     let graceful = GracefulShutdown::new();
@@ -72,18 +76,39 @@ pub async fn serve(
         };
         // Responses are written whole; Nagle's algorithm would only hold their last segment back.
         let _ = tcp.set_nodelay(true);
+        let secure = tls.is_some();
         let service = app.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(Tls(false));
+            request.extensions_mut().insert(Tls(secure));
             request
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection from {peer} ended: {e}");
+        let service = TowerToHyperService::new(service);
+        match &tls {
+            None => {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
+                    };
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     graceful.shutdown().await;

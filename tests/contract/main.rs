@@ -23,3 +23,4 @@ mod limits;
 mod rate_limits;
 mod routing;
 mod streaming;
+mod tls;
