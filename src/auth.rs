@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -17,10 +18,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::Value;
 
 use crate::config::{JwtConfig, KeyConfig};
+use crate::jwks::JwksSource;
 
 /// Verifies bearer tokens and turns their claims into upstream metadata.
 pub struct Verifier {
     keys: Vec<Key>,
+    /// Keys fetched from `jwks_url`, if it is set.
+    jwks: Option<Arc<JwksSource>>,
     /// One validation per accepted algorithm: jsonwebtoken checks a key against every
     /// algorithm a validation lists, so each lists only its own.
     validations: Vec<(Algorithm, Validation)>,
@@ -29,9 +33,10 @@ pub struct Verifier {
 }
 
 /// One verification key.
-struct Key {
+#[derive(Clone)]
+pub struct Key {
     kid: Option<String>,
-    alg: Algorithm,
+    pub(crate) alg: Algorithm,
     key: DecodingKey,
 }
 
@@ -83,6 +88,15 @@ impl Verifier {
             return Err(errors);
         }
         let algorithms: Vec<Algorithm> = config.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()).collect();
+        let jwks = match &config.jwks_url {
+            Some(url) => {
+                let url: http::Uri = url.parse().map_err(|e| vec![("jwks_url".to_owned(), format!("{url:?}: {e}"))])?;
+                let source = JwksSource::start(url, config.jwks_refresh, config.jwks_cooldown, algorithms.clone())
+                    .map_err(|e| vec![("jwks_url".to_owned(), e)])?;
+                Some(source)
+            }
+            None => None,
+        };
         // Keys of algorithms not accepted can never verify anything.
         keys.retain(|k| algorithms.contains(&k.alg));
         let mut validation = Validation::new(Algorithm::HS256);
@@ -111,34 +125,50 @@ impl Verifier {
             .iter()
             .filter_map(|(claim, key)| Some((claim.clone(), HeaderName::from_bytes(key.as_bytes()).ok()?)))
             .collect();
-        Ok(Verifier { keys, validations, forward, max_token_bytes: config.max_token_bytes })
+        Ok(Verifier { keys, jwks, validations, forward, max_token_bytes: config.max_token_bytes })
     }
 
     /// The claims of the request's bearer token, once verified.
-    pub fn verify_request(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
+    pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
         let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
         let token = bearer_token(value).ok_or(AuthError::NotBearer)?;
-        self.verify(token)
+        self.verify(token).await
     }
 
-    /// The claims of a token, once verified.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        if token.len() > self.max_token_bytes {
-            return Err(AuthError::TooLarge { limit: self.max_token_bytes });
+    /// The claims of a token, once verified. A token whose key is not known yet makes the
+    /// JWKS URL be fetched again (a rotation), within its cooldown.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.verify_with_known_keys(token) {
+            Err(Unverified::NoKey(error)) => match &self.jwks {
+                Some(jwks) if jwks.refetch().await => {
+                    self.verify_with_known_keys(token).map_err(Unverified::into_error)
+                }
+                _ => Err(error),
+            },
+            result => result.map_err(Unverified::into_error),
         }
-        let invalid = |reason: &str| AuthError::Invalid { reason: reason.to_owned() };
+    }
+
+    fn verify_with_known_keys(&self, token: &str) -> Result<Claims, Unverified> {
+        if token.len() > self.max_token_bytes {
+            return Err(Unverified::Invalid(AuthError::TooLarge { limit: self.max_token_bytes }));
+        }
+        let invalid = |reason: &str| Unverified::Invalid(AuthError::Invalid { reason: reason.to_owned() });
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(&describe(e.kind())))?;
         let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(invalid(&format!("algorithm {:?} is not accepted", header.alg)));
         };
+        let fetched = self.jwks.as_ref().map(|jwks| jwks.keys()).unwrap_or_default();
         let candidates: Vec<&Key> = self
             .keys
             .iter()
+            .chain(fetched.iter())
             .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid || k.kid.is_none()))
             .collect();
         if candidates.is_empty() {
             let kid = header.kid.as_deref().map(|k| format!(" with kid {k:?}")).unwrap_or_default();
-            return Err(invalid(&format!("no {:?} key{kid} is known", header.alg)));
+            let reason = format!("no {:?} key{kid} is known", header.alg);
+            return Err(Unverified::NoKey(AuthError::Invalid { reason }));
         }
         let mut last = String::new();
         for key in candidates {
@@ -151,7 +181,25 @@ impl Verifier {
         }
         Err(invalid(&last))
     }
+}
 
+/// Why a token did not verify with the keys known now.
+enum Unverified {
+    /// No key could even be tried: a fetch may bring it.
+    NoKey(AuthError),
+    /// The token is wrong.
+    Invalid(AuthError),
+}
+
+impl Unverified {
+    fn into_error(self) -> AuthError {
+        match self {
+            Unverified::NoKey(error) | Unverified::Invalid(error) => error,
+        }
+    }
+}
+
+impl Verifier {
     /// Metadata keys that verified claims fill: a client's own values for them are dropped.
     pub fn forwarded_keys(&self) -> impl Iterator<Item = &HeaderName> {
         self.forward.iter().map(|(_, key)| key)
@@ -261,8 +309,17 @@ pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
             errors.push((format!("algorithms[{i}]"), message));
         }
     }
-    if config.keys.is_empty() && config.jwks_file.is_none() {
-        errors.push(("keys".into(), "no keys: give keys, or a jwks_file".into()));
+    if config.keys.is_empty() && config.jwks_file.is_none() && config.jwks_url.is_none() {
+        errors.push(("keys".into(), "no keys: give keys, a jwks_file or a jwks_url".into()));
+    }
+    if let Some(url) = &config.jwks_url {
+        match url.parse::<http::Uri>() {
+            Ok(uri) if matches!(uri.scheme_str(), Some("https" | "http")) && uri.host().is_some() => {}
+            _ => errors.push(("jwks_url".into(), format!("{url:?} is not an http:// or https:// URL"))),
+        }
+    }
+    if config.jwks_refresh.is_zero() {
+        errors.push(("jwks_refresh".into(), "must be longer than 0".into()));
     }
     for (i, key) in config.keys.iter().enumerate() {
         let sources = [key.secret.is_some(), key.pem.is_some(), key.pem_file.is_some()];
@@ -321,7 +378,8 @@ fn jwks_file(path: &Path) -> Result<Vec<Key>, String> {
     jwks_keys(&set)
 }
 
-fn jwks_keys(set: &JwkSet) -> Result<Vec<Key>, String> {
+/// The keys of a JWKS document.
+pub(crate) fn jwks_keys(set: &JwkSet) -> Result<Vec<Key>, String> {
     let mut keys = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;

@@ -371,8 +371,14 @@ pub struct JwtConfig {
     pub forward_claims: std::collections::BTreeMap<String, String>,
     /// The longest token accepted, in bytes.
     pub max_token_bytes: usize,
-    // Fetching a JWKS URL needs the TLS client this build does not have yet: refused.
-    jwks_url: Option<String>,
+    /// A JWKS document to fetch (http or https), refreshed every `jwks_refresh`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again.
+    #[serde(deserialize_with = "duration")]
+    pub jwks_refresh: Duration,
+    /// The shortest time between fetches made because a token named an unknown key.
+    #[serde(deserialize_with = "duration")]
+    pub jwks_cooldown: Duration,
 }
 
 impl Default for JwtConfig {
@@ -387,6 +393,8 @@ impl Default for JwtConfig {
             forward_claims: std::collections::BTreeMap::new(),
             max_token_bytes: 8 * 1024,
             jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
+            jwks_cooldown: Duration::from_secs(10),
         }
     }
 }
@@ -415,13 +423,6 @@ impl PolicyConfig {
             keys.push(("cache", "response caching"));
         }
         keys
-    }
-}
-
-impl JwtConfig {
-    /// Whether it asks for a JWKS URL, which this build cannot fetch yet.
-    fn wants_jwks_url(&self) -> bool {
-        self.jwks_url.is_some()
     }
 }
 
@@ -627,12 +628,6 @@ impl Config {
         let needs_jwt = self.policy.iter().any(|p| p.auth == AuthRequirement::Required);
         match &self.jwt {
             Some(jwt) => {
-                if jwt.wants_jwks_url() {
-                    err(
-                        "jwt.jwks_url".into(),
-                        "fetching a JWKS URL is not supported by this version of protogate; use jwks_file".into(),
-                    );
-                }
                 for (key, message) in crate::auth::validate(jwt) {
                     err(format!("jwt.{key}"), message);
                 }

@@ -40,6 +40,7 @@ pub mod descriptors;
 pub mod error;
 pub mod explain;
 pub mod gateway;
+pub mod jwks;
 pub mod layers;
 pub mod metadata;
 pub mod policy;

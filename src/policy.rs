@@ -117,7 +117,7 @@ impl Policies {
                     .verifier
                     .as_ref()
                     .ok_or_else(|| AuthError::Invalid { reason: "no keys are configured to verify it".into() })?;
-                let claims = verifier.verify_request(headers)?;
+                let claims = verifier.verify_request(headers).await?;
                 policy.authorize(&claims)?;
                 Some(claims)
             }

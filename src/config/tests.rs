@@ -111,7 +111,7 @@ fn policies_and_jwt_are_checked_as_a_whole() {
 [jwt]
 algorithms = ["RS256", "none"]
 keys = [ { alg = "HS256", secret = "s" }, { alg = "RS256", secret = "s", pem = "p" } ]
-jwks_url = "https://issuer.example/jwks.json"
+jwks_url = "ftp://issuer.example/jwks.json"
 forward_claims = { sub = "grpc-status" }
 
 [[policy]]
@@ -132,8 +132,8 @@ rate_limits = [ { key = "cookie:x", per_second = 5, per_minute = 1 } ]
             "policy[0].rate_limits[0].per_second",
             "policy[0].rate_limits[0].key",
             "policy[0].auth",
-            "jwt.jwks_url",
             "jwt.algorithms[1]",
+            "jwt.jwks_url",
             "jwt.keys[0].alg",
             "jwt.keys[1]",
             "jwt.forward_claims.sub",

@@ -318,3 +318,81 @@ async fn grpc_clients_get_unauthenticated() {
     assert_eq!(status, (Code::Unauthenticated as i32).to_string(), "{:?}", response.headers);
     assert!(h.upstream.calls().is_empty());
 }
+
+/// A JWKS endpoint on loopback whose document and health the test controls.
+struct JwksServer {
+    url: String,
+    document: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(document: String) -> JwksServer {
+        let state = std::sync::Arc::new(std::sync::Mutex::new((200, document)));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (state.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = served.lock().unwrap().clone();
+                    (http::StatusCode::from_u16(status).unwrap(), body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        JwksServer { url, document: state, fetches }
+    }
+
+    fn serve(&self, status: u16, document: String) {
+        *self.document.lock().unwrap() = (status, document);
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A JWKS document with the public half of an EC key in PEM, under `kid`.
+fn jwks_of(pem: &[u8], kid: &str) -> String {
+    let mut jwk = Jwk::from_encoding_key(&EncodingKey::from_ec_pem(pem).unwrap(), Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some(kid.to_owned());
+    serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap()
+}
+
+fn es256(pem: &[u8], kid: &str) -> String {
+    let header = Header { kid: Some(kid.into()), ..Header::new(Algorithm::ES256) };
+    jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_ec_pem(pem).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_follow_a_rotation_and_survive_an_outage() {
+    let jwks = JwksServer::start(jwks_of(&keys().ec, "2026-01")).await;
+    let config = format!(
+        "[jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"{}\"\njwks_cooldown = \"0s\"\n\n[[policy]]\nname = \"all\"\nauth = \"required\"\n",
+        jwks.url
+    );
+    let h = Harness::start_with(&config).await;
+    // Fetched at start (or, at the latest, by the first token that needs it).
+    assert_eq!(get_shelf(&h, Some(&es256(&keys().ec, "2026-01"))).await.status, 200);
+
+    // Rotation: the provider now signs with a new key, published under a new kid. The first
+    // token naming it makes the gateway fetch again.
+    jwks.serve(200, jwks_of(&keys().stranger, "2026-02"));
+    let before = jwks.fetches();
+    assert_eq!(get_shelf(&h, Some(&es256(&keys().stranger, "2026-02"))).await.status, 200);
+    assert!(jwks.fetches() > before, "fetched again for the unknown kid");
+    let retired = get_shelf(&h, Some(&es256(&keys().ec, "2026-01"))).await;
+    assert_eq!(retired.status, 401, "the retired key is gone");
+
+    // Outage: the endpoint fails; keys already known keep working, unknown ones are refused.
+    jwks.serve(503, "down".into());
+    assert_eq!(get_shelf(&h, Some(&es256(&keys().stranger, "2026-02"))).await.status, 200);
+    let unknown = get_shelf(&h, Some(&es256(&keys().ec, "2026-03"))).await;
+    let json = unknown.assert_error(401, 16);
+    assert!(json["message"].as_str().unwrap().contains("no ES256 key with kid \"2026-03\""), "{json}");
+}
