@@ -458,6 +458,23 @@ pub struct UpstreamConfig {
     /// How long to wait for a connection to be established.
     #[serde(default, deserialize_with = "duration_opt")]
     pub connect_timeout: Option<Duration>,
+    /// TLS to its `https://` endpoints: whom to trust, and a client certificate.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// An upstream's `tls`: how its `https://` endpoints are verified and what it shows them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) to trust instead of the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM), for upstreams that require one.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The name to verify the upstream's certificate against, instead of the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 /// Which services an upstream serves: `pkg.Service`, `pkg.*` or `*`.
@@ -524,6 +541,11 @@ impl Config {
             }
         };
         self.descriptors.paths.iter_mut().for_each(resolve);
+        for upstream in &mut self.upstreams {
+            if let Some(tls) = &mut upstream.tls {
+                tls.ca_file.iter_mut().chain(tls.cert_file.iter_mut()).chain(tls.key_file.iter_mut()).for_each(resolve);
+            }
+        }
         if let Some(tls) = &mut self.tls {
             resolve(&mut tls.cert_file);
             resolve(&mut tls.key_file);
@@ -564,6 +586,7 @@ impl Config {
                 endpoints: vec![flag.endpoint],
                 timeout: None,
                 connect_timeout: None,
+                tls: None,
             });
         }
     }
@@ -787,14 +810,8 @@ impl FromStr for Endpoint {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let uri: http::Uri = s.parse().map_err(|e| format!("invalid endpoint URL {s:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "endpoint {s:?}: TLS to upstreams is not supported by this version of protogate; use http://"
-                ));
-            }
-            _ => return Err(format!("endpoint {s:?} must be an http:// URL with host and port")),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("endpoint {s:?} must be an http:// or https:// URL with host and port"));
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(format!("endpoint {s:?} has no host"));

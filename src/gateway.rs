@@ -86,6 +86,11 @@ impl Gateway {
         let Some(Descriptors { pool, http_rules, sources }) = descriptors else { return Err(errors) };
         let (routes, route_errors) = rule::build_routes(&pool, &http_rules);
         errors.extend(route_errors.into_iter().map(BuildError::from));
+        for (i, upstream) in config.upstreams.iter().enumerate() {
+            if let Err(message) = crate::upstream::client_tls(upstream) {
+                errors.push(BuildError::Config(ConfigError { key: format!("upstreams[{i}].tls"), message }));
+            }
+        }
         if let Some(Err(message)) = config.tls.as_ref().map(crate::tls::check) {
             errors.push(BuildError::Config(ConfigError { key: "tls".into(), message }));
         }

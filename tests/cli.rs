@@ -186,7 +186,7 @@ fn bad_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = protogate(&["serve", "--upstream", "ftp://x"], dir.path());
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("must be an http:// URL"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("must be an http:// or https:// URL"), "{}", text(&out.stderr));
     let missing = protogate(&["check", "--config", "nope.toml"], dir.path());
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).starts_with("error: nope.toml: "), "{}", text(&missing.stderr));

@@ -32,8 +32,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Opens a byte stream to an endpoint: TCP by default; embedders and benchmarks may bring
 /// another transport (an in-memory pipe, say).
-pub type Connector =
-    Arc<dyn Fn(&Endpoint) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send>> + Send + Sync>;
+pub type Connector = Arc<dyn Fn(&Endpoint) -> ConnectFuture + Send + Sync>;
+
+/// A connection being opened.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + Send>>;
 
 /// TCP with `TCP_NODELAY` (requests are written whole; Nagle's algorithm would only delay
 /// them) and keep-alive probes.
@@ -47,6 +49,27 @@ pub fn tcp_connector() -> Connector {
             stream.set_nodelay(true)?;
             let keepalive = socket2::TcpKeepalive::new().with_time(KEEP_ALIVE_IDLE).with_interval(KEEP_ALIVE_INTERVAL);
             socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+            Ok(Box::new(stream) as Box<dyn Io>)
+        })
+    })
+}
+
+/// `inner`'s byte streams, wrapped in TLS for `https://` endpoints (ALPN `h2`), verified
+/// against `client`'s roots under `server_name` or the endpoint's host.
+pub fn tls_connector(inner: Connector, client: Arc<rustls::ClientConfig>, server_name: Option<String>) -> Connector {
+    let connector = tokio_rustls::TlsConnector::from(client);
+    Arc::new(move |endpoint: &Endpoint| {
+        let tcp = inner(endpoint);
+        if endpoint.uri().scheme_str() != Some("https") {
+            return tcp;
+        }
+        let host = endpoint.uri().host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let name = server_name.clone().unwrap_or(host);
+        let connector = connector.clone();
+        Box::pin(async move {
+            let name = rustls::pki_types::ServerName::try_from(name)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let stream = connector.connect(name, tcp.await?).await?;
             Ok(Box::new(stream) as Box<dyn Io>)
         })
     })

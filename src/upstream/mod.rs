@@ -14,6 +14,7 @@ pub mod connection;
 pub mod grpc;
 pub mod stream;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tonic::Status;
 
 use crate::config::{ServiceSelector, UpstreamConfig};
 use connection::EndpointConnection;
-pub use connection::{Connector, tcp_connector};
+pub use connection::{Connector, tcp_connector, tls_connector};
 use stream::CallContext;
 pub use stream::{PendingResponse, RawBody, RequestSink, ResponseStream};
 
@@ -152,6 +153,21 @@ impl Upstreams {
 impl Upstream {
     fn new(config: &UpstreamConfig, max_response_bytes: usize, connector: &Connector) -> Upstream {
         let connect_timeout = config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let connector = match client_tls(config) {
+            Ok(Some(client)) => {
+                let server_name = config.tls.as_ref().and_then(|t| t.server_name.clone());
+                tls_connector(connector.clone(), client, server_name)
+            }
+            Ok(None) => connector.clone(),
+            // `Gateway::build` refuses such a config; an embedder that skips it gets errors per call.
+            Err(reason) => {
+                let reason = Arc::new(reason);
+                Arc::new(move |_: &crate::config::Endpoint| {
+                    let reason = reason.clone();
+                    Box::pin(async move { Err(std::io::Error::other(reason.to_string())) }) as connection::ConnectFuture
+                }) as Connector
+            }
+        };
         Upstream {
             name: config.name.clone(),
             endpoints: config.endpoints.iter().map(ToString::to_string).collect(),
@@ -341,6 +357,47 @@ impl Upstream {
     fn unreachable(&self, error: &dyn std::error::Error) -> UpstreamError {
         UpstreamError::Unreachable { upstream: self.name.clone(), reason: error_chain(error) }
     }
+}
+
+/// The TLS client for an upstream with `https://` endpoints: its CA file's roots or the Mozilla
+/// ones, its client certificate if it has one, ALPN `h2`. `None` when no endpoint needs TLS.
+pub fn client_tls(config: &UpstreamConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if !config.endpoints.iter().any(|e| e.uri().scheme_str() == Some("https")) {
+        return Ok(None);
+    }
+    let tls = config.tls.clone().unwrap_or_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut client = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("{}: {e}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("give both cert_file and key_file, or neither".into()),
+    };
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(client)))
 }
 
 /// `http://authority/pkg.Service/Method` for an endpoint.

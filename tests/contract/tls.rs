@@ -188,3 +188,75 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     assert!(wrong.is_err(), "a certificate from another CA: {wrong:?}");
     assert_eq!(upstream.calls().len(), 1, "refused connections never reached the upstream");
 }
+
+/// A TLS server configuration for an upstream, requiring client certificates from
+/// `clients` when given.
+fn upstream_tls(ca: &Ca, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+    let (cert, key) = ca.sign(&["upstream.test"], "upstream");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = match clients {
+        Some(clients) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(clients.pem.as_bytes()).unwrap()).unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+async fn gateway_to(upstream: &Upstream, tls: &str) -> Gateway {
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"secure\"\nservices = [\"*\"]\nendpoints = [\"https://127.0.0.1:{}\"]\n{tls}\n",
+        upstream.addr.port()
+    );
+    Gateway::with_config(config("", &upstreams)).await
+}
+
+#[tokio::test]
+async fn upstreams_over_tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("upstream CA");
+    let clients = Ca::new("gateway CA");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    let gateway_cert = clients.sign(&["gateway.test"], "the gateway");
+    std::fs::write(dir.path().join("gw.pem"), &gateway_cert.0).unwrap();
+    std::fs::write(dir.path().join("gw.key"), &gateway_cert.1).unwrap();
+    let ca_file = dir.path().join("ca.pem").display().to_string();
+
+    // Verified against the private CA, under the certificate's name.
+    let upstream = Upstream::start_tls(upstream_tls(&ca, None)).await;
+    let trusting = format!("tls = {{ ca_file = \"{ca_file}\", server_name = \"upstream.test\" }}");
+    let gateway = gateway_to(&upstream, &trusting).await;
+    assert_eq!(gateway.client.request("GET", "/v1/shelves/1").send().await.status, 200);
+    assert_eq!(upstream.calls().len(), 1);
+
+    // Without the CA (the Mozilla roots) the upstream's certificate is not trusted: 502.
+    let gateway = gateway_to(&upstream, "tls = { server_name = \"upstream.test\" }").await;
+    let json = gateway.client.request("GET", "/v1/shelves/1").send().await.assert_error(502, 14);
+    assert!(json["message"].as_str().unwrap().contains("certificate"), "{json}");
+
+    // An upstream that wants a client certificate gets the configured one.
+    let strict = Upstream::start_tls(upstream_tls(&ca, Some(&clients))).await;
+    let with_cert = format!(
+        "tls = {{ ca_file = \"{ca_file}\", server_name = \"upstream.test\", cert_file = \"{}\", key_file = \"{}\" }}",
+        dir.path().join("gw.pem").display(),
+        dir.path().join("gw.key").display()
+    );
+    let gateway = gateway_to(&strict, &with_cert).await;
+    assert_eq!(gateway.client.request("GET", "/v1/shelves/1").send().await.status, 200);
+    let gateway = gateway_to(&strict, &trusting).await;
+    gateway.client.request("GET", "/v1/shelves/1").send().await.assert_error(502, 14);
+    assert_eq!(strict.calls().len(), 1, "only the call with the certificate got through");
+}

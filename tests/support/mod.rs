@@ -227,6 +227,16 @@ impl Upstream {
 
     /// Serves on an already bound listener (to restart on a known port).
     pub async fn serve(listener: TcpListener) -> Upstream {
+        Upstream::serve_incoming(listener, None).await
+    }
+
+    /// The same upstream over TLS (ALPN h2) with `server` as its configuration.
+    pub async fn start_tls(server: Arc<rustls::ServerConfig>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::serve_incoming(listener, Some(server)).await
+    }
+
+    async fn serve_incoming(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState {
             pool: pool(),
@@ -247,14 +257,29 @@ impl Upstream {
             async move { Ok::<_, Infallible>(answer(state, request).await) }
         });
         let (tx, rx) = oneshot::channel();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(tonic::service::Routes::from(router))
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = rx.await;
-                }),
-        );
+        let server = tonic::transport::Server::builder().add_routes(tonic::service::Routes::from(router));
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        match tls {
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+            }
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                // Each accepted connection's handshake; failed ones are dropped, the rest served.
+                let incoming = futures_util::stream::unfold((listener, acceptor), |(listener, acceptor)| async move {
+                    loop {
+                        let (tcp, _) = listener.accept().await.ok()?;
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            return Some((Ok::<_, std::io::Error>(TlsIo(stream)), (listener, acceptor)));
+                        }
+                    }
+                });
+                tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
+            }
+        }
         Upstream { addr, state, _shutdown: tx }
     }
 
@@ -677,6 +702,46 @@ impl Harness {
 
     pub async fn post_json(&self, path: &str, body: Value) -> TestResponse {
         self.request("POST", path).json(&body).send().await
+    }
+}
+
+/// A TLS connection tonic can serve.
+struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for TlsIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
