@@ -131,7 +131,8 @@ async fn serve(source: SourceArgs) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-    tracing::info!("listening on http://{addr}");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
     match protogate::server::serve(listener, Arc::new(gateway), shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

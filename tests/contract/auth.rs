@@ -396,3 +396,22 @@ async fn keys_from_a_jwks_url_follow_a_rotation_and_survive_an_outage() {
     let json = unknown.assert_error(401, 16);
     assert!(json["message"].as_str().unwrap().contains("no ES256 key with kid \"2026-03\""), "{json}");
 }
+
+#[tokio::test]
+async fn a_rate_limit_can_count_by_a_verified_claim() {
+    let config = format!(
+        "[jwt]\nalgorithms = [\"HS256\"]\nkeys = [ {{ alg = \"HS256\", secret = \"{SECRET}\" }} ]\n\n\
+         [[policy]]\nname = \"per user\"\nauth = \"required\"\n\
+         rate_limits = [ {{ key = \"claim:sub\", per_hour = 10, burst = 1 }}, {{ key = \"route\", per_hour = 10, burst = 3 }} ]\n"
+    );
+    let h = Harness::start_with(&config).await;
+    let as_user = |sub: &str| sign(Algorithm::HS256, None, &with(claims(), "sub", json!(sub)));
+    assert_eq!(get_shelf(&h, Some(&as_user("alice"))).await.status, 200);
+    let again = get_shelf(&h, Some(&as_user("alice"))).await;
+    assert!(again.assert_error(429, 8)["message"].as_str().unwrap().contains("claim:sub"));
+    assert_eq!(get_shelf(&h, Some(&as_user("bob"))).await.status, 200, "another user, another counter");
+    // Every limit applies: the route's (3 at once, all users together) is reached too.
+    assert_eq!(get_shelf(&h, Some(&as_user("carol"))).await.status, 200);
+    let route = get_shelf(&h, Some(&as_user("dave"))).await;
+    assert!(route.assert_error(429, 8)["message"].as_str().unwrap().contains("route"));
+}
