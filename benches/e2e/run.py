@@ -185,6 +185,27 @@ class Processes:
                 process.kill()
 
 
+def start_upstream_and_gateway(procs, upstream_port, gateway_port):
+    """The catalog upstream on the other cores, protogate in front of it on core 0."""
+    upstream = procs.start(
+        [str(ROOT / "target/release/examples/bench_upstream"), f"127.0.0.1:{upstream_port}"], OTHER_CORES
+    )
+    wait_for_port(upstream_port)
+    gateway = procs.start(
+        [
+            str(ROOT / "target/release/protogate"),
+            "serve",
+            "--listen", f"127.0.0.1:{gateway_port}",
+            "--descriptors", str(ROOT / "proto/protogate/bench/v1/catalog.proto"),
+            "--upstream", f"http://127.0.0.1:{upstream_port}",
+        ],
+        PROXY_CORE,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+    wait_for_port(gateway_port)
+    return upstream, gateway
+
+
 def nginx_worker_pid(master):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -302,22 +323,7 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="protogate-e2e-"))
     procs = Processes(workdir)
     try:
-        upstream = procs.start(
-            [str(ROOT / "target/release/examples/bench_upstream"), f"127.0.0.1:{UPSTREAM_PORT}"], OTHER_CORES
-        )
-        wait_for_port(UPSTREAM_PORT)
-        gateway = procs.start(
-            [
-                str(ROOT / "target/release/protogate"),
-                "serve",
-                "--listen", f"127.0.0.1:{GATEWAY_PORT}",
-                "--descriptors", str(ROOT / "proto/protogate/bench/v1/catalog.proto"),
-                "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
-            ],
-            PROXY_CORE,
-            env={**os.environ, "RUST_LOG": "warn"},
-        )
-        wait_for_port(GATEWAY_PORT)
+        upstream, gateway = start_upstream_and_gateway(procs, UPSTREAM_PORT, GATEWAY_PORT)
         nginx = start_nginx(procs, workdir)
 
         targets = {

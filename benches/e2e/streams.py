@@ -22,7 +22,6 @@ gateway's CPU use (of its one core) tells whether it or the Python client sets t
 import argparse
 import http.client
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -33,15 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402
     ITEM_JSON,
-    OTHER_CORES,
-    PROXY_CORE,
-    ROOT,
     Processes,
+    build,
     cpu_seconds,
     log,
     port_free,
+    start_upstream_and_gateway,
     status_kib,
-    wait_for_port,
 )
 
 UPSTREAM_PORT = 50071
@@ -128,29 +125,11 @@ def main():
     busy = [p for p in (UPSTREAM_PORT, GATEWAY_PORT) if not port_free(p)]
     if busy:
         sys.exit(f"ports already in use: {busy}")
-    log("building release binaries ...")
-    import subprocess
-
-    subprocess.run(
-        ["cargo", "build", "--release", "--bin", "protogate", "--example", "bench_upstream"], cwd=ROOT, check=True
-    )
+    build()
     workdir = Path(tempfile.mkdtemp(prefix="protogate-streams-"))
     procs = Processes(workdir)
     try:
-        procs.start([str(ROOT / "target/release/examples/bench_upstream"), f"127.0.0.1:{UPSTREAM_PORT}"], OTHER_CORES)
-        wait_for_port(UPSTREAM_PORT)
-        gateway = procs.start(
-            [
-                str(ROOT / "target/release/protogate"),
-                "serve",
-                "--listen", f"127.0.0.1:{GATEWAY_PORT}",
-                "--descriptors", str(ROOT / "proto/protogate/bench/v1/catalog.proto"),
-                "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
-            ],
-            PROXY_CORE,
-            env={**os.environ, "RUST_LOG": "warn"},
-        )
-        wait_for_port(GATEWAY_PORT)
+        _, gateway = start_upstream_and_gateway(procs, UPSTREAM_PORT, GATEWAY_PORT)
         before = status_kib(gateway.pid, "VmRSS")
         rows = []
         for name, run in (("server stream (NDJSON out)", server_stream), ("client stream (NDJSON in)", client_stream)):
