@@ -11,7 +11,7 @@ pub mod request_id;
 
 use axum::Router;
 use tower::ServiceBuilder;
-use tower::util::MapResponseLayer;
+use tower::util::{MapRequestLayer, MapResponseLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -32,7 +32,8 @@ pub struct Settings<'a> {
 /// Wraps the gateway's router in the layer stack. Listed here outermost first; applied
 /// innermost first, as each `layer` call wraps what is already there.
 ///
-/// 1. request id: set (kept or generated), then echoed on every response, errors included;
+/// 1. request id: a malformed one dropped, then set (kept or generated) and echoed on every
+///    response, errors included;
 /// 2. overload: a fast 503 beyond `max_concurrent_requests`;
 /// 3. tracing: one span per request, opened after the id exists;
 /// 4. CORS: preflights answered here, before any route or upstream;
@@ -50,6 +51,7 @@ pub fn apply(router: Router, settings: Settings<'_>) -> Router {
     router = overload::apply(router, settings.max_concurrent_requests);
     router.layer(
         ServiceBuilder::new()
+            .layer(MapRequestLayer::new(request_id::drop_malformed::<axum::body::Body>))
             .layer(SetRequestIdLayer::new(REQUEST_ID, request_id::MakeRequestIdV7))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
     )

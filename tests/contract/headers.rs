@@ -45,6 +45,17 @@ async fn a_request_id_is_generated_when_absent() {
     assert!(missing.header("x-request-id").is_some());
 }
 
+#[tokio::test]
+async fn a_malformed_request_id_is_replaced_before_it_reaches_the_upstream() {
+    let h = Harness::start().await;
+    for bad in ["has spaces in it", &"x".repeat(200), "new\tline"] {
+        let response = h.request("GET", "/v1/shelves/1").header("x-request-id", bad).send().await;
+        let id = response.header("x-request-id").unwrap().to_owned();
+        assert_eq!(uuid_version(&id), Some(7), "{bad:?} replaced by a generated id: {id}");
+        assert_eq!(h.upstream.last_call().metadata["x-request-id"], id.as_str());
+    }
+}
+
 fn uuid_version(id: &str) -> Option<u32> {
     let parts: Vec<&str> = id.split('-').collect();
     (parts.len() == 5 && id.len() == 36).then(|| parts[2].chars().next()?.to_digit(16))?
