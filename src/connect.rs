@@ -85,14 +85,11 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Proto => body,
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
-    let target = gateway.call_target(index, &HeaderMap::new(), peer, CallKind::Unary, &access)?;
-    let deadline = match timeout(&parts.headers)? {
-        Some(requested) => Some(target.deadline.map_or(requested, |d| d.min(requested))),
-        None => target.deadline,
-    };
+    let upstream = gateway.upstream_for(index)?;
+    let deadline = gateway::deadline(timeout(&parts.headers)?, CallKind::Unary, &access, upstream);
     let mut metadata = request_metadata(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);
-    let reply = target.upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await?;
+    let reply = upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),

@@ -353,12 +353,7 @@ impl Gateway {
         let upstream = self.upstream_for(index)?;
         let mut metadata = metadata::to_grpc(headers, peer)?;
         self.forward_claims(access, &mut metadata);
-        let requested = metadata::grpc_timeout(headers)?;
-        let configured = access.policy.and_then(|p| p.timeout).or(upstream.timeout);
-        let deadline = match kind {
-            CallKind::Unary => earliest(requested, configured),
-            CallKind::Stream => requested,
-        };
+        let deadline = deadline(metadata::grpc_timeout(headers)?, kind, access, upstream);
         Ok(CallTarget { upstream, metadata, deadline })
     }
 
@@ -382,13 +377,14 @@ impl Gateway {
     /// method's HTTP rule says, so it also matches a POST route of a streaming method.
     fn route<'t>(&'t self, parts: &Parts, upgrade: bool) -> Result<RouteMatch<'t>, GatewayError> {
         let path = parts.uri.path();
-        let lookup = match self.table.lookup(&parts.method, path) {
-            Lookup::MethodNotAllowed { .. } if upgrade => match self.table.lookup(&http::Method::POST, path) {
-                Lookup::Matched(matched) if matched.route.method.is_client_streaming() => Lookup::Matched(matched),
-                _ => self.table.lookup(&parts.method, path),
-            },
-            lookup => lookup,
-        };
+        let mut lookup = self.table.lookup(&parts.method, path);
+        if upgrade
+            && matches!(lookup, Lookup::MethodNotAllowed { .. })
+            && let Lookup::Matched(matched) = self.table.lookup(&http::Method::POST, path)
+            && matched.route.method.is_client_streaming()
+        {
+            lookup = Lookup::Matched(matched);
+        }
         match lookup {
             Lookup::Matched(matched) => Ok(matched),
             Lookup::NotFound => Err(GatewayError::NotFound { method: parts.method.clone(), path: path.to_owned() }),
@@ -463,6 +459,20 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A call's deadline: the one the client asked for, or for unary calls the policy's (else the
+/// upstream's) `timeout` when that is sooner.
+pub(crate) fn deadline(
+    requested: Option<Duration>,
+    kind: CallKind,
+    access: &Access<'_>,
+    upstream: &Upstream,
+) -> Option<Duration> {
+    match kind {
+        CallKind::Unary => earliest(requested, access.policy.and_then(|p| p.timeout).or(upstream.timeout)),
+        CallKind::Stream => requested,
+    }
 }
 
 fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
