@@ -8,8 +8,6 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use protogate::config::{Config, Overrides, UpstreamFlag};
 use protogate::gateway::Gateway;
-use protogate::route::RouteOrigin;
-use serde_json::json;
 
 /// An HTTP/JSON to gRPC gateway driven by protobuf descriptors.
 #[derive(Debug, Parser)]
@@ -132,14 +130,56 @@ async fn serve(source: SourceArgs) -> ExitCode {
     };
     let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let gateway = Arc::new(gateway);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = match config.admin_listen {
+        Some(admin_addr) => match start_admin(admin_addr, gateway.clone(), stopped).await {
+            Ok(admin) => Some(admin),
+            Err(code) => return code,
+        },
+        None => None,
+    };
     tracing::info!("listening on {scheme}://{addr}");
-    match protogate::server::serve(listener, Arc::new(gateway), shutdown_signal()).await {
+    let served = protogate::server::serve(listener, gateway.clone(), shutdown_signal()).await;
+    let _ = stop.send(true);
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    gateway.observer().shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds the admin listener and serves it until `stopped` turns true.
+async fn start_admin(
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ExitCode> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        eprintln!("error: cannot listen on {addr} (admin_listen): {e}");
+        ExitCode::FAILURE
+    })?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "the admin listener is on {addr}: anyone who can reach it can read /metrics, /routes and /config"
+        );
+    }
+    let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+    tracing::info!("admin endpoints on http://{local} (/healthz /readyz /metrics /routes /config)");
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(async move {
+        if let Err(e) = protogate::admin::serve(listener, gateway, shutdown).await {
+            tracing::error!("admin listener: {e}");
+        }
+    }))
 }
 
 fn log_startup(gateway: &Gateway) {
@@ -214,23 +254,7 @@ fn routes(args: RoutesArgs) -> ExitCode {
         })
         .collect();
     if args.json {
-        let routes: Vec<serde_json::Value> = gateway
-            .table()
-            .routes()
-            .iter()
-            .zip(&rows)
-            .map(|(route, [method, path, grpc, body, upstream])| {
-                json!({
-                    "method": method,
-                    "path": path,
-                    "grpc_method": grpc,
-                    "body": body,
-                    "response_body": route.response_body.as_ref().map(|f| f.name()),
-                    "upstream": upstream,
-                    "default": route.origin == RouteOrigin::Default,
-                })
-            })
-            .collect();
+        let routes = protogate::admin::route_table(&gateway);
         println!("{}", serde_json::to_string_pretty(&routes).unwrap_or_default());
     } else {
         print_table(&["METHOD", "PATH", "GRPC METHOD", "BODY", "UPSTREAM"], &rows);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The default public listener: loopback port 8080.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8080));
@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10_000;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Public listener address.
@@ -58,9 +58,16 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// Where rate limit counters live, and whom to believe about client addresses.
     pub rate_limit: RateLimitSettings,
+    /// Which header carries the correlation id.
+    pub request_id: RequestIdConfig,
+    /// The one line written per request.
+    pub access_log: AccessLogConfig,
+    /// Trace context and span export.
+    pub tracing: TracingConfig,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
+    #[serde(skip_serializing_if = "Option::is_none")]
     aggregate: Option<toml::Value>,
 }
 
@@ -82,13 +89,16 @@ impl Default for Config {
             jwt: None,
             rate_limit: RateLimitSettings::default(),
             cors: None,
+            request_id: RequestIdConfig::default(),
+            access_log: AccessLogConfig::default(),
+            tracing: TracingConfig::default(),
             aggregate: None,
         }
     }
 }
 
 /// `[descriptors]`: descriptor files and directories.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DescriptorsConfig {
     /// Files (`.binpb .pb .desc .protoset .proto`) or directories of them.
@@ -104,7 +114,7 @@ impl Default for DescriptorsConfig {
 }
 
 /// `[tls]`: TLS termination on the listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, PEM, leaf first.
@@ -115,7 +125,7 @@ pub struct TlsConfig {
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
     /// How often the certificate files are checked for changes.
-    #[serde(default = "default_reload_interval", deserialize_with = "duration")]
+    #[serde(default = "default_reload_interval", deserialize_with = "duration", serialize_with = "show_duration")]
     pub reload_interval: Duration,
 }
 
@@ -124,7 +134,7 @@ fn default_reload_interval() -> Duration {
 }
 
 /// `[limits]`: what the listener accepts from clients.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Requests in progress beyond which the listener answers 503 at once.
@@ -135,11 +145,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long a client may take to send a request's headers; also how long an idle
     /// keep-alive connection stays open. Slower clients are disconnected.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub header_read_timeout: Duration,
     /// How often an idle HTTP/2 connection is pinged; one that does not answer within
     /// `header_read_timeout` is closed.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub http2_keep_alive_interval: Duration,
 }
 
@@ -156,13 +166,13 @@ impl Default for Limits {
 }
 
 /// `[streaming]`: streaming calls over HTTP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamingConfig {
     /// How often an idle Server-Sent Events stream gets a keep-alive comment. Also the longest
     /// a server stream waits for its first message before sending its response headers
     /// (until then, a failure still answers with its own HTTP status).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub keep_alive: Duration,
 }
 
@@ -173,7 +183,7 @@ impl Default for StreamingConfig {
 }
 
 /// `[cors]`: which browser origins may call the gateway, and with what.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsConfig {
     /// Origins allowed: exact (`https://app.example`), any subdomain
@@ -189,7 +199,7 @@ pub struct CorsConfig {
     /// Allow cookies and `Authorization` on cross-origin requests.
     pub allow_credentials: bool,
     /// How long a browser may cache a preflight answer.
-    #[serde(deserialize_with = "duration_opt")]
+    #[serde(deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
     pub max_age: Option<Duration>,
 }
 
@@ -207,7 +217,7 @@ impl Default for CorsConfig {
 }
 
 /// `[[policy]]`: what applies to the requests its `match` fits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// A name for logs and errors.
@@ -225,19 +235,19 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub claims: std::collections::BTreeMap<String, String>,
     /// The upstream call's deadline for these requests, unless the client asks for less.
-    #[serde(default, deserialize_with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
     pub timeout: Option<Duration>,
     /// Limits every request it fits must pass.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
     // A key CONTRACT.md gives policies that this build does not implement yet: refused.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cache: Option<toml::Value>,
 }
 
 /// One of a policy's `rate_limits`: a rate (one of `per_second`, `per_minute`, `per_hour`)
 /// and how many requests may come at once (`burst`, the rate's count by default).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// What to count by: `ip`, `header:NAME`, `claim:NAME` or `route`.
@@ -268,19 +278,20 @@ impl RateLimitConfig {
 }
 
 /// `[rate_limit]`: where counters live and whom to believe about client addresses.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
     /// In this process, or shared in Redis.
     pub backend: RateLimitBackend,
     /// The Redis server, for `backend = "redis"`.
+    #[serde(serialize_with = "url_without_password")]
     pub redis_url: Option<String>,
     /// When Redis cannot be reached: `allow` (the default; logged) or `deny` (503).
     pub on_backend_error: OnBackendError,
     /// Peers whose `X-Forwarded-For` / `Forwarded` is believed: addresses or CIDRs.
     pub trusted_proxies: Vec<String>,
     /// How long a decision may wait for Redis.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub redis_timeout: Duration,
 }
 
@@ -304,7 +315,7 @@ impl RateLimitSettings {
 }
 
 /// Where rate limit counters live.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitBackend {
     /// In this process: each replica counts alone.
@@ -315,7 +326,7 @@ pub enum RateLimitBackend {
 }
 
 /// What happens to requests when Redis cannot be reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBackendError {
     /// Let them through (and log it).
@@ -326,7 +337,7 @@ pub enum OnBackendError {
 }
 
 /// A policy's `match`: every condition given must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyMatch {
     /// The request path starts with this (at a segment boundary).
@@ -339,7 +350,7 @@ pub struct PolicyMatch {
 }
 
 /// Whether requests need a verified token.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthRequirement {
     /// Anyone: a token, if sent, is not checked.
@@ -350,7 +361,7 @@ pub enum AuthRequirement {
 }
 
 /// `[jwt]`: how bearer tokens are verified.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// Accepted `iss` values; any when empty.
@@ -364,7 +375,7 @@ pub struct JwtConfig {
     /// A JWKS document on disk.
     pub jwks_file: Option<PathBuf>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub leeway: Duration,
     /// Verified claims sent upstream as metadata: claim → metadata key. A client's own
     /// headers or metadata of those names are dropped first.
@@ -374,10 +385,10 @@ pub struct JwtConfig {
     /// A JWKS document to fetch (http or https), refreshed every `jwks_refresh`.
     pub jwks_url: Option<String>,
     /// How often the JWKS URL is fetched again.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub jwks_refresh: Duration,
     /// The shortest time between fetches made because a token named an unknown key.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub jwks_cooldown: Duration,
 }
 
@@ -400,7 +411,7 @@ impl Default for JwtConfig {
 }
 
 /// One key of `[jwt].keys`: a secret (HMAC) or a public key in PEM, inline or in a file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The `kid` tokens signed with it carry; any token's when absent.
@@ -408,6 +419,7 @@ pub struct KeyConfig {
     /// The one algorithm it verifies.
     pub alg: String,
     /// An HMAC secret.
+    #[serde(serialize_with = "redacted")]
     pub secret: Option<String>,
     /// A public key in PEM.
     pub pem: Option<String>,
@@ -427,7 +439,7 @@ impl PolicyConfig {
 }
 
 /// `[json]`: options of the proto3 JSON mapping.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JsonConfig {
     /// Emit fields that hold their default value.
@@ -442,8 +454,72 @@ pub struct JsonConfig {
     pub ignored_query_parameters: Vec<String>,
 }
 
+/// `[request_id]`: the correlation id header.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestIdConfig {
+    /// The header that carries it in requests, responses and upstream metadata.
+    pub header: String,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        RequestIdConfig { header: "x-request-id".into() }
+    }
+}
+
+/// `[access_log]`: one line per request.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `json` (the default), `human`, or `off`.
+    pub format: AccessLogFormat,
+    /// A file to append to; standard output when absent.
+    pub path: Option<PathBuf>,
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs after the request line, for reading in a terminal.
+    Human,
+    /// No access log.
+    Off,
+}
+
+/// `[tracing]`: W3C trace context and OpenTelemetry span export.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// An OTLP/gRPC collector (`http://host:4317`) to export one span per request to.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
+    /// The share of new traces (requests without a `traceparent`) that are sampled, 0 to 1.
+    /// A `traceparent`'s own sampled flag is always followed.
+    pub sample_ratio: f64,
+    /// How long finished spans wait to be exported together.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub batch_delay: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            service_name: "protogate".into(),
+            sample_ratio: 1.0,
+            batch_delay: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `[[upstreams]]`: one upstream gRPC service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// A name for logs and error messages.
@@ -453,10 +529,10 @@ pub struct UpstreamConfig {
     /// Where it listens; requests are balanced over all of them.
     pub endpoints: Vec<Endpoint>,
     /// Deadline of each call, unless the client asks for a shorter one.
-    #[serde(default, deserialize_with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
     pub timeout: Option<Duration>,
     /// How long to wait for a connection to be established.
-    #[serde(default, deserialize_with = "duration_opt")]
+    #[serde(default, deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
     pub connect_timeout: Option<Duration>,
     /// TLS to its `https://` endpoints: whom to trust, and a client certificate.
     #[serde(default)]
@@ -464,7 +540,7 @@ pub struct UpstreamConfig {
 }
 
 /// An upstream's `tls`: how its `https://` endpoints are verified and what it shows them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// CA certificates (PEM) to trust instead of the Mozilla roots.
@@ -606,8 +682,21 @@ impl Config {
                 );
             }
         }
-        if self.admin_listen.is_some() {
-            err("admin_listen".into(), "the admin listener is not supported by this version of protogate".into());
+        if self.admin_listen.is_some_and(|admin| admin == self.listen) {
+            err("admin_listen".into(), "must differ from listen: the admin endpoints are never public".into());
+        }
+        if let Err(e) = http::HeaderName::from_bytes(self.request_id.header.as_bytes()) {
+            err("request_id.header".into(), format!("{:?} is not a header name: {e}", self.request_id.header));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            err("tracing.sample_ratio".into(), "must be between 0 and 1".into());
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            if !cfg!(feature = "otlp") {
+                err("tracing.otlp_endpoint".into(), "this build has no OTLP export (cargo feature \"otlp\")".into());
+            } else if let Err(message) = endpoint.parse::<Endpoint>() {
+                err("tracing.otlp_endpoint".into(), message);
+            }
         }
         if self.descriptors.watch {
             err(
@@ -732,6 +821,43 @@ fn duration_opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D:
     })
 }
 
+fn show_duration<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*duration).to_string())
+}
+
+fn show_duration_opt<S: Serializer>(duration: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => show_duration(duration, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Secrets are shown as present, never by value.
+fn redacted<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+/// A URL with the password in its user info replaced (`redis://user:[redacted]@host`).
+fn url_without_password<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    let Some(url) = url else { return s.serialize_none() };
+    s.serialize_str(&hide_password(url))
+}
+
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:[redacted]@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 // === impl ServiceSelector ===
 
 impl ServiceSelector {
@@ -790,6 +916,12 @@ impl fmt::Display for ServiceSelector {
     }
 }
 
+impl Serialize for ServiceSelector {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for ServiceSelector {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         String::deserialize(de)?.parse().map_err(serde::de::Error::custom)
@@ -828,6 +960,12 @@ impl fmt::Display for Endpoint {
         // `Uri` renders an empty path as "/"; endpoints are shown as they are written.
         let text = self.0.to_string();
         f.write_str(text.strip_suffix('/').unwrap_or(&text))
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

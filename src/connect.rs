@@ -67,6 +67,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let path = parts.uri.path();
     let index = gateway.method_route(path).ok_or_else(|| GatewayError::UnknownMethod { path: path.to_owned() })?;
     let route = gateway.route_at(index);
+    let exchange = gateway.note_route(&parts, index);
     let access = gateway.authorize(index, &parts, peer).await?;
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
@@ -89,7 +90,10 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let deadline = gateway::deadline(timeout(&parts.headers)?, CallKind::Unary, &access, upstream);
     let mut metadata = request_metadata(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);
-    let reply = upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await?;
+    let started = std::time::Instant::now();
+    let reply = upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await;
+    exchange.upstream_answered(started.elapsed(), reply.as_ref().ok().map(|r| &r.endpoint));
+    let reply = reply?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),
@@ -189,6 +193,7 @@ fn error_response(error: GatewayError) -> Response<Body> {
     *response.status_mut() = http_status;
     response.headers_mut().extend(headers);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.extensions_mut().insert(std::sync::Arc::new(error));
     response
 }
 

@@ -129,6 +129,9 @@ pub enum GatewayError {
         /// Why.
         error: TranscodeError,
     },
+    /// The listener is at `max_concurrent_requests`.
+    #[error("the gateway is at its limit of requests in progress; retry shortly")]
+    Overloaded,
     /// One line (message) of a client stream is over the body limit.
     #[error("line {line} is longer than the {limit}-byte limit")]
     LineTooLong {
@@ -173,6 +176,7 @@ impl GatewayError {
                 return (Code::Unavailable, StatusCode::BAD_GATEWAY);
             }
             GatewayError::Upstream(UpstreamError::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
+            GatewayError::Overloaded => Code::Unavailable,
             GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.code(),
             GatewayError::WebSocketRequired { .. } => {
                 return (Code::FailedPrecondition, StatusCode::UPGRADE_REQUIRED);
@@ -182,11 +186,17 @@ impl GatewayError {
     }
 
     /// The HTTP response: status, `google.rpc.Status` JSON body and the headers that go with
-    /// it (`Allow` on 405; the upstream's metadata when it answered with an error).
-    pub fn into_response(self, pool: &DescriptorPool, options: &JsonOptions) -> Response<Vec<u8>> {
+    /// it (`Allow` on 405; the upstream's metadata when it answered with an error). With a
+    /// `request_id`, the details end with a `google.rpc.RequestInfo` carrying it.
+    pub fn into_response(
+        self,
+        pool: &DescriptorPool,
+        options: &JsonOptions,
+        request_id: Option<&str>,
+    ) -> Response<Vec<u8>> {
         let (code, http_status) = self.code();
         let mut headers = HeaderMap::new();
-        let (message, details) = match &self {
+        let (message, mut details) = match &self {
             GatewayError::Upstream(UpstreamError::Status(reply)) => {
                 let status = &reply.status;
                 metadata::from_grpc(&reply.headers, status.metadata().as_ref(), &mut headers);
@@ -230,6 +240,9 @@ impl GatewayError {
                 }
             }
             _ => {}
+        }
+        if let Some(id) = request_id {
+            details.push(status::request_info(id, pool, options));
         }
         let body = StatusBody { code: code as i32, message: &message, details }.to_json();
         let mut response = json_response(http_status, body);

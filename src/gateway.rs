@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
+use crate::observability::{Exchange, Observer, RouteLabels};
 use crate::policy::{Access, Policies};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
@@ -46,6 +47,12 @@ pub struct Gateway {
     streams: streaming::StreamCounter,
     /// Who may call what.
     policies: Policies,
+    /// Records every request.
+    observer: Arc<Observer>,
+    /// The metric and log labels of each route, by route index.
+    route_labels: Vec<Arc<RouteLabels>>,
+    /// The configuration it was built from, secrets redacted, for the admin listener.
+    effective_config: serde_json::Value,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -105,15 +112,35 @@ impl Gateway {
                 None
             }
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let observer = match Observer::build(config) {
+            Ok(observer) => Some(Arc::new(observer)),
+            Err(problems) => {
+                errors.extend(
+                    problems.into_iter().map(|(key, message)| BuildError::Config(ConfigError { key, message })),
+                );
+                None
+            }
+        };
+        let Some(observer) = observer.filter(|_| errors.is_empty()) else { return Err(errors) };
         let mut builder = TableBuilder::new();
         builder.extend(routes);
         let table = builder.build();
         let upstreams = upstreams(&config.upstreams, config.max_response_bytes);
-        let route_upstreams =
+        let route_upstreams: Vec<Option<UpstreamId>> =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
+        let route_labels = table
+            .routes()
+            .iter()
+            .zip(&route_upstreams)
+            .map(|(route, upstream)| {
+                Arc::new(RouteLabels {
+                    route: route.template.to_string().into(),
+                    grpc_method: route.grpc_path.path().trim_start_matches('/').into(),
+                    upstream: upstream.map(|id| upstreams.get(id).name.as_str().into()),
+                })
+            })
+            .collect();
+        observer.metrics().descriptors_loaded(true);
         let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));
         // The implicit `POST /pkg.Service/Method` route of each method: the whole message in
         // the body, nothing from the path.
@@ -142,6 +169,9 @@ impl Gateway {
             methods,
             streams: streaming::StreamCounter::default(),
             policies: Policies::new(&config.policy, verifier, &config.rate_limit),
+            observer,
+            route_labels,
+            effective_config: serde_json::to_value(config).unwrap_or_default(),
         })
     }
 
@@ -210,15 +240,42 @@ impl Gateway {
             }
             None => {}
         }
+        let request_id = self.request_id(request.headers()).cloned();
         match self.respond(request, peer).await {
             Ok(response) => response,
-            Err(error) => self.error_response(error).map(Body::from),
+            Err(error) => self.error_response(error, request_id.as_ref()).map(Body::from),
         }
     }
 
-    /// The `google.rpc.Status` JSON response for an error.
-    pub fn error_response(&self, error: GatewayError) -> Response<Vec<u8>> {
-        error.into_response(&self.pool, self.transcoder.json_options())
+    /// The `google.rpc.Status` JSON response for an error, with the request id among its
+    /// details.
+    pub fn error_response(&self, error: GatewayError, request_id: Option<&http::HeaderValue>) -> Response<Vec<u8>> {
+        let request_id = request_id.and_then(|id| id.to_str().ok());
+        error.into_response(&self.pool, self.transcoder.json_options(), request_id)
+    }
+
+    /// The request's correlation id.
+    pub fn request_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h http::HeaderValue> {
+        headers.get(self.observer.request_id_header())
+    }
+
+    /// The configuration the gateway was built from, secrets redacted.
+    pub fn effective_config(&self) -> &serde_json::Value {
+        &self.effective_config
+    }
+
+    /// What records requests: access log, metrics, spans.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
+
+    /// Notes in the request's record that it matched route `index`.
+    pub(crate) fn note_route(&self, parts: &Parts, index: usize) -> Exchange {
+        let exchange = Exchange::of(&parts.extensions);
+        if let Some(labels) = self.route_labels.get(index) {
+            exchange.matched(labels);
+        }
+        exchange
     }
 
     /// The pipeline, steps 1 to 6; streaming methods go on in [`streaming`].
@@ -229,6 +286,7 @@ impl Gateway {
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
+        self.note_route(&parts, index);
         let access = self.authorize(index, &parts, peer).await?;
         if upgrade && (client_streams || server_streams) {
             return websocket::upgrade(self.clone(), index, values, parts, peer, &access).await;
@@ -270,8 +328,11 @@ impl Gateway {
             }
         };
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
-        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await?;
-        self.respond_with(index, &reply)
+        let started = std::time::Instant::now();
+        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await;
+        let endpoint = reply.as_ref().ok().map(|r| &r.endpoint);
+        Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), endpoint);
+        self.respond_with(index, &reply?)
     }
 
     /// Steps 5 and 6 for a call's one response message.
@@ -351,7 +412,7 @@ impl Gateway {
         access: &Access<'_>,
     ) -> Result<CallTarget<'_>, GatewayError> {
         let upstream = self.upstream_for(index)?;
-        let mut metadata = metadata::to_grpc(headers, peer)?;
+        let mut metadata = metadata::to_grpc(headers, peer, self.observer.request_id_header())?;
         self.forward_claims(access, &mut metadata);
         let deadline = deadline(metadata::grpc_timeout(headers)?, kind, access, upstream);
         Ok(CallTarget { upstream, metadata, deadline })

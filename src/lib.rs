@@ -20,7 +20,9 @@
 //!
 //! [`gateway::Gateway::handle`] strings them together; [`error`] turns any failure into the
 //! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns
-//! are tower layers in [`layers`]; [`server`] binds the listener.
+//! are tower layers in [`layers`]; [`server`] binds the listener. [`observability`] follows
+//! each request (correlation id, trace context, access log, metrics, exported span), and
+//! [`admin`] serves health, readiness, metrics and the route table on a listener of its own.
 //!
 //! Streaming methods leave the unary path after step 1 for [`streaming`] (NDJSON, Server-Sent
 //! Events, WebSocket), over [`upstream::stream`]'s flow-controlled calls. Requests in other
@@ -32,6 +34,7 @@
 //! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
 //! routes that [`route::table`] freezes into a trie.
 
+pub mod admin;
 pub mod auth;
 pub mod codec;
 pub mod config;
@@ -43,6 +46,7 @@ pub mod gateway;
 pub mod jwks;
 pub mod layers;
 pub mod metadata;
+pub mod observability;
 pub mod policy;
 pub mod proxy;
 pub mod rate_limit;

@@ -1,7 +1,7 @@
 //! Steps 3 and 6 of the pipeline: HTTP headers ↔ gRPC metadata.
 //!
-//! Going up: `Grpc-Metadata-Foo: v` becomes `foo: v`; `Authorization` and `X-Request-Id` pass
-//! through; `X-Forwarded-For`/`-Host`/`-Proto` are added; `Grpc-Timeout` becomes the deadline.
+//! Going up: `Grpc-Metadata-Foo: v` becomes `foo: v`; `Authorization`, `X-Request-Id` (or the
+//! configured id header), `traceparent` and `tracestate` pass through; `X-Forwarded-For`/`-Host`/`-Proto` are added; `Grpc-Timeout` becomes the deadline.
 //! Coming back: response headers become `Grpc-Metadata-Foo`, trailers `Grpc-Trailer-Foo`, and
 //! `x-http-code` is consumed to pick the HTTP status.
 //!
@@ -19,8 +19,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 pub const METADATA_PREFIX: &str = "grpc-metadata-";
 /// Response header carrying a gRPC trailer: `Grpc-Trailer-<key>`.
 pub const TRAILER_PREFIX: &str = "grpc-trailer-";
-/// The correlation id header.
+/// The correlation id header, unless `[request_id] header` names another.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context: the caller's span.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// W3C trace context: vendor entries.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Response metadata an upstream sets to choose the HTTP status of a success.
 pub const HTTP_CODE: &str = "x-http-code";
 /// The deadline header, in gRPC's timeout syntax.
@@ -56,8 +60,9 @@ pub struct Peer {
     pub tls: bool,
 }
 
-/// The metadata sent upstream for an HTTP request's headers.
-pub fn to_grpc(headers: &HeaderMap, peer: Peer) -> Result<HeaderMap, MetadataError> {
+/// The metadata sent upstream for an HTTP request's headers; `request_id` names the
+/// correlation id header.
+pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, MetadataError> {
     let mut metadata = HeaderMap::with_capacity(8);
     let hop_by_hop = connection_tokens(headers);
     for (name, value) in headers {
@@ -68,13 +73,15 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer) -> Result<HeaderMap, MetadataErr
             if let Some((key, value)) = metadata_entry(key, value)? {
                 metadata.append(key, value);
             }
-        } else if name == AUTHORIZATION || name == REQUEST_ID {
+        } else if name == AUTHORIZATION || name == request_id || name == TRACEPARENT {
             // Marked sensitive, HTTP/2 header compression never puts these values in its table:
             // credentials must not be (RFC 7541 §7.1.3), and ids, unique per request, would
             // only push out entries that repeat.
             let mut value = value.clone();
             value.set_sensitive(true);
             metadata.append(name.clone(), value);
+        } else if name == TRACESTATE {
+            metadata.append(name.clone(), value.clone());
         }
     }
     add_forwarded(headers, peer, &mut metadata);
@@ -93,7 +100,7 @@ pub fn passthrough(headers: &HeaderMap, peer: Peer) -> HeaderMap {
             continue;
         }
         let mut value = value.clone();
-        if name == AUTHORIZATION || name == REQUEST_ID {
+        if name == AUTHORIZATION || name == REQUEST_ID || name == TRACEPARENT {
             value.set_sensitive(true);
         }
         metadata.append(name.clone(), value);

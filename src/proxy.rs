@@ -91,16 +91,20 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
         return Err(GatewayError::UnknownMethod { path: path.to_owned() });
     };
     let route = gateway.route_at(index);
+    let exchange = gateway.note_route(&parts, index);
     let access = gateway.authorize(index, &parts, peer).await?;
     let upstream = gateway.upstream_for(index)?;
     let mut metadata = metadata::passthrough(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);
+    let started = std::time::Instant::now();
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
     let (sink, pending) = upstream.open(route.grpc_path.clone(), metadata, None).await?;
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
     let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));
-    let response = match pending.raw().await {
+    let response = pending.raw().await;
+    exchange.upstream_answered(started.elapsed(), None);
+    let response = match response {
         Ok(response) => response,
         Err(e) => {
             pump.abort();
@@ -167,7 +171,9 @@ fn trailers_only(error: GatewayError) -> Response<Body> {
         GatewayError::Upstream(crate::upstream::UpstreamError::Unreachable { .. }) => Code::Unavailable,
         other => other.code().0,
     };
-    Status::new(code, error.to_string()).into_http::<Body>()
+    let mut response = Status::new(code, error.to_string()).into_http::<Body>();
+    response.extensions_mut().insert(Arc::new(error));
+    response
 }
 
 #[cfg(test)]

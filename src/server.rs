@@ -28,6 +28,8 @@ use crate::metadata::Peer;
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let edge = gateway.edge().clone();
     let settings = layers::Settings {
+        observer: gateway.observer().clone(),
+        gateway: gateway.clone(),
         cors: edge.cors.as_ref(),
         compression: edge.compression,
         max_concurrent_requests: edge.limits.max_concurrent_requests,

@@ -95,6 +95,16 @@ fn opaque(type_url: &str, value: &[u8]) -> serde_json::Value {
     })
 }
 
+/// A `google.rpc.RequestInfo` detail carrying the request's correlation id, as JSON `Any`.
+pub fn request_info(request_id: &str, pool: &DescriptorPool, options: &JsonOptions) -> serde_json::Value {
+    let info = rpc::RequestInfo { request_id: request_id.to_owned(), serving_data: String::new() };
+    let any = prost_types::Any {
+        type_url: "type.googleapis.com/google.rpc.RequestInfo".to_owned(),
+        value: info.encode_to_vec(),
+    };
+    render_any(&any, pool, options)
+}
+
 /// An encoded `google.rpc.Status` whose one detail is a `google.rpc.BadRequest` naming `field`.
 pub fn bad_request(code: Code, message: &str, field: &str, description: &str) -> Vec<u8> {
     let detail = rpc::BadRequest {

@@ -136,7 +136,7 @@ fn routes_json_is_for_scripts() {
         update,
         &serde_json::json!({
             "method": "PATCH", "path": "/v1/users/{user.id}", "grpc_method": "example.users.v1.UserService.UpdateUser",
-            "body": "user", "response_body": null, "upstream": "default", "default": false
+            "body": "user", "response_body": null, "upstream": "default", "default": false, "streaming": null
         })
     );
 }

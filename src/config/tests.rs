@@ -43,7 +43,53 @@ timeout = "10s"
     assert_eq!(config.json.ignored_query_parameters, ["_", "callback"]);
     // Parsed, but refused until this build serves them.
     let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
-    assert_eq!(keys, ["admin_listen", "descriptors.watch"]);
+    assert_eq!(keys, ["descriptors.watch"]);
+}
+
+#[test]
+fn observability_sections_are_checked() {
+    let config = Config::from_toml(
+        r#"
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8080"
+[request_id]
+header = "x correlation"
+[tracing]
+sample_ratio = 1.5
+[access_log]
+format = "human"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.access_log.format, AccessLogFormat::Human);
+    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["admin_listen", "request_id.header", "tracing.sample_ratio"]);
+    let err = Config::from_toml("[access_log]\nformat = \"xml\"").unwrap_err();
+    assert!(err.message.contains("json"), "{err}");
+}
+
+#[test]
+fn the_effective_config_shows_no_secret() {
+    let config = Config::from_toml(
+        r#"
+[jwt]
+algorithms = ["HS256"]
+keys = [{ kid = "k1", alg = "HS256", secret = "s3cr3t-value" }]
+[rate_limit]
+backend = "redis"
+redis_url = "redis://app:hunter2@127.0.0.1:6379/0"
+[limits]
+header_read_timeout = "1m 30s"
+"#,
+    )
+    .unwrap();
+    let shown = serde_json::to_string(&config).unwrap();
+    assert!(!shown.contains("s3cr3t-value") && !shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains(r#""secret":"[redacted]""#), "{shown}");
+    assert!(shown.contains("redis://app:[redacted]@127.0.0.1:6379/0"), "{shown}");
+    assert!(shown.contains(r#""header_read_timeout":"1m 30s""#), "{shown}");
+    assert_eq!(hide_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    assert_eq!(hide_password("redis://:pw@h:1"), "redis://:[redacted]@h:1");
 }
 
 #[test]

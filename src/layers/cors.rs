@@ -11,11 +11,11 @@ use http::{HeaderName, HeaderValue, Method, Response, Uri};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
 
 use crate::config::CorsConfig;
-use crate::metadata::{METADATA_PREFIX, REQUEST_ID, TRAILER_PREFIX};
+use crate::metadata::{METADATA_PREFIX, TRAILER_PREFIX};
 
-/// Headers every allowed origin may read.
-const ALWAYS_EXPOSED: [HeaderName; 3] =
-    [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message"), REQUEST_ID];
+/// Headers every allowed origin may read, with the request id header.
+const ALWAYS_EXPOSED: [HeaderName; 2] =
+    [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message")];
 
 /// One entry of `allow_origins`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub fn validate(config: &CorsConfig) -> Vec<(String, String)> {
 }
 
 /// The CORS layer for a validated `[cors]`.
-pub fn layer(config: &CorsConfig) -> CorsLayer {
+pub fn layer(config: &CorsConfig, request_id: &HeaderName) -> CorsLayer {
     let patterns: Vec<OriginPattern> =
         config.allow_origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect();
     let origins = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
@@ -129,6 +129,7 @@ pub fn layer(config: &CorsConfig) -> CorsLayer {
     };
     let exposed = ALWAYS_EXPOSED
         .into_iter()
+        .chain([request_id.clone()])
         .chain(config.expose_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()));
     let layer = CorsLayer::new()
         .allow_origin(origins)

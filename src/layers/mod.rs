@@ -6,21 +6,27 @@
 pub mod catch_panic;
 pub mod compression;
 pub mod cors;
+pub mod observe;
 pub mod overload;
 pub mod request_id;
 
 use axum::Router;
+use std::sync::Arc;
+
 use tower::ServiceBuilder;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::config::CorsConfig;
-use crate::metadata::REQUEST_ID;
+use crate::observability::Observer;
 
 /// What the layers are configured with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings<'a> {
+    /// Records every request: access log, metrics, spans.
+    pub observer: Arc<Observer>,
+    /// Renders the errors the layers answer with.
+    pub gateway: Arc<crate::gateway::Gateway>,
     /// Cross-origin access, if any.
     pub cors: Option<&'a CorsConfig>,
     /// Compress responses and accept compressed bodies.
@@ -34,8 +40,10 @@ pub struct Settings<'a> {
 ///
 /// 1. request id: a malformed one dropped, then set (kept or generated) and echoed on every
 ///    response, errors included;
-/// 2. overload: a fast 503 beyond `max_concurrent_requests`;
-/// 3. tracing: one span per request, opened after the id exists;
+/// 2. observe: the trace context, one span per request, and its access log line, metrics and
+///    exported span when the response ends — after the id exists, and around everything else
+///    so that shed requests and preflights are recorded too;
+/// 3. overload: a fast 503 beyond `max_concurrent_requests`;
 /// 4. CORS: preflights answered here, before any route or upstream;
 /// 5. compression of responses, decompression of request bodies;
 /// 6. the panic safety net: a panic below becomes a 500 JSON error, not a dropped connection.
@@ -45,14 +53,17 @@ pub fn apply(router: Router, settings: Settings<'_>) -> Router {
         router = compression::apply(router);
     }
     if let Some(cors) = settings.cors {
-        router = router.layer(cors::layer(cors)).layer(MapResponseLayer::new(cors::expose_grpc_headers));
+        router = router
+            .layer(cors::layer(cors, settings.observer.request_id_header()))
+            .layer(MapResponseLayer::new(cors::expose_grpc_headers));
     }
-    router = router.layer(TraceLayer::new_for_http());
-    router = overload::apply(router, settings.max_concurrent_requests);
+    router = overload::apply(router, settings.max_concurrent_requests, settings.gateway.clone());
+    router = router.layer(observe::ObserveLayer::new(settings.observer.clone()));
+    let header = settings.observer.request_id_header().clone();
     router.layer(
         ServiceBuilder::new()
-            .layer(MapRequestLayer::new(request_id::drop_malformed::<axum::body::Body>))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, request_id::MakeRequestIdV7))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+            .layer(MapRequestLayer::new(request_id::drop_malformed(header.clone())))
+            .layer(SetRequestIdLayer::new(header.clone(), request_id::MakeRequestIdV7))
+            .layer(PropagateRequestIdLayer::new(header)),
     )
 }

@@ -2,31 +2,31 @@
 //! instead of a queue that grows until everything is slow. A stream counts until its
 //! response headers are sent.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use http::{Response, StatusCode};
-use tonic::Code;
+use axum::{Extension, Router};
+use http::{HeaderValue, Response};
 use tower::ServiceBuilder;
+use tower_http::request_id::RequestId;
 
-use crate::error::json_response;
-use crate::status::StatusBody;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
 
 /// Wraps `router` so that at most `max` requests are in progress; the rest are shed.
-pub fn apply(router: Router, max: usize) -> Router {
+pub fn apply(router: Router, max: usize, gateway: Arc<Gateway>) -> Router {
     router.layer(
         ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(|_: tower::BoxError| async { overloaded() }))
+            .layer(HandleErrorLayer::new(move |id: Option<Extension<RequestId>>, _: tower::BoxError| {
+                let gateway = gateway.clone();
+                async move { overloaded(&gateway, id.as_ref().map(|id| id.header_value())) }
+            }))
             .load_shed()
             .concurrency_limit(max),
     )
 }
 
-fn overloaded() -> Response<Body> {
-    let body = StatusBody {
-        code: Code::Unavailable as i32,
-        message: "the gateway is at its limit of requests in progress; retry shortly",
-        details: Vec::new(),
-    };
-    json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_json()).map(Body::from)
+fn overloaded(gateway: &Gateway, request_id: Option<&HeaderValue>) -> Response<Body> {
+    gateway.error_response(GatewayError::Overloaded, request_id).map(Body::from)
 }

@@ -1,4 +1,4 @@
-//! Correlation ids: keep the client's `X-Request-Id` when it is well-formed, or generate a
+//! Correlation ids: keep the client's `X-Request-Id` (or the configured header) when it is well-formed, or generate a
 //! UUIDv7 (time-ordered, so ids sort by arrival in logs).
 //!
 //! Well-formed means 1 to 128 characters from `A-Z a-z 0-9 - _ . : + / =` (UUIDs, ULIDs,
@@ -6,10 +6,8 @@
 //! text — is replaced, so a client cannot put arbitrary text into every log line and upstream
 //! call.
 
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use tower_http::request_id::{MakeRequestId, RequestId};
-
-use crate::metadata::REQUEST_ID;
 
 /// The longest request id kept.
 pub const MAX_LEN: usize = 128;
@@ -25,20 +23,22 @@ impl MakeRequestId for MakeRequestIdV7 {
     }
 }
 
-/// Drops an `X-Request-Id` that is not well-formed (or sent more than once), so that one is
-/// generated in its place.
-pub fn drop_malformed<B>(mut request: Request<B>) -> Request<B> {
-    let ids = request.headers().get_all(REQUEST_ID);
-    let mut values = ids.iter();
-    let keep = match (values.next(), values.next()) {
-        (Some(id), None) => well_formed(id),
-        (None, _) => true,
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
-        request.headers_mut().remove(REQUEST_ID);
+/// Drops a request id (in `header`) that is not well-formed, or sent more than once, so that
+/// one is generated in its place.
+pub fn drop_malformed<B>(header: HeaderName) -> impl Fn(Request<B>) -> Request<B> + Clone {
+    move |mut request| {
+        let ids = request.headers().get_all(&header);
+        let mut values = ids.iter();
+        let keep = match (values.next(), values.next()) {
+            (Some(id), None) => well_formed(id),
+            (None, _) => true,
+            (Some(_), Some(_)) => false,
+        };
+        if !keep {
+            request.headers_mut().remove(&header);
+        }
+        request
     }
-    request
 }
 
 fn well_formed(id: &HeaderValue) -> bool {
@@ -52,6 +52,11 @@ fn well_formed(id: &HeaderValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::REQUEST_ID;
+
+    fn drop_malformed(request: Request<()>) -> Request<()> {
+        super::drop_malformed(REQUEST_ID)(request)
+    }
 
     fn kept(value: &str) -> bool {
         let request = Request::builder().header(REQUEST_ID, value).body(()).unwrap();

@@ -26,12 +26,15 @@ fn request_headers_become_metadata() {
             ("grpc-metadata-trace-bin", "AQID"),
             ("authorization", "Bearer t"),
             ("x-request-id", "r-1"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("tracestate", "a=1"),
             ("host", "api.example.com"),
             ("accept", "application/json"),
             ("cookie", "secret=1"),
             ("content-type", "application/json"),
         ]),
         peer(),
+        &REQUEST_ID,
     )
     .unwrap();
     assert_eq!(
@@ -40,6 +43,8 @@ fn request_headers_become_metadata() {
             ("authorization", "Bearer t"),
             ("tenant", "acme"),
             ("trace-bin", "AQID"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("tracestate", "a=1"),
             ("x-forwarded-for", "10.0.0.7"),
             ("x-forwarded-host", "api.example.com"),
             ("x-forwarded-proto", "http"),
@@ -58,6 +63,7 @@ fn forwarded_headers_extend_what_proxies_sent() {
             ("x-forwarded-proto", "https"),
         ]),
         peer(),
+        &REQUEST_ID,
     )
     .unwrap();
     assert_eq!(md["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
@@ -81,6 +87,7 @@ fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
             ("grpc-metadata-ok", "1"),
         ]),
         Peer { ip: None, tls: true },
+        &REQUEST_ID,
     )
     .unwrap();
     assert_eq!(pairs(&md), [("ok", "1"), ("x-forwarded-proto", "https")].map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -88,10 +95,11 @@ fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
 
 #[test]
 fn binary_metadata_is_base64_and_normalised() {
-    let md = to_grpc(&headers(&[("grpc-metadata-a-bin", "AQI="), ("grpc-metadata-b-bin", "_-8")]), peer()).unwrap();
+    let md = to_grpc(&headers(&[("grpc-metadata-a-bin", "AQI="), ("grpc-metadata-b-bin", "_-8")]), peer(), &REQUEST_ID)
+        .unwrap();
     assert_eq!(md["a-bin"], "AQI");
     assert_eq!(md["b-bin"], "/+8");
-    let err = to_grpc(&headers(&[("grpc-metadata-c-bin", "***")]), peer()).unwrap_err();
+    let err = to_grpc(&headers(&[("grpc-metadata-c-bin", "***")]), peer(), &REQUEST_ID).unwrap_err();
     assert_eq!(err.to_string(), "header grpc-metadata-c-bin: a -bin value must be base64");
 }
 

@@ -24,6 +24,7 @@ use http::{HeaderMap, Response};
 use crate::error::GatewayError;
 use crate::gateway::{self, CallKind, Gateway};
 use crate::metadata::Peer;
+use crate::observability::Exchange;
 use crate::policy::Access;
 use crate::route::{BodySelector, Route};
 use crate::upstream::{PendingResponse, UnaryResponse, UpstreamError};
@@ -72,11 +73,12 @@ pub async fn server_stream(
     let body = gateway::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
     let message = gateway.transcoder().decode(index, route, values, parts.uri.query(), &body)?;
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
+    let started = std::time::Instant::now();
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     sink.send(&message).await?;
     sink.finish()?;
     let format = response::StreamFormat::negotiate(&parts.headers);
-    let stream = response::MessageStream::start(gateway.clone(), index, pending).await?;
+    let stream = response::MessageStream::start(gateway.clone(), index, pending, &parts, started).await?;
     Ok(stream.into_response(format, &parts.headers))
 }
 
@@ -98,8 +100,14 @@ pub async fn client_stream(
         None => RequestFormat::of(&parts.headers)?,
     };
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
+    let started = std::time::Instant::now();
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
-    let answer = single_response(pending);
+    let exchange = Exchange::of(&parts.extensions);
+    let answer = async {
+        let reply = single_response(pending).await;
+        exchange.upstream_answered(started.elapsed(), reply.as_ref().ok().map(|r| &r.endpoint));
+        reply
+    };
     tokio::pin!(answer);
     let messages = request::Messages {
         gateway,

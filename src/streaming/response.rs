@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ::http_body::Frame;
 use axum::body::Body;
@@ -15,6 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, TRAILER};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::StreamBody;
 use tonic::Code;
@@ -22,6 +24,7 @@ use tonic::Code;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata;
+use crate::observability::Exchange;
 use crate::transcode::http_body::{self, RawTarget};
 use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
 
@@ -71,6 +74,9 @@ pub struct MessageStream {
     first: Option<Bytes>,
     trailers: Option<HeaderMap>,
     ended: bool,
+    /// Where the stream's end is noted, and the id its error line carries.
+    exchange: Exchange,
+    request_id: Option<HeaderValue>,
     _in_flight: super::InFlight,
 }
 
@@ -82,8 +88,14 @@ impl MessageStream {
         gateway: Arc<Gateway>,
         index: usize,
         pending: PendingResponse,
+        parts: &Parts,
+        started: Instant,
     ) -> Result<MessageStream, GatewayError> {
-        let mut responses = pending.headers().await?;
+        let exchange = Exchange::of(&parts.extensions);
+        let responses = pending.headers().await;
+        let endpoint = responses.as_ref().ok().map(ResponseStream::endpoint);
+        exchange.upstream_answered(started.elapsed(), endpoint);
+        let mut responses = responses?;
         // `next` is cancel-safe: a timeout loses nothing.
         let first = match tokio::time::timeout(gateway.keep_alive(), responses.next()).await {
             Ok(first) => first?,
@@ -91,7 +103,19 @@ impl MessageStream {
         };
         let raw = gateway.transcoder().raw_response(index);
         let _in_flight = gateway.streams().start();
-        Ok(MessageStream { gateway, index, raw, responses, first, trailers: None, ended: false, _in_flight })
+        let request_id = gateway.request_id(&parts.headers).cloned();
+        Ok(MessageStream {
+            gateway,
+            index,
+            raw,
+            responses,
+            first,
+            trailers: None,
+            ended: false,
+            exchange,
+            request_id,
+            _in_flight,
+        })
     }
 
     /// The HTTP response, in `format`; HTTP trailers only if the request's `TE` allows them.
@@ -196,6 +220,7 @@ impl MessageStream {
             }
             Ok(None) => {
                 self.ended = true;
+                self.exchange.stream_ended(Code::Ok, None);
                 let upstream = self.responses.trailers().cloned().unwrap_or_default();
                 return Some(Event::Trailers(http_trailers(Code::Ok, "", &upstream)));
             }
@@ -208,7 +233,8 @@ impl MessageStream {
             GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.metadata().clone().into_headers(),
             _ => HeaderMap::new(),
         };
-        let status_json = self.gateway.error_response(error).into_body();
+        self.exchange.stream_ended(code, Some(message.clone()));
+        let status_json = self.gateway.error_response(error, self.request_id.as_ref()).into_body();
         let message = status_message(&status_json).unwrap_or(message);
         self.trailers = Some(http_trailers(code, &message, &upstream));
         Some(Event::Error(status_json))

@@ -237,7 +237,8 @@ impl Session {
                     _ => close_code::ERROR,
                 };
                 let (grpc, _) = error.code();
-                let response = self.gateway.error_response(error);
+                // A close reason holds 123 bytes: no room for the request id's detail.
+                let response = self.gateway.error_response(error, None);
                 let details = serde_json::from_slice::<serde_json::Value>(response.body()).ok();
                 let message = details.as_ref().and_then(|d| d["message"].as_str()).unwrap_or("").to_owned();
                 (code, close_reason(grpc as i32, &message, details.as_ref().map(|d| &d["details"])))

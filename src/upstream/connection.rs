@@ -78,6 +78,8 @@ pub fn tls_connector(inner: Connector, client: Arc<rustls::ClientConfig>, server
 /// The connection to one endpoint.
 pub struct EndpointConnection {
     endpoint: Endpoint,
+    /// The endpoint's URL, for logs and spans.
+    label: Arc<str>,
     connector: Connector,
     connect_timeout: Duration,
     current: Mutex<Option<SendRequest<Bytes>>>,
@@ -93,6 +95,7 @@ impl EndpointConnection {
     /// A connection that will be opened on first use.
     pub fn new(endpoint: Endpoint, connector: Connector, connect_timeout: Duration) -> EndpointConnection {
         EndpointConnection {
+            label: endpoint.to_string().into(),
             endpoint,
             connector,
             connect_timeout,
@@ -104,6 +107,11 @@ impl EndpointConnection {
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The endpoint's URL.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
     }
 
     /// A handle to send requests on the open connection, opening it first if needed.

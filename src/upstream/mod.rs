@@ -67,6 +67,8 @@ pub struct UnaryResponse {
     pub message: Bytes,
     /// Trailers, with the gRPC status among them.
     pub trailers: HeaderMap,
+    /// The endpoint that answered.
+    pub endpoint: Arc<str>,
 }
 
 /// Why a call produced no response message.
@@ -241,7 +243,7 @@ impl Upstream {
         }
         let message =
             grpc::single_message(data, self.max_response_bytes).map_err(|s| self.status(s, parts.headers.clone()))?;
-        Ok(UnaryResponse { headers: parts.headers, message, trailers })
+        Ok(UnaryResponse { headers: parts.headers, message, trailers, endpoint: connection.label().clone() })
     }
 
     /// Opens a streaming call: request messages go up through the [`RequestSink`], the
@@ -253,13 +255,15 @@ impl Upstream {
         metadata: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
+        let expires = deadline.map(|d| tokio::time::Instant::now() + d);
+        let (connection, response, body) = self.start(path, metadata, deadline).await?;
         let context = CallContext {
             upstream: self.name.clone(),
+            endpoint: connection.label().clone(),
             deadline,
-            expires: deadline.map(|d| tokio::time::Instant::now() + d),
+            expires,
             max_message_bytes: self.max_response_bytes,
         };
-        let (_, response, body) = self.start(path, metadata, deadline).await?;
         Ok((RequestSink::new(body, context.clone()), PendingResponse::new(response, context)))
     }
 
@@ -297,6 +301,28 @@ impl Upstream {
             self.unreachable(&e)
         })?;
         Ok((connection, response, body))
+    }
+
+    /// Whether each endpoint can take calls now: an open connection that is not closing, or a
+    /// new one made within `timeout`. Endpoints are probed together.
+    pub async fn probe(&self, timeout: Duration) -> Vec<(Arc<str>, Result<(), String>)> {
+        let probes = self.connections.iter().map(|connection| async move {
+            let ready = async {
+                let sender = connection.sender().await.map_err(|e| e.0)?;
+                if sender.ready().await.is_err() {
+                    // Closed while idle: the next call (or probe) opens a new one.
+                    connection.reset();
+                    let sender = connection.sender().await.map_err(|e| e.0)?;
+                    sender.ready().await.map_err(|e| error_chain(&e))?;
+                }
+                Ok(())
+            };
+            let result = tokio::time::timeout(timeout, ready)
+                .await
+                .unwrap_or_else(|_| Err(format!("no connection to {} within {timeout:?}", connection.endpoint())));
+            (connection.label().clone(), result)
+        });
+        futures_util::future::join_all(probes).await
     }
 
     /// The next endpoint in turn that has (or can open) a connection.

@@ -25,6 +25,7 @@ use super::{StatusReply, UnaryResponse, UpstreamError, grpc};
 #[derive(Debug, Clone)]
 pub(super) struct CallContext {
     pub(super) upstream: String,
+    pub(super) endpoint: std::sync::Arc<str>,
     pub(super) deadline: Option<Duration>,
     pub(super) expires: Option<Instant>,
     pub(super) max_message_bytes: usize,
@@ -237,6 +238,11 @@ impl ResponseStream {
         &self.headers
     }
 
+    /// The endpoint that answered.
+    pub fn endpoint(&self) -> &std::sync::Arc<str> {
+        &self.context.endpoint
+    }
+
     /// The trailers, once [`ResponseStream::next`] has returned `Ok(None)`.
     pub fn trailers(&self) -> Option<&HeaderMap> {
         self.trailers.as_ref()
@@ -259,7 +265,8 @@ impl ResponseStream {
             let status = Status::internal("the upstream sent more than one response message");
             return Err(self.context.status(status, self.headers.clone()));
         }
-        Ok(UnaryResponse { headers: self.headers, message, trailers: self.trailers.unwrap_or_default() })
+        let trailers = self.trailers.unwrap_or_default();
+        Ok(UnaryResponse { headers: self.headers, message, trailers, endpoint: self.context.endpoint })
     }
 
     async fn next_message(&mut self) -> Result<Option<Bytes>, UpstreamError> {

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tonic::Code;
 
-use crate::support::{Client, Harness, Reply};
+use crate::support::{Client, Harness, Reply, take_request_info};
 
 fn numbered(n: usize) -> Vec<Value> {
     (1..=n).map(|i| json!({"int32Value": i, "stringValue": format!("message {i}")})).collect()
@@ -67,10 +67,10 @@ async fn a_failure_mid_stream_ends_the_body_with_an_error_line() {
     assert_eq!(response.status, 200, "the status was sent with the first message");
     assert!(response.next_json().await.unwrap()["result"].is_object());
     assert!(response.next_json().await.unwrap()["result"].is_object());
-    assert_eq!(
-        response.next_json().await.unwrap(),
-        json!({"error": {"code": 5, "message": "the topic went away", "details": []}})
-    );
+    let mut error = response.next_json().await.unwrap();
+    let request_id = response.header("x-request-id").unwrap().to_owned();
+    assert_eq!(take_request_info(&mut error["error"]), Some(request_id), "the error line carries the request id");
+    assert_eq!(error, json!({"error": {"code": 5, "message": "the topic went away", "details": []}}));
     assert_eq!(response.next_line().await, None);
 }
 
@@ -131,7 +131,10 @@ async fn event_streams_carry_the_bare_messages_and_an_error_event() {
     assert_eq!(events.len(), 3, "{body}");
     assert_eq!(events[0], r#"data: {"int32Value":1,"stringValue":"message 1"}"#);
     assert_eq!(events[1], r#"data: {"int32Value":2,"stringValue":"message 2"}"#);
-    assert_eq!(events[2], "event: error\ndata: {\"code\":10,\"message\":\"conflict\",\"details\":[]}");
+    let error = events[2].strip_prefix("event: error\ndata: ").unwrap();
+    let mut error: serde_json::Value = serde_json::from_str(error).unwrap();
+    assert!(take_request_info(&mut error).is_some(), "{error}");
+    assert_eq!(error, json!({"code": 10, "message": "conflict", "details": []}));
 }
 
 #[tokio::test]

@@ -625,6 +625,19 @@ fn insert_metadata(metadata: &mut tonic::metadata::MetadataMap, key: &str, value
     }
 }
 
+/// Removes the trailing `google.rpc.RequestInfo` detail of an error body and returns its
+/// request id.
+pub fn take_request_info(status: &mut Value) -> Option<String> {
+    let details = status["details"].as_array_mut()?;
+    let last = details.last()?;
+    if last["@type"] != "type.googleapis.com/google.rpc.RequestInfo" {
+        return None;
+    }
+    let id = last["requestId"].as_str().map(str::to_owned);
+    details.pop();
+    id
+}
+
 // === gateway ===
 
 /// protogate on an ephemeral port.
@@ -632,6 +645,9 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub client: Client,
     pub inner: Arc<protogate::gateway::Gateway>,
+    /// The access log's file, unless the config names its own.
+    access_log: PathBuf,
+    _access_log_file: Option<tempfile::TempPath>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -643,7 +659,13 @@ impl Gateway {
         Gateway::with_config(config(extra, &upstreams)).await
     }
 
-    pub async fn with_config(config: Config) -> Gateway {
+    pub async fn with_config(mut config: Config) -> Gateway {
+        // The access log goes to a file of the test's (not the test runner's stdout).
+        let file = config.access_log.path.is_none().then(|| tempfile::NamedTempFile::new().unwrap().into_temp_path());
+        if let Some(file) = &file {
+            config.access_log.path = Some(file.to_path_buf());
+        }
+        let access_log = config.access_log.path.clone().unwrap_or_default();
         let gateway = protogate::gateway::Gateway::build(&config).unwrap_or_else(|e| panic!("gateway build: {e:?}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -652,7 +674,22 @@ impl Gateway {
         tokio::spawn(protogate::server::serve(listener, inner.clone(), async {
             let _ = rx.await;
         }));
-        Gateway { addr, client: Client::new(addr), inner, _shutdown: tx }
+        Gateway { addr, client: Client::new(addr), inner, access_log, _access_log_file: file, _shutdown: tx }
+    }
+
+    /// The access log's lines, once there are at least `n` (polling, at most 5 s: lines are
+    /// written by a background thread when each response ends).
+    pub async fn access_log(&self, n: usize) -> Vec<Value> {
+        let mut lines = Vec::new();
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            lines = text.lines().map(|line| serde_json::from_str(line).unwrap_or(Value::String(line.into()))).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} access log lines after 5 s, waited for {n}: {lines:?}", lines.len());
     }
 
     /// Waits (polling, at most 5 s) until no stream is in progress in the gateway.
@@ -984,13 +1021,18 @@ impl TestResponse {
 
     /// Asserts a `google.rpc.Status` JSON error with this HTTP status and code; returns it.
     #[track_caller]
+    /// Checks an error answer's status, code and shape, and that its last detail is the
+    /// `google.rpc.RequestInfo` carrying the `X-Request-Id` it was answered with; returns the
+    /// body without that detail.
     pub fn assert_error(&self, status: u16, code: i32) -> Value {
-        let json = self.json();
+        let mut json = self.json();
         assert_eq!(self.status.as_u16(), status, "{json}");
         assert_eq!(json["code"], code, "{json}");
         assert!(json["message"].is_string(), "{json}");
         assert!(json["details"].is_array(), "{json}");
         assert_eq!(self.header("content-type"), Some("application/json"));
+        let request_id = self.header("x-request-id").expect("every answer carries its request id");
+        assert_eq!(take_request_info(&mut json).as_deref(), Some(request_id), "{json}");
         json
     }
 }

@@ -1,0 +1,182 @@
+//! The admin listener: what operators and their tooling ask the gateway about itself, on an
+//! address of its own (`admin_listen`, loopback in the examples) and never on the public one.
+//!
+//! - `GET /healthz`: the process is alive and serving (liveness).
+//! - `GET /readyz`: descriptors are loaded and every upstream has an endpoint that takes
+//!   connections; 503 naming what is not (readiness).
+//! - `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
+//! - `GET /routes`: the route table, as `protogate routes --json` prints it.
+//! - `GET /config`: the effective configuration, secrets redacted.
+//! - `GET /openapi.json`: answered 501 until this build generates OpenAPI documents.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::error::json_response;
+use crate::gateway::Gateway;
+use crate::observability::metrics::Sample;
+use crate::route::RouteOrigin;
+use crate::status::StatusBody;
+
+/// How long `/readyz` waits for an endpoint's connection.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The admin endpoints.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/routes", get(routes))
+        .route("/config", get(config))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mut reasons = Vec::new();
+    let routes = gateway.table().routes().len();
+    if routes == 0 {
+        reasons.push("no routes: the descriptor paths hold no services".to_owned());
+    }
+    let mut upstreams = Vec::new();
+    for upstream in gateway.upstreams().iter() {
+        let probes = upstream.probe(PROBE_TIMEOUT).await;
+        let ready = probes.iter().any(|(_, result)| result.is_ok());
+        if !ready {
+            let why: Vec<&str> = probes.iter().filter_map(|(_, r)| r.as_ref().err().map(String::as_str)).collect();
+            reasons.push(format!("upstream {} has no endpoint taking connections: {}", upstream.name, why.join("; ")));
+        }
+        let endpoints: Vec<serde_json::Value> = probes
+            .iter()
+            .map(|(url, result)| match result {
+                Ok(()) => json!({ "url": &**url, "ready": true }),
+                Err(error) => json!({ "url": &**url, "ready": false, "error": error }),
+            })
+            .collect();
+        upstreams.push(json!({ "name": upstream.name, "ready": ready, "endpoints": endpoints }));
+    }
+    let ready = reasons.is_empty();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "reasons": reasons,
+        "routes": routes,
+        "upstreams": upstreams,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, &body)
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let observer = gateway.observer();
+    observer.metrics().sample(Sample {
+        routes: gateway.table().routes().len(),
+        streams: gateway.streams().get(),
+        rate_limit_backend_errors: gateway.policies().limiter().backend_errors(),
+        access_log_dropped: observer.access_log_dropped(),
+    });
+    let openmetrics = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (text, content_type) = if openmetrics {
+        (observer.metrics().encode_openmetrics(), OPENMETRICS)
+    } else {
+        (observer.metrics().encode(), PROMETHEUS_TEXT)
+    };
+    ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
+}
+
+async fn routes(State(gateway): State<Arc<Gateway>>) -> Response {
+    json(StatusCode::OK, &route_table(&gateway))
+}
+
+async fn config(State(gateway): State<Arc<Gateway>>) -> Response {
+    json(StatusCode::OK, gateway.effective_config())
+}
+
+async fn openapi() -> Response {
+    error(StatusCode::NOT_IMPLEMENTED, Code::Unimplemented, "this build does not generate OpenAPI documents")
+}
+
+async fn not_found() -> Response {
+    let message = "no such admin endpoint: try /healthz, /readyz, /metrics, /routes or /config";
+    error(StatusCode::NOT_FOUND, Code::NotFound, message)
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, "the admin endpoints answer GET only")
+}
+
+fn error(status: StatusCode, code: Code, message: &str) -> Response {
+    json_response(status, StatusBody { code: code as i32, message, details: Vec::new() }.to_json()).map(Body::from)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    json_response(status, serde_json::to_vec_pretty(value).unwrap_or_default()).map(Body::from)
+}
+
+/// The route table as JSON: one object per route with its HTTP method, path template, gRPC
+/// method, body and response body selectors, upstream, and whether it is the implicit
+/// `POST /pkg.Service/Method` route.
+pub fn route_table(gateway: &Gateway) -> serde_json::Value {
+    let routes: Vec<serde_json::Value> = gateway
+        .table()
+        .routes()
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            json!({
+                "method": route.http_method.to_string(),
+                "path": route.template.to_string(),
+                "grpc_method": route.method.full_name(),
+                "body": route.body.to_string(),
+                "response_body": route.response_body.as_ref().map(|f| f.name()),
+                "upstream": gateway.upstream_of(i).map_or("-", |u| u.name.as_str()),
+                "default": route.origin == RouteOrigin::Default,
+                "streaming": streaming_kind(route),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(routes)
+}
+
+/// `server`, `client`, `bidi`, or null for a unary method.
+fn streaming_kind(route: &crate::route::Route) -> Option<&'static str> {
+    match (route.method.is_client_streaming(), route.method.is_server_streaming()) {
+        (false, false) => None,
+        (false, true) => Some("server"),
+        (true, false) => Some("client"),
+        (true, true) => Some("bidi"),
+    }
+}

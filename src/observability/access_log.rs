@@ -1,0 +1,293 @@
+//! The access log: one line per request, written when its response ends — JSON (one object
+//! per line, for log pipelines) or a human format (for a terminal).
+//!
+//! A line holds what an operator needs to follow a request and find who failed it: time,
+//! request id, trace id, client address, method, path, route template, gRPC method, upstream
+//! and endpoint, HTTP and gRPC status, bytes each way, durations and, for a refusal or a
+//! failure, why. No header value is logged — not `Authorization`, not cookies — and the path
+//! is logged without its query string, which may carry tokens.
+//!
+//! Lines are formatted on the request's thread and written by a background thread; when the
+//! output falls behind by 128k lines, further lines are dropped and counted
+//! (`protogate_access_log_dropped_lines_total`) rather than holding requests back.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+use crate::config::{AccessLogConfig, AccessLogFormat};
+
+/// The longest path logged; longer ones are cut (and marked with `…`).
+const MAX_PATH: usize = 1024;
+/// The longest error message logged.
+const MAX_ERROR: usize = 512;
+
+/// Where and how lines are written.
+#[derive(Debug)]
+pub struct AccessLog {
+    human: bool,
+    writer: NonBlocking,
+    dropped: ErrorCounter,
+    // Flushes what is queued when the log is dropped.
+    _worker: WorkerGuard,
+}
+
+/// One request, as its line tells it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Entry<'a> {
+    /// When the request arrived (RFC 3339, UTC, milliseconds).
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// The correlation id.
+    pub request_id: &'a str,
+    /// The W3C trace id.
+    pub trace_id: &'a str,
+    /// The client's address (through trusted proxies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The route template matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// `pkg.Service/Method`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_method: Option<&'a str>,
+    /// The upstream's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
+    /// The upstream endpoint the call went to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<&'a str>,
+    /// The HTTP status.
+    pub status: u16,
+    /// The gRPC status code name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<&'static str>,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes written.
+    pub bytes_out: u64,
+    /// Time to the end of the response, in milliseconds.
+    #[serde(serialize_with = "millis")]
+    pub duration_ms: Duration,
+    /// Time the upstream took, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "millis_opt")]
+    pub upstream_ms: Option<Duration>,
+    /// False when the client went away before the response ended.
+    pub completed: bool,
+    /// Why the request was refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// The client's `User-Agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<&'a str>,
+}
+
+impl AccessLog {
+    /// Opens the configured output; `None` when the log is off.
+    pub fn open(config: &AccessLogConfig) -> Result<Option<AccessLog>, String> {
+        let human = match config.format {
+            AccessLogFormat::Off => return Ok(None),
+            AccessLogFormat::Json => false,
+            AccessLogFormat::Human => true,
+        };
+        let output: Box<dyn Write + Send> = match &config.path {
+            Some(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Box::new(file)
+            }
+            None => Box::new(std::io::stdout()),
+        };
+        // The writer thread flushes whenever it has emptied its queue.
+        let (writer, worker) = NonBlockingBuilder::default()
+            .lossy(true)
+            .thread_name("protogate-access-log")
+            .finish(BufWriter::with_capacity(64 * 1024, output));
+        let dropped = writer.error_counter();
+        Ok(Some(AccessLog { human, writer, dropped, _worker: worker }))
+    }
+
+    /// Writes one request's line.
+    pub fn write(&self, entry: &Entry<'_>) {
+        let line = if self.human { human_line(entry) } else { json_line(entry) };
+        // The non-blocking writer queues the line; it never fails.
+        let _ = self.writer.clone().write_all(&line);
+    }
+
+    /// Lines dropped so far because the output fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.dropped_lines() as u64
+    }
+}
+
+/// The JSON line: one object, then a newline.
+pub fn json_line(entry: &Entry<'_>) -> Vec<u8> {
+    let path = truncated(entry.path, MAX_PATH);
+    let error = entry.error.map(|e| truncated(e, MAX_ERROR));
+    let entry = Entry { path: &path, error: error.as_deref(), ..*entry };
+    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The human line: time, client, request line, status, size and duration, then `key=value`
+/// pairs.
+pub fn human_line(entry: &Entry<'_>) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(256);
+    let client = entry.client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+    let _ = write!(
+        line,
+        "{} {client} \"{} {}\" {} {} {}B {:.3}ms id={}",
+        humantime::format_rfc3339_millis(entry.time),
+        entry.method,
+        escape(&truncated(entry.path, MAX_PATH)),
+        entry.status,
+        entry.grpc_status.unwrap_or("-"),
+        entry.bytes_out,
+        entry.duration_ms.as_secs_f64() * 1000.0,
+        entry.request_id,
+    );
+    let pairs = [
+        ("route", entry.route),
+        ("grpc", entry.grpc_method),
+        ("upstream", entry.upstream),
+        ("endpoint", entry.endpoint),
+    ];
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            let _ = write!(line, " {key}={}", escape(value));
+        }
+    }
+    if let Some(upstream) = entry.upstream_ms {
+        let _ = write!(line, " upstream_ms={:.3}", upstream.as_secs_f64() * 1000.0);
+    }
+    if entry.bytes_in > 0 {
+        let _ = write!(line, " in={}B", entry.bytes_in);
+    }
+    if !entry.completed {
+        line.push_str(" incomplete");
+    }
+    let _ = write!(line, " trace={}", entry.trace_id);
+    if let Some(error) = entry.error {
+        let _ = write!(line, " error=\"{}\"", escape(&truncated(error, MAX_ERROR)).replace('"', "'"));
+    }
+    line.push('\n');
+    line.into_bytes()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// Control characters written as escapes: one request, one line.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars().flat_map(char::escape_default).collect::<String>().into()
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+fn millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    // Microsecond precision is enough, and keeps the numbers short.
+    s.serialize_f64((duration.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+fn millis_opt<S: serde::Serializer>(duration: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => millis(duration, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            request_id: "req-1",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            client_ip: "203.0.113.9".parse().ok(),
+            method: "GET",
+            path: "/v1/users/7",
+            route: Some("/v1/users/{id}"),
+            grpc_method: Some("example.users.v1.UserService/GetUser"),
+            upstream: Some("users"),
+            endpoint: Some("http://127.0.0.1:50051"),
+            status: 404,
+            grpc_status: Some("NOT_FOUND"),
+            bytes_in: 0,
+            bytes_out: 87,
+            duration_ms: Duration::from_micros(1234),
+            upstream_ms: Some(Duration::from_micros(1001)),
+            completed: true,
+            error: Some("upstream users answered NOT_FOUND: no user 7"),
+            user_agent: Some("curl/8.5.0"),
+        }
+    }
+
+    #[test]
+    fn the_json_line_is_one_object() {
+        let line = json_line(&entry());
+        assert_eq!(line.last(), Some(&b'\n'));
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(value["request_id"], "req-1");
+        assert_eq!(value["route"], "/v1/users/{id}");
+        assert_eq!(value["status"], 404);
+        assert_eq!(value["grpc_status"], "NOT_FOUND");
+        assert_eq!(value["duration_ms"], 1.234);
+        assert_eq!(value["upstream_ms"], 1.001);
+        assert_eq!(value["client_ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn the_human_line_reads_left_to_right() {
+        let line = String::from_utf8(human_line(&entry())).unwrap();
+        assert!(
+            line.starts_with(
+                "2023-11-14T22:13:20.123Z 203.0.113.9 \"GET /v1/users/7\" 404 NOT_FOUND 87B 1.234ms id=req-1 route=/v1/users/{id}"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("error=\"upstream users answered NOT_FOUND: no user 7\"\n"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn long_or_odd_values_stay_on_one_bounded_line() {
+        let path = format!("/{}", "é".repeat(2000));
+        let error = "line one\nline two";
+        let long = Entry { path: &path, error: Some(error), ..entry() };
+        let line = json_line(&long);
+        assert!(line.len() < 2 * MAX_PATH + MAX_ERROR + 1024);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let human = human_line(&long);
+        assert_eq!(human.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+}

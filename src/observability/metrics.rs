@@ -1,0 +1,430 @@
+//! The gateway's Prometheus metrics: what `/metrics` on the admin listener exposes.
+//!
+//! Every label has a bounded set of values: routes are named by template (`/v1/users/{id}`,
+//! never `/v1/users/7`), a request that matched no route is `route="unmatched"`, methods
+//! outside the standard ones are `method="OTHER"`, and error kinds and reasons are fixed words.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Latency buckets, in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The route label of requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// A label value shared by every series that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Label(Arc<str>);
+
+impl From<&Arc<str>> for Label {
+    fn from(value: &Arc<str>) -> Self {
+        Label(value.clone())
+    }
+}
+
+impl From<&'static str> for Label {
+    fn from(value: &'static str) -> Self {
+        Label(Arc::from(value))
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: Label,
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: Label,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Label,
+    grpc_method: Label,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamCodeLabels {
+    upstream: Label,
+    grpc_method: Label,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    upstream: Label,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Why an upstream call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// No connection could be made, or it broke before the answer.
+    Connect,
+    /// The deadline passed.
+    Timeout,
+    /// The upstream answered with a non-OK status.
+    Status,
+}
+
+/// Why a request was refused before any upstream saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No bearer token.
+    MissingToken,
+    /// A token that does not verify.
+    InvalidToken,
+    /// A valid token without the scopes or claims needed.
+    Forbidden,
+    /// Over a rate limit.
+    RateLimited,
+    /// The rate-limit backend could not decide, and the policy fails closed.
+    RateLimitUnavailable,
+}
+
+/// One finished request, as the metrics see it.
+#[derive(Debug)]
+pub struct Observation<'a> {
+    /// The route template, or [`UNMATCHED`].
+    pub route: Label,
+    /// The HTTP method.
+    pub method: &'a Method,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// Time from the request's arrival to the end of its response body.
+    pub duration: Duration,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes written.
+    pub bytes_out: u64,
+    /// The upstream call, if one was made: upstream, gRPC method, time, final gRPC code name.
+    pub upstream: Option<UpstreamCall>,
+    /// Why it was refused, if it was.
+    pub refusal: Option<Refusal>,
+}
+
+/// An upstream call, as the metrics see it.
+#[derive(Debug)]
+pub struct UpstreamCall {
+    /// The upstream's name.
+    pub upstream: Label,
+    /// `pkg.Service/Method`.
+    pub grpc_method: Label,
+    /// How long the upstream took, when it answered.
+    pub elapsed: Option<Duration>,
+    /// The gRPC code name of the outcome (`OK`, `NOT_FOUND`, …).
+    pub code: &'static str,
+    /// Why it failed, if it did.
+    pub error: Option<UpstreamErrorKind>,
+}
+
+/// Every metric, registered once per process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<RouteLabels>,
+    in_flight: Gauge,
+    request_bytes: Family<RouteLabels, Counter>,
+    response_bytes: Family<RouteLabels, Counter>,
+    upstream_requests: Family<UpstreamCodeLabels, Counter>,
+    upstream_duration: HistogramFamily<UpstreamLabels>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<ReasonLabels, Counter>,
+    descriptor_loads: Family<ResultLabels, Counter>,
+    /// Sampled when scraped.
+    routes: Gauge,
+    streams: Gauge,
+    rate_limit_backend_errors: Counter,
+    access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// The metrics, all at zero.
+    pub fn new() -> Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("protogate"),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_errors: Family::default(),
+            auth_failures: Family::default(),
+            rate_limited: Family::default(),
+            descriptor_loads: Family::default(),
+            routes: Gauge::default(),
+            streams: Gauge::default(),
+            rate_limit_backend_errors: Counter::default(),
+            access_log_dropped: Counter::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            metrics.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to the end of its response, by route template and method",
+            Unit::Seconds,
+            metrics.request_duration.clone(),
+        );
+        r.register("http_requests_in_flight", "Requests whose response has not ended", metrics.in_flight.clone());
+        r.register_with_unit(
+            "http_request_body",
+            "Request body bytes read, by route template and method",
+            Unit::Bytes,
+            metrics.request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "http_response_body",
+            "Response body bytes written, by route template and method",
+            Unit::Bytes,
+            metrics.response_bytes.clone(),
+        );
+        r.register(
+            "upstream_requests",
+            "Upstream gRPC calls, by upstream, method and final gRPC code",
+            metrics.upstream_requests.clone(),
+        );
+        r.register_with_unit(
+            "upstream_duration",
+            "Time the upstream took to answer (to its response headers for streams)",
+            Unit::Seconds,
+            metrics.upstream_duration.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream calls by kind: connect (unreachable), timeout (deadline), status (non-OK answer)",
+            metrics.upstream_errors.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused by authentication: missing, invalid or forbidden",
+            metrics.auth_failures.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Requests refused by rate limits: limited (429) or backend_unavailable (503)",
+            metrics.rate_limited.clone(),
+        );
+        r.register("descriptor_loads", "Descriptor set loads, by result", metrics.descriptor_loads.clone());
+        r.register("routes", "Routes in the route table", metrics.routes.clone());
+        r.register("streams_in_progress", "Streaming calls in progress", metrics.streams.clone());
+        r.register(
+            "rate_limit_backend_errors",
+            "Rate-limit decisions the backend (Redis) could not make",
+            metrics.rate_limit_backend_errors.clone(),
+        );
+        r.register(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind",
+            metrics.access_log_dropped.clone(),
+        );
+        metrics
+    }
+
+    /// A request started.
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A request ended.
+    pub fn request_ended(&self, observation: &Observation<'_>) {
+        self.in_flight.dec();
+        let method = method_label(observation.method);
+        let route = RouteLabels { route: observation.route.clone(), method };
+        self.requests
+            .get_or_create(&RequestLabels { route: route.route.clone(), method, status: observation.status })
+            .inc();
+        self.request_duration.get_or_create(&route).observe(observation.duration.as_secs_f64());
+        if observation.bytes_in > 0 {
+            self.request_bytes.get_or_create(&route).inc_by(observation.bytes_in);
+        }
+        self.response_bytes.get_or_create(&route).inc_by(observation.bytes_out);
+        if let Some(call) = &observation.upstream {
+            self.upstream_call(call);
+        }
+        match observation.refusal {
+            Some(Refusal::MissingToken) => self.auth_failures.get_or_create(&ReasonLabels { reason: "missing" }).inc(),
+            Some(Refusal::InvalidToken) => self.auth_failures.get_or_create(&ReasonLabels { reason: "invalid" }).inc(),
+            Some(Refusal::Forbidden) => self.auth_failures.get_or_create(&ReasonLabels { reason: "forbidden" }).inc(),
+            Some(Refusal::RateLimited) => self.rate_limited.get_or_create(&ReasonLabels { reason: "limited" }).inc(),
+            Some(Refusal::RateLimitUnavailable) => {
+                self.rate_limited.get_or_create(&ReasonLabels { reason: "backend_unavailable" }).inc()
+            }
+            None => 0,
+        };
+    }
+
+    fn upstream_call(&self, call: &UpstreamCall) {
+        let labels = UpstreamLabels { upstream: call.upstream.clone(), grpc_method: call.grpc_method.clone() };
+        if let Some(elapsed) = call.elapsed {
+            self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        }
+        let UpstreamLabels { upstream, grpc_method } = labels;
+        if let Some(kind) = call.error {
+            let kind = match kind {
+                UpstreamErrorKind::Connect => "connect",
+                UpstreamErrorKind::Timeout => "timeout",
+                UpstreamErrorKind::Status => "status",
+            };
+            self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
+        }
+        self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code: call.code }).inc();
+    }
+
+    /// A descriptor set was loaded (`ok`) or refused.
+    pub fn descriptors_loaded(&self, ok: bool) {
+        self.descriptor_loads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
+    }
+
+    /// The values that are sampled rather than counted as they happen.
+    pub fn sample(&self, sample: Sample) {
+        self.routes.set(i64::try_from(sample.routes).unwrap_or(i64::MAX));
+        self.streams.set(i64::try_from(sample.streams).unwrap_or(i64::MAX));
+        self.rate_limit_backend_errors.inner().store(sample.rate_limit_backend_errors, Ordering::Relaxed);
+        self.access_log_dropped.inner().store(sample.access_log_dropped, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String does not fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The OpenMetrics text format, for scrapers that ask for it.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Values read from the gateway when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Routes in the table.
+    pub routes: usize,
+    /// Streams in progress.
+    pub streams: usize,
+    /// Rate-limit backend errors so far.
+    pub rate_limit_backend_errors: u64,
+    /// Access log lines dropped so far.
+    pub access_log_dropped: u64,
+}
+
+/// The method as a label: the standard methods by name, anything else `OTHER`, so a client
+/// cannot mint label values.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(route: &'static str, status: u16) -> Observation<'static> {
+        Observation {
+            route: Label::from(route),
+            method: &Method::GET,
+            status,
+            duration: Duration::from_millis(3),
+            bytes_in: 0,
+            bytes_out: 10,
+            upstream: Some(UpstreamCall {
+                upstream: Label::from("users"),
+                grpc_method: Label::from("example.users.v1.UserService/GetUser"),
+                elapsed: Some(Duration::from_millis(2)),
+                code: "NOT_FOUND",
+                error: Some(UpstreamErrorKind::Status),
+            }),
+            refusal: None,
+        }
+    }
+
+    #[test]
+    fn requests_are_counted_by_template_and_status() {
+        let metrics = Metrics::new();
+        metrics.request_started();
+        metrics.request_ended(&observation("/v1/users/{id}", 404));
+        metrics.request_started();
+        metrics.request_ended(&observation("/v1/users/{id}", 404));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"protogate_http_requests_total{route="/v1/users/{id}",method="GET",status="404"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("protogate_http_requests_in_flight 0"), "{text}");
+        assert!(text.contains(r#"protogate_upstream_errors_total{upstream="users",kind="status"} 2"#), "{text}");
+        assert!(text.contains(r#"code="NOT_FOUND""#), "{text}");
+        assert!(text.contains("protogate_http_request_duration_seconds_bucket"), "{text}");
+        assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn odd_methods_do_not_make_labels() {
+        let method = Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&method), "OTHER");
+    }
+}
