@@ -682,7 +682,8 @@ impl Config {
                 );
             }
         }
-        if self.admin_listen.is_some_and(|admin| admin == self.listen) {
+        // Port 0 picks a free port for each listener: those never collide.
+        if self.admin_listen.is_some_and(|admin| admin == self.listen && admin.port() != 0) {
             err("admin_listen".into(), "must differ from listen: the admin endpoints are never public".into());
         }
         if let Err(e) = http::HeaderName::from_bytes(self.request_id.header.as_bytes()) {

@@ -92,7 +92,10 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     gateway.forward_claims(&access, &mut metadata);
     let started = std::time::Instant::now();
     let reply = upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await;
-    exchange.upstream_answered(started.elapsed(), reply.as_ref().ok().map(|r| &r.endpoint));
+    exchange.upstream_answered(
+        started.elapsed(),
+        reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
+    );
     let reply = reply?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),

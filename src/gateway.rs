@@ -330,7 +330,7 @@ impl Gateway {
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
         let started = std::time::Instant::now();
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await;
-        let endpoint = reply.as_ref().ok().map(|r| &r.endpoint);
+        let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
         Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), endpoint);
         self.respond_with(index, &reply?)
     }

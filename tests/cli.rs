@@ -192,22 +192,38 @@ fn bad_flags_are_usage_errors() {
     assert!(text(&missing.stderr).starts_with("error: nope.toml: "), "{}", text(&missing.stderr));
 }
 
-/// Starts `protogate serve` and waits for its "listening on" line; returns the child and address.
+/// Starts `protogate serve` and waits for its "listening on" line; returns the child (its
+/// stdout, the access log, piped) and the address.
 async fn serve(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let (child, addr, _) = serve_with_admin(args, dir, env).await;
+    (child, addr)
+}
+
+/// As `serve`, with the admin listener's address when it has one.
+async fn serve_with_admin(
+    args: &[&str],
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, Option<String>) {
     let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .current_dir(dir)
         .env_remove("PROTOGATE_CONFIG")
         .envs(env.iter().copied())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+    let (addr, admin) = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut admin = None;
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("admin endpoints on http://").nth(1) {
+                admin = rest.split_whitespace().next().map(str::to_owned);
+            }
             if let Some(addr) = line.split("listening on http://").nth(1) {
-                return addr.trim().to_owned();
+                return (addr.trim().to_owned(), admin);
             }
         }
         panic!("serve exited before listening");
@@ -215,7 +231,7 @@ async fn serve(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (tokio::proce
     .await
     .expect("serve starts within 20 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    (child, addr, admin)
 }
 
 #[tokio::test]
@@ -225,17 +241,34 @@ async fn serve_answers_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = descriptors_dir();
     let url = upstream.url();
-    let (mut child, addr) =
-        serve(&["serve", "--listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url], dir.path(), &[]).await;
+    let args =
+        ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
+    let (mut child, addr, admin) = serve_with_admin(&args, dir.path(), &[]).await;
     let client = Client::new(addr.parse().unwrap());
-    let response = client.request("GET", "/v1/users/7").send().await;
+    let response = client.request("GET", "/v1/users/7").header("X-Request-Id", "cli-req-1").send().await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["displayName"], "Seven");
     assert_eq!(upstream.last_call().path, "/example.users.v1.UserService/GetUser");
+    let admin = Client::new(admin.expect("the admin listener's address is logged").parse().unwrap());
+    let metrics = admin.request("GET", "/metrics").send().await;
+    let metrics = text(&metrics.body);
+    assert!(
+        metrics.contains(r#"protogate_http_requests_total{route="/v1/users/{id}",method="GET",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(admin.request("GET", "/healthz").send().await.status, 200);
+
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut stdout = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+    // The access log is on stdout, one JSON object per request, flushed before exit.
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap();
+    assert_eq!(line["request_id"], "cli-req-1");
+    assert_eq!(line["route"], "/v1/users/{id}");
+    assert_eq!(line["status"], 200);
 }
 
 #[tokio::test]

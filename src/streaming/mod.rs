@@ -105,7 +105,10 @@ pub async fn client_stream(
     let exchange = Exchange::of(&parts.extensions);
     let answer = async {
         let reply = single_response(pending).await;
-        exchange.upstream_answered(started.elapsed(), reply.as_ref().ok().map(|r| &r.endpoint));
+        exchange.upstream_answered(
+            started.elapsed(),
+            reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
+        );
         reply
     };
     tokio::pin!(answer);

@@ -93,7 +93,7 @@ impl MessageStream {
     ) -> Result<MessageStream, GatewayError> {
         let exchange = Exchange::of(&parts.extensions);
         let responses = pending.headers().await;
-        let endpoint = responses.as_ref().ok().map(ResponseStream::endpoint);
+        let endpoint = responses.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(r.endpoint()));
         exchange.upstream_answered(started.elapsed(), endpoint);
         let mut responses = responses?;
         // `next` is cancel-safe: a timeout loses nothing.

@@ -106,10 +106,30 @@ pub enum UpstreamError {
 pub struct StatusReply {
     /// The upstream's name.
     pub upstream: String,
+    /// The endpoint that answered, when known.
+    pub endpoint: Option<Arc<str>>,
     /// The status, with its trailers as metadata.
     pub status: Status,
     /// Response headers sent before the status, if any.
     pub headers: HeaderMap,
+}
+
+impl UpstreamError {
+    /// Notes which endpoint answered with a status.
+    fn answered_by(mut self, endpoint: &Arc<str>) -> UpstreamError {
+        if let UpstreamError::Status(reply) = &mut self {
+            reply.endpoint = Some(endpoint.clone());
+        }
+        self
+    }
+
+    /// The endpoint that answered with a status, when known.
+    pub fn endpoint(&self) -> Option<&Arc<str>> {
+        match self {
+            UpstreamError::Status(reply) => reply.endpoint.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 // === impl Upstreams ===
@@ -211,7 +231,18 @@ impl Upstream {
         headers: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let (connection, response, mut body) = self.start(path, headers, deadline).await?;
+        let (connection, response, body) = self.start(path, headers, deadline).await?;
+        self.exchange(connection, response, body, message).await.map_err(|e| e.answered_by(connection.label()))
+    }
+
+    /// Sends a unary call's message and reads its answer.
+    async fn exchange(
+        &self,
+        connection: &EndpointConnection,
+        response: h2::client::ResponseFuture,
+        mut body: h2::SendStream<Bytes>,
+        message: Bytes,
+    ) -> Result<UnaryResponse, UpstreamError> {
         // Queued with the HEADERS frame, so both leave in one write.
         body.send_data(grpc::frame(&message), true).map_err(|e| self.unreachable(&e))?;
         let response = match response.await {
@@ -377,7 +408,7 @@ impl Upstream {
     }
 
     fn status(&self, status: Status, headers: HeaderMap) -> UpstreamError {
-        UpstreamError::Status(Box::new(StatusReply { upstream: self.name.clone(), status, headers }))
+        UpstreamError::Status(Box::new(StatusReply { upstream: self.name.clone(), endpoint: None, status, headers }))
     }
 
     fn unreachable(&self, error: &dyn std::error::Error) -> UpstreamError {

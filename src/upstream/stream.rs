@@ -66,7 +66,8 @@ impl CallContext {
     }
 
     fn status(&self, status: Status, headers: HeaderMap) -> UpstreamError {
-        UpstreamError::Status(Box::new(StatusReply { upstream: self.upstream.clone(), status, headers }))
+        let endpoint = Some(self.endpoint.clone());
+        UpstreamError::Status(Box::new(StatusReply { upstream: self.upstream.clone(), endpoint, status, headers }))
     }
 
     /// An error on a stream the upstream had accepted: a reset carries a status of its own;

@@ -89,9 +89,7 @@ async fn status_details_render_as_typed_json() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_502_with_code_14() {
-    // A port that was free a moment ago: nothing listens there.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let gateway = Gateway::start(&format!("http://{closed}"), "").await;
+    let gateway = Gateway::start(&Upstream::closed_url().await, "").await;
     let response = gateway.client.request("GET", "/v1/shelves/1").send().await;
     let json = response.assert_error(502, 14);
     let message = json["message"].as_str().unwrap();

@@ -20,6 +20,7 @@ mod headers;
 mod http_body;
 mod json_mapping;
 mod limits;
+mod observability;
 mod rate_limits;
 mod routing;
 mod streaming;

@@ -283,6 +283,12 @@ impl Upstream {
         Upstream { addr, state, _shutdown: tx }
     }
 
+    /// The URL of a port that was free a moment ago: nothing listens there.
+    pub async fn closed_url() -> String {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        format!("http://{closed}")
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -677,6 +683,14 @@ impl Gateway {
         Gateway { addr, client: Client::new(addr), inner, access_log, _access_log_file: file, _shutdown: tx }
     }
 
+    /// Starts the admin listener on an ephemeral port; a client for it.
+    pub async fn admin(&self) -> Client {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(protogate::admin::serve(listener, self.inner.clone(), std::future::pending()));
+        Client::new(addr)
+    }
+
     /// The access log's lines, once there are at least `n` (polling, at most 5 s: lines are
     /// written by a background thread when each response ends).
     pub async fn access_log(&self, n: usize) -> Vec<Value> {
@@ -1019,11 +1033,10 @@ impl TestResponse {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
-    /// Asserts a `google.rpc.Status` JSON error with this HTTP status and code; returns it.
+    /// Asserts a `google.rpc.Status` JSON error with this HTTP status and code, whose last
+    /// detail is the `google.rpc.RequestInfo` carrying the `X-Request-Id` it was answered
+    /// with; returns the body without that detail.
     #[track_caller]
-    /// Checks an error answer's status, code and shape, and that its last detail is the
-    /// `google.rpc.RequestInfo` carrying the `X-Request-Id` it was answered with; returns the
-    /// body without that detail.
     pub fn assert_error(&self, status: u16, code: i32) -> Value {
         let mut json = self.json();
         assert_eq!(self.status.as_u16(), status, "{json}");
