@@ -66,7 +66,7 @@ fn in_memory_channel() -> Channel {
 
 fn config() -> Config {
     Config::from_toml(&format!(
-        "[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"catalog\"\nservices = [\"*\"]\nendpoints = [\"http://in-memory:1\"]\n",
+        "[access_log]\npath = \"/dev/null\"\n[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"catalog\"\nservices = [\"*\"]\nendpoints = [\"http://in-memory:1\"]\n",
         concat!(env!("OUT_DIR"), "/testing.binpb")
     ))
     .unwrap()

@@ -16,7 +16,10 @@
 //! curl -s -X PATCH localhost:8080/v1/users/2 -H 'content-type: application/json' -d '{"displayName":"A. M. Turing"}'
 //! curl -s -X POST localhost:8080/v1/orders/2:cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
 //! curl -s localhost:8080/v1/users/42
+//! curl -s localhost:9090/metrics      # the admin listener: /healthz /readyz /metrics /routes /config
 //! ```
+//!
+//! Each request's access log line (human format here; JSON by default) goes to stdout.
 //!
 //! The gateway loads the services' descriptors from `descriptors/` at start, as a deployment
 //! would; the services' code is in `examples/services/`.
@@ -34,6 +37,7 @@ use tokio::net::TcpListener;
 const USERS: &str = "127.0.0.1:50051";
 const ORDERS: &str = "127.0.0.1:50052";
 const GATEWAY: &str = "127.0.0.1:8080";
+const ADMIN: &str = "127.0.0.1:9090";
 
 #[tokio::main]
 async fn main() {
@@ -64,6 +68,11 @@ async fn main() {
     let config = Config::from_toml(&format!(
         r#"
 listen = "{GATEWAY}"
+admin_listen = "{ADMIN}"
+
+# One line per request on stdout, for reading in a terminal (JSON is the default).
+[access_log]
+format = "human"
 
 [descriptors]
 paths = ["{descriptors}"]
@@ -95,12 +104,15 @@ allow_origins = ["http://localhost:3000"]
             std::process::exit(1);
         }
     };
-    tracing::info!("{gateway}; gateway listening on http://{GATEWAY}");
+    let gateway = Arc::new(gateway);
+    let admin = bind(ADMIN).await;
+    tokio::spawn(protogate::admin::serve(admin, gateway.clone(), std::future::pending()));
+    tracing::info!("{gateway}; gateway listening on http://{GATEWAY}, admin endpoints on http://{ADMIN}");
     let listener = bind(GATEWAY).await;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    protogate::server::serve(listener, Arc::new(gateway), shutdown).await.expect("the gateway serves");
+    protogate::server::serve(listener, gateway, shutdown).await.expect("the gateway serves");
 }
 
 async fn bind(addr: &str) -> TcpListener {

@@ -26,15 +26,7 @@ use crate::metadata::Peer;
 
 /// The router: every method and path goes to the gateway, behind the layer stack.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let edge = gateway.edge().clone();
-    let settings = layers::Settings {
-        observer: gateway.observer().clone(),
-        gateway: gateway.clone(),
-        cors: edge.cors.as_ref(),
-        compression: edge.compression,
-        max_concurrent_requests: edge.limits.max_concurrent_requests,
-    };
-    layers::apply(Router::new().fallback(handle).with_state(gateway), settings)
+    layers::apply(Router::new().fallback(handle).with_state(gateway.clone()), &gateway)
 }
 
 /// Whether the connection a request came on is TLS: set by the listener.

@@ -17,26 +17,11 @@ use tower::ServiceBuilder;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::config::CorsConfig;
-use crate::observability::Observer;
+use crate::gateway::Gateway;
 
-/// What the layers are configured with.
-#[derive(Debug, Clone)]
-pub struct Settings<'a> {
-    /// Records every request: access log, metrics, spans.
-    pub observer: Arc<Observer>,
-    /// Renders the errors the layers answer with.
-    pub gateway: Arc<crate::gateway::Gateway>,
-    /// Cross-origin access, if any.
-    pub cors: Option<&'a CorsConfig>,
-    /// Compress responses and accept compressed bodies.
-    pub compression: bool,
-    /// Requests in progress beyond which the listener answers 503.
-    pub max_concurrent_requests: usize,
-}
-
-/// Wraps the gateway's router in the layer stack. Listed here outermost first; applied
-/// innermost first, as each `layer` call wraps what is already there.
+/// Wraps the gateway's router in the layer stack, configured from the gateway's edge
+/// settings. Listed here outermost first; applied innermost first, as each `layer` call wraps
+/// what is already there.
 ///
 /// 1. request id: a malformed one dropped, then set (kept or generated) and echoed on every
 ///    response, errors included;
@@ -47,19 +32,20 @@ pub struct Settings<'a> {
 /// 4. CORS: preflights answered here, before any route or upstream;
 /// 5. compression of responses, decompression of request bodies;
 /// 6. the panic safety net: a panic below becomes a 500 JSON error, not a dropped connection.
-pub fn apply(router: Router, settings: Settings<'_>) -> Router {
+pub fn apply(router: Router, gateway: &Arc<Gateway>) -> Router {
+    let (edge, observer) = (gateway.edge(), gateway.observer());
     let mut router = router.layer(catch_panic::layer());
-    if settings.compression {
+    if edge.compression {
         router = compression::apply(router);
     }
-    if let Some(cors) = settings.cors {
+    if let Some(cors) = &edge.cors {
         router = router
-            .layer(cors::layer(cors, settings.observer.request_id_header()))
+            .layer(cors::layer(cors, observer.request_id_header()))
             .layer(MapResponseLayer::new(cors::expose_grpc_headers));
     }
-    router = overload::apply(router, settings.max_concurrent_requests, settings.gateway.clone());
-    router = router.layer(observe::ObserveLayer::new(settings.observer.clone()));
-    let header = settings.observer.request_id_header().clone();
+    router = overload::apply(router, edge.limits.max_concurrent_requests, gateway.clone());
+    router = router.layer(observe::ObserveLayer::new(observer.clone()));
+    let header = observer.request_id_header().clone();
     router.layer(
         ServiceBuilder::new()
             .layer(MapRequestLayer::new(request_id::drop_malformed(header.clone())))

@@ -97,7 +97,7 @@ pub enum UpstreamError {
         deadline: Duration,
     },
     /// The upstream answered with a non-OK status.
-    #[error("upstream {} answered {}: {}", .0.upstream, .0.status.code(), .0.status.message())]
+    #[error("upstream {} answered {}: {}", .0.upstream, crate::status::code_name(.0.status.code()), .0.status.message())]
     Status(Box<StatusReply>),
 }
 
