@@ -30,8 +30,9 @@ use crate::observability::metrics::Sample;
 use crate::route::RouteOrigin;
 use crate::status::StatusBody;
 
-/// How long `/readyz` waits for an endpoint's connection.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `/readyz` waits for an endpoint's connection: under the 1 s probe timeout of
+/// Kubernetes' defaults.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -68,9 +69,11 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     if routes == 0 {
         reasons.push("no routes: the descriptor paths hold no services".to_owned());
     }
+    // Every endpoint of every upstream at once: a slow one must not hold the answer past a
+    // prober's timeout (Kubernetes waits 1 s by default).
+    let probes = futures_util::future::join_all(gateway.upstreams().iter().map(|u| u.probe(PROBE_TIMEOUT))).await;
     let mut upstreams = Vec::new();
-    for upstream in gateway.upstreams().iter() {
-        let probes = upstream.probe(PROBE_TIMEOUT).await;
+    for (upstream, probes) in gateway.upstreams().iter().zip(probes) {
         let ready = probes.iter().any(|(_, result)| result.is_ok());
         if !ready {
             let why: Vec<&str> = probes.iter().filter_map(|(_, r)| r.as_ref().err().map(String::as_str)).collect();

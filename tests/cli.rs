@@ -195,16 +195,22 @@ fn bad_flags_are_usage_errors() {
 /// Starts `protogate serve` and waits for its "listening on" line; returns the child (its
 /// stdout, the access log, piped) and the address.
 async fn serve(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
-    let (child, addr, _) = serve_with_admin(args, dir, env).await;
-    (child, addr)
+    let served = serve_with_admin(args, dir, env).await;
+    (served.child, served.addr)
 }
 
-/// As `serve`, with the admin listener's address when it has one.
-async fn serve_with_admin(
-    args: &[&str],
-    dir: &Path,
-    env: &[(&str, &str)],
-) -> (tokio::process::Child, String, Option<String>) {
+/// A `protogate serve` process.
+struct Served {
+    child: tokio::process::Child,
+    addr: String,
+    /// The admin listener's address, when it has one.
+    admin: Option<String>,
+    /// Its diagnostic log (stderr) after the "listening on" line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// As `serve`, with the admin listener's address and the diagnostic log.
+async fn serve_with_admin(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Served {
     let mut child = tokio::process::Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -230,8 +236,14 @@ async fn serve_with_admin(
     })
     .await
     .expect("serve starts within 20 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr, admin)
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Served { child, addr, admin, log }
 }
 
 #[tokio::test]
@@ -243,7 +255,7 @@ async fn serve_answers_and_stops_on_sigterm() {
     let url = upstream.url();
     let args =
         ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
-    let (mut child, addr, admin) = serve_with_admin(&args, dir.path(), &[]).await;
+    let Served { mut child, addr, admin, log } = serve_with_admin(&args, dir.path(), &[]).await;
     let client = Client::new(addr.parse().unwrap());
     let response = client.request("GET", "/v1/users/7").header("X-Request-Id", "cli-req-1").send().await;
     assert_eq!(response.status, 200);
@@ -257,6 +269,19 @@ async fn serve_answers_and_stops_on_sigterm() {
         "{metrics}"
     );
     assert_eq!(admin.request("GET", "/healthz").send().await.status, 200);
+    // A failure's log line carries the request's id.
+    upstream.reply(Reply::json(serde_json::json!({})).delay(Duration::from_secs(1)));
+    let late = client.request("GET", "/v1/users/7").header("X-Request-Id", "cli-req-2").header("Grpc-Timeout", "20m");
+    assert_eq!(late.send().await.status, 504);
+    for _ in 0..500 {
+        if log.lock().unwrap().iter().any(|l| l.contains("id=\"cli-req-2\"") || l.contains("id=cli-req-2")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lines = log.lock().unwrap().clone();
+    let line = lines.iter().find(|l| l.contains("cli-req-2")).unwrap_or_else(|| panic!("no log line: {lines:?}"));
+    assert!(line.contains("WARN") && line.contains("deadline"), "{line}");
 
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -160,6 +160,7 @@ impl Observer {
             route = tracing::field::Empty,
             grpc_method = tracing::field::Empty,
             upstream = tracing::field::Empty,
+            endpoint = tracing::field::Empty,
             status = tracing::field::Empty,
             grpc_status = tracing::field::Empty,
         );
@@ -198,6 +199,9 @@ impl Observer {
             if let Some(upstream) = &route.upstream {
                 span.record("upstream", &**upstream);
             }
+        }
+        if let Some(endpoint) = &record.endpoint {
+            span.record("endpoint", &**endpoint);
         }
         span.record("status", outcome.status);
         if let Some(code) = outcome.grpc {
