@@ -7,19 +7,28 @@
 //! failure, why. No header value is logged — not `Authorization`, not cookies — and the path
 //! is logged without its query string, which may carry tokens.
 //!
-//! Lines are formatted on the request's thread and written by a background thread; when the
-//! output falls behind by 128k lines, further lines are dropped and counted
+//! Lines are formatted on the request's thread into a shared buffer, which a background thread
+//! writes out every 100 ms: a request never waits on the output, and never pays for waking a
+//! writer (a channel to a writer thread costs a futex wake-up per line, about 5% of a small
+//! request's CPU). When the output falls 8 MiB behind, further lines are dropped and counted
 //! (`protogate_access_log_dropped_lines_total`) rather than holding requests back.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
+
+/// How often the buffered lines are written out.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// The most bytes waiting to be written; lines beyond are dropped.
+const MAX_PENDING: usize = 8 * 1024 * 1024;
 
 /// The longest path logged; longer ones are cut (and marked with `…`).
 const MAX_PATH: usize = 1024;
@@ -30,10 +39,16 @@ const MAX_ERROR: usize = 512;
 #[derive(Debug)]
 pub struct AccessLog {
     human: bool,
-    writer: NonBlocking,
-    dropped: ErrorCounter,
-    // Flushes what is queued when the log is dropped.
-    _worker: WorkerGuard,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// What the request threads and the writer thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+    stop: AtomicBool,
 }
 
 /// One request, as its line tells it.
@@ -109,25 +124,72 @@ impl AccessLog {
             }
             None => Box::new(std::io::stdout()),
         };
-        // The writer thread flushes whenever it has emptied its queue.
-        let (writer, worker) = NonBlockingBuilder::default()
-            .lossy(true)
-            .thread_name("protogate-access-log")
-            .finish(BufWriter::with_capacity(64 * 1024, output));
-        let dropped = writer.error_counter();
-        Ok(Some(AccessLog { human, writer, dropped, _worker: worker }))
+        let shared = Arc::new(Shared::default());
+        let writer = std::thread::Builder::new()
+            .name("protogate-access-log".into())
+            .spawn({
+                let shared = shared.clone();
+                move || write_out(&shared, output)
+            })
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        Ok(Some(AccessLog { human, shared, writer: Some(writer) }))
     }
 
-    /// Writes one request's line.
+    /// Queues one request's line.
     pub fn write(&self, entry: &Entry<'_>) {
         let line = if self.human { human_line(entry) } else { json_line(entry) };
-        // The non-blocking writer queues the line; it never fails.
-        let _ = self.writer.clone().write_all(&line);
+        let Ok(mut pending) = self.shared.pending.lock() else { return };
+        if pending.len() + line.len() > MAX_PENDING {
+            drop(pending);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            pending.extend_from_slice(&line);
+        }
     }
 
     /// Lines dropped so far because the output fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.dropped_lines() as u64
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AccessLog {
+    /// Writes out what is queued before the log goes.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: every `FLUSH_INTERVAL`, whatever has been queued goes to `output` in one
+/// write; once more after a stop.
+fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>) {
+    let mut batch = Vec::new();
+    let mut failing = false;
+    loop {
+        std::thread::park_timeout(FLUSH_INTERVAL);
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        if let Ok(mut pending) = shared.pending.lock() {
+            std::mem::swap(&mut *pending, &mut batch);
+        }
+        if !batch.is_empty() {
+            match output.write_all(&batch).and_then(|()| output.flush()) {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("the access log cannot be written: {e}");
+                }
+                Err(_) => {}
+            }
+            // Keeps its capacity for the next swap.
+            batch.clear();
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -61,7 +61,12 @@ impl TraceContext {
 
     /// The `traceparent` the upstream call carries: this trace, the gateway's span as parent.
     pub fn traceparent(&self) -> HeaderValue {
-        let text = format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled));
+        let mut text = String::with_capacity(55);
+        text.push_str("00-");
+        push_hex(&mut text, &self.trace_id.0);
+        text.push('-');
+        push_hex(&mut text, &self.span_id.0);
+        text.push_str(if self.sampled { "-01" } else { "-00" });
         // Hex digits and dashes only.
         HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
     }
@@ -171,13 +176,27 @@ impl SpanId {
 
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut text = String::with_capacity(32);
+        push_hex(&mut text, &self.0);
+        f.write_str(&text)
     }
 }
 
 impl std::fmt::Display for SpanId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let mut text = String::with_capacity(16);
+        push_hex(&mut text, &self.0);
+        f.write_str(&text)
+    }
+}
+
+/// Lowercase hex, two digits a byte: ids are written on every request, and the formatting
+/// machinery's per-byte `{:02x}` costs more than the rest of the trace context.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
 }
 
