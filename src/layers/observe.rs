@@ -68,7 +68,12 @@ where
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
         let (mut watch, bytes_in) = self.observer.begin(&mut request, peer);
-        let request = request.map(|body| Body::new(CountedBody { inner: body, count: bytes_in }));
+        // A bodiless request (most GETs) has nothing to count.
+        let request = if http_body::Body::is_end_stream(request.body()) {
+            request
+        } else {
+            request.map(|body| Body::new(CountedBody { inner: body, count: bytes_in }))
+        };
         // The clone that was driven to readiness serves this request (tower's clone-and-swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

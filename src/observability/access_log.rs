@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
 /// How often the buffered lines are written out.
@@ -52,56 +50,45 @@ struct Shared {
 }
 
 /// One request, as its line tells it.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
     /// When the request arrived (RFC 3339, UTC, milliseconds).
-    #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
     /// The correlation id.
     pub request_id: &'a str,
     /// The W3C trace id.
     pub trace_id: &'a str,
     /// The client's address (through trusted proxies).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<IpAddr>,
     /// The HTTP method.
     pub method: &'a str,
     /// The path, without the query string.
     pub path: &'a str,
     /// The route template matched.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
     /// `pkg.Service/Method`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_method: Option<&'a str>,
     /// The upstream's name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<&'a str>,
     /// The upstream endpoint the call went to.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<&'a str>,
     /// The HTTP status.
     pub status: u16,
     /// The gRPC status code name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<&'static str>,
     /// Request body bytes read.
     pub bytes_in: u64,
     /// Response body bytes written.
     pub bytes_out: u64,
     /// Time to the end of the response, in milliseconds.
-    #[serde(serialize_with = "millis")]
     pub duration_ms: Duration,
     /// Time the upstream took, in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "millis_opt")]
     pub upstream_ms: Option<Duration>,
     /// False when the client went away before the response ended.
     pub completed: bool,
     /// Why the request was refused or failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     /// The client's `User-Agent`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<&'a str>,
 }
 
@@ -193,14 +180,82 @@ fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>) {
     }
 }
 
-/// The JSON line: one object, then a newline.
+/// The JSON line: one object, then a newline. Written field by field rather than through
+/// serde's derive, which spent half of a request's logging time on 17 fields.
 pub fn json_line(entry: &Entry<'_>) -> Vec<u8> {
-    let path = truncated(entry.path, MAX_PATH);
-    let error = entry.error.map(|e| truncated(e, MAX_ERROR));
-    let entry = Entry { path: &path, error: error.as_deref(), ..*entry };
-    let mut line = serde_json::to_vec(&entry).unwrap_or_default();
-    line.push(b'\n');
-    line
+    let mut line = JsonLine(Vec::with_capacity(512));
+    line.0.extend_from_slice(b"{\"time\":\"");
+    let _ = write!(line.0, "{}", humantime::format_rfc3339_millis(entry.time));
+    line.0.push(b'"');
+    line.string("request_id", entry.request_id);
+    line.string("trace_id", entry.trace_id);
+    if let Some(ip) = entry.client_ip {
+        line.key("client_ip");
+        let _ = write!(line.0, "\"{ip}\"");
+    }
+    line.string("method", entry.method);
+    line.string("path", &truncated(entry.path, MAX_PATH));
+    line.optional("route", entry.route);
+    line.optional("grpc_method", entry.grpc_method);
+    line.optional("upstream", entry.upstream);
+    line.optional("endpoint", entry.endpoint);
+    line.number("status", u64::from(entry.status));
+    line.optional("grpc_status", entry.grpc_status);
+    line.number("bytes_in", entry.bytes_in);
+    line.number("bytes_out", entry.bytes_out);
+    line.millis("duration_ms", entry.duration_ms);
+    if let Some(upstream) = entry.upstream_ms {
+        line.millis("upstream_ms", upstream);
+    }
+    line.key("completed");
+    line.0.extend_from_slice(if entry.completed { b"true" } else { b"false" });
+    if let Some(error) = entry.error {
+        line.string("error", &truncated(error, MAX_ERROR));
+    }
+    line.optional("user_agent", entry.user_agent);
+    line.0.extend_from_slice(b"}\n");
+    line.0
+}
+
+/// A JSON object being written; every key is a plain identifier.
+struct JsonLine(Vec<u8>);
+
+impl JsonLine {
+    fn key(&mut self, key: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        // Most values (ids, routes, paths) need no escaping: copied as they are.
+        if value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            self.0.push(b'"');
+            self.0.extend_from_slice(value.as_bytes());
+            self.0.push(b'"');
+        } else {
+            let _ = serde_json::to_writer(&mut self.0, value);
+        }
+    }
+
+    fn optional(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.string(key, value);
+        }
+    }
+
+    fn number(&mut self, key: &str, value: u64) {
+        self.key(key);
+        self.0.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// Milliseconds with microsecond precision: `1.234`.
+    fn millis(&mut self, key: &str, duration: Duration) {
+        self.key(key);
+        let micros = duration.as_micros();
+        let _ = write!(self.0, "{}.{:03}", micros / 1000, micros % 1000);
+    }
 }
 
 /// The human line: time, client, request line, status, size and duration, then `key=value`
@@ -269,22 +324,6 @@ fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     text.chars().flat_map(char::escape_default).collect::<String>().into()
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*time))
-}
-
-fn millis<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    // Microsecond precision is enough, and keeps the numbers short.
-    s.serialize_f64((duration.as_secs_f64() * 1e6).round() / 1e3)
-}
-
-fn millis_opt<S: serde::Serializer>(duration: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match duration {
-        Some(duration) => millis(duration, s),
-        None => s.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +365,21 @@ mod tests {
         assert_eq!(value["duration_ms"], 1.234);
         assert_eq!(value["upstream_ms"], 1.001);
         assert_eq!(value["client_ip"], "203.0.113.9");
+        assert_eq!(value["completed"], true);
+        assert_eq!(value["user_agent"], "curl/8.5.0");
+        assert_eq!(value.as_object().unwrap().len(), 19, "{value}");
+    }
+
+    #[test]
+    fn strings_that_need_escaping_are_escaped() {
+        let agent = "quote\" back\\ tab\t é \u{1} end";
+        let line = json_line(&Entry { user_agent: Some(agent), upstream: None, upstream_ms: None, ..entry() });
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["user_agent"], agent);
+        assert!(value.get("upstream").is_none() && value.get("upstream_ms").is_none());
+        let short = json_line(&Entry { duration_ms: Duration::from_micros(7), ..entry() });
+        let value: serde_json::Value = serde_json::from_slice(&short).unwrap();
+        assert_eq!(value["duration_ms"], 0.007);
     }
 
     #[test]
