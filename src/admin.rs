@@ -2,8 +2,8 @@
 //! address of its own (`admin_listen`, loopback in the examples) and never on the public one.
 //!
 //! - `GET /healthz`: the process is alive and serving (liveness).
-//! - `GET /readyz`: descriptors are loaded and every upstream has an endpoint that takes
-//!   connections; 503 naming what is not (readiness).
+//! - `GET /readyz`: descriptors are loaded, every upstream has an endpoint that takes
+//!   connections, and shutdown has not begun; 503 naming what is not (readiness).
 //! - `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
@@ -65,6 +65,9 @@ async fn healthz() -> Response {
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     let mut reasons = Vec::new();
+    if gateway.is_draining() {
+        reasons.push("shutting down: finishing the requests in flight".to_owned());
+    }
     let routes = gateway.table().routes().len();
     if routes == 0 {
         reasons.push("no routes: the descriptor paths hold no services".to_owned());

@@ -140,7 +140,12 @@ async fn serve(source: SourceArgs) -> ExitCode {
         None => None,
     };
     tracing::info!("listening on {scheme}://{addr}");
-    let served = protogate::server::serve(listener, gateway.clone(), shutdown_signal()).await;
+    let draining = gateway.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        draining.start_draining();
+    };
+    let served = protogate::server::serve(listener, gateway.clone(), shutdown).await;
     let _ = stop.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;

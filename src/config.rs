@@ -46,6 +46,10 @@ pub struct Config {
     /// Compress responses (gzip, br, zstd) for clients that accept it, and accept compressed
     /// request bodies.
     pub compression: bool,
+    /// After SIGTERM or SIGINT, how long requests and streams in flight may take to finish
+    /// before their connections are closed.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub drain_timeout: Duration,
     /// What the listener accepts from clients.
     pub limits: Limits,
     /// TLS termination on the listener; cleartext when absent.
@@ -83,6 +87,7 @@ impl Default for Config {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             streaming: StreamingConfig::default(),
             compression: true,
+            drain_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             tls: None,
             policy: Vec::new(),
@@ -779,6 +784,9 @@ impl Config {
         }
         if self.tls.as_ref().is_some_and(|t| t.reload_interval.is_zero()) {
             err("tls.reload_interval".into(), "must be longer than 0".into());
+        }
+        if self.drain_timeout.is_zero() {
+            err("drain_timeout".into(), "must be longer than 0".into());
         }
         if self.streaming.keep_alive.is_zero() {
             err("streaming.keep_alive".into(), "must be longer than 0".into());

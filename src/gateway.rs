@@ -53,6 +53,8 @@ pub struct Gateway {
     route_labels: Vec<Arc<RouteLabels>>,
     /// The configuration it was built from, secrets redacted, for the admin listener.
     effective_config: serde_json::Value,
+    /// Set when shutdown has begun: readiness fails so load balancers stop sending.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -164,6 +166,7 @@ impl Gateway {
                 cors: config.cors.clone(),
                 compression: config.compression,
                 limits: config.limits.clone(),
+                drain_timeout: config.drain_timeout,
                 tls: config.tls.clone(),
             },
             methods,
@@ -172,6 +175,7 @@ impl Gateway {
             observer,
             route_labels,
             effective_config: serde_json::to_value(config).unwrap_or_default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -262,6 +266,17 @@ impl Gateway {
     /// The configuration the gateway was built from, secrets redacted.
     pub fn effective_config(&self) -> &serde_json::Value {
         &self.effective_config
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on, while requests
+    /// in flight finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What records requests: access log, metrics, spans.
@@ -466,6 +481,8 @@ pub struct Edge {
     pub compression: bool,
     /// What the listener accepts from clients.
     pub limits: crate::config::Limits,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
     /// TLS termination, if configured.
     pub tls: Option<crate::config::TlsConfig>,
 }

@@ -41,13 +41,15 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` — over TLS when `[tls]` is configured — until
-/// `shutdown` completes, then stops accepting and lets the connections in flight finish.
+/// `shutdown` completes, then stops accepting and lets the connections in flight finish, for
+/// at most `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = gateway.edge().limits.clone();
+    let drain_timeout = gateway.edge().drain_timeout;
     let tls = match &gateway.edge().tls {
         Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
         None => None,
@@ -104,8 +106,11 @@ pub async fn serve(
             }
         }
     }
+    // New connections are refused from here on; those open finish what they started.
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after the {drain_timeout:?} drain timeout: closing their connections");
+    }
     Ok(())
 }
 

@@ -326,3 +326,71 @@ fn serve_refuses_to_start_on_bad_descriptors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("bad.proto"), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
+    let upstream = Upstream::start().await;
+    upstream.reply(Reply::json(serde_json::json!({"id": "7"})).delay(Duration::from_millis(1500)));
+    let dir = tempfile::tempdir().unwrap();
+    let (d, url) = (descriptors_dir(), upstream.url());
+    let args =
+        ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
+    let Served { mut child, addr, admin, .. } = serve_with_admin(&args, dir.path(), &[]).await;
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let admin = Client::new(admin.unwrap().parse().unwrap());
+    assert_eq!(admin.request("GET", "/readyz").send().await.status, 200);
+    let requests: Vec<_> = (0..50)
+        .map(|_| {
+            // A connection each, as 50 separate clients would.
+            let client = Client::new(addr);
+            tokio::spawn(async move { client.request("GET", "/v1/users/7").send().await.status })
+        })
+        .collect();
+    upstream.wait_for_calls(50).await;
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let refused = async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), refused).await.expect("new connections are refused");
+    let ready = admin.request("GET", "/readyz").send().await;
+    assert_eq!(ready.status, 503, "draining: load balancers are told to stop sending");
+    assert!(ready.json()["reasons"][0].as_str().unwrap().starts_with("shutting down"));
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200, "a request in flight at SIGTERM completes");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_stream_open_at_sigterm_is_closed_after_the_drain_timeout() {
+    let upstream = Upstream::start().await;
+    upstream.reply(Reply::stream(vec![serde_json::json!({"id": "1"})]).hold());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, "drain_timeout = \"300ms\"\n").unwrap();
+    let (d, url) = (descriptors_dir(), upstream.url());
+    let args = [
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--descriptors",
+        &d,
+        "--upstream",
+        &url,
+    ];
+    let (mut child, addr) = serve(&args, dir.path(), &[]).await;
+    let client = Client::new(addr.parse().unwrap());
+    let mut stream = client.request("GET", "/v1/users/1/orders:watch").send_streaming().await;
+    assert_eq!(stream.status, 200);
+    assert!(stream.next_line().await.is_some(), "the first message arrived");
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exits 0 once the drain timeout has passed: {status:?}");
+}

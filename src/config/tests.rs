@@ -69,6 +69,14 @@ format = "human"
 }
 
 #[test]
+fn the_drain_timeout_must_be_longer_than_zero() {
+    let config = Config::from_toml("drain_timeout = \"0s\"").unwrap();
+    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["drain_timeout"]);
+    assert_eq!(Config::default().drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
 fn the_effective_config_shows_no_secret() {
     let config = Config::from_toml(
         r#"
