@@ -154,40 +154,42 @@ fn hex_bytes<const N: usize>(hex: &str) -> Option<[u8; N]> {
 
 impl TraceId {
     fn random() -> TraceId {
-        loop {
-            let id: [u8; 16] = rand::random();
-            if id != [0; 16] {
-                return TraceId(id);
-            }
-        }
+        TraceId(nonzero_random())
     }
 }
 
 impl SpanId {
     fn random() -> SpanId {
-        loop {
-            let id: [u8; 8] = rand::random();
-            if id != [0; 8] {
-                return SpanId(id);
-            }
+        SpanId(nonzero_random())
+    }
+}
+
+/// Random bytes, not all zero (the spec's invalid id).
+fn nonzero_random<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id.iter().any(|b| *b != 0) {
+            return id;
         }
     }
 }
 
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = String::with_capacity(32);
-        push_hex(&mut text, &self.0);
-        f.write_str(&text)
+        f.write_str(&hex(&self.0))
     }
 }
 
 impl std::fmt::Display for SpanId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = String::with_capacity(16);
-        push_hex(&mut text, &self.0);
-        f.write_str(&text)
+        f.write_str(&hex(&self.0))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 * bytes.len());
+    push_hex(&mut text, bytes);
+    text
 }
 
 /// Lowercase hex, two digits a byte: ids are written on every request, and the formatting
