@@ -90,13 +90,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let deadline = gateway::deadline(timeout(&parts.headers)?, CallKind::Unary, &access, upstream);
     let mut metadata = request_metadata(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);
-    let started = std::time::Instant::now();
-    let reply = upstream.unary(route.grpc_path.clone(), message, metadata, deadline).await;
-    exchange.upstream_answered(
-        started.elapsed(),
-        reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
-    );
-    let reply = reply?;
+    let reply = exchange.time_call(upstream.unary(route.grpc_path.clone(), message, metadata, deadline)).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),

@@ -343,11 +343,9 @@ impl Gateway {
             }
         };
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
-        let started = std::time::Instant::now();
-        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline).await;
-        let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
-        Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), endpoint);
-        self.respond_with(index, &reply?)
+        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline);
+        let reply = Exchange::of(&parts.extensions).time_call(reply).await?;
+        self.respond_with(index, &reply)
     }
 
     /// Steps 5 and 6 for a call's one response message.

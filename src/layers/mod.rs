@@ -10,9 +10,9 @@ pub mod observe;
 pub mod overload;
 pub mod request_id;
 
-use axum::Router;
 use std::sync::Arc;
 
+use axum::Router;
 use tower::ServiceBuilder;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};

@@ -5,11 +5,14 @@
 //! The observe layer puts an [`Exchange`] into the request's extensions; the pipeline steps
 //! note what they find in it. A stream's body outlives the handler, so the record is shared.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Extensions;
 use tonic::Code;
+
+use crate::upstream::{UnaryResponse, UpstreamError};
 
 /// The labels of one route, made once when the gateway is built: metrics and logs name
 /// routes by template, never by the path a client sent.
@@ -61,6 +64,21 @@ impl Exchange {
             record.upstream_elapsed = Some(elapsed);
             record.endpoint = endpoint.cloned();
         });
+    }
+
+    /// Runs a unary-answered upstream call, noting how long it took and which endpoint
+    /// answered.
+    pub async fn time_call(
+        &self,
+        call: impl Future<Output = Result<UnaryResponse, UpstreamError>>,
+    ) -> Result<UnaryResponse, UpstreamError> {
+        let started = Instant::now();
+        let reply = call.await;
+        self.upstream_answered(
+            started.elapsed(),
+            reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
+        );
+        reply
     }
 
     /// A stream ended with `code` (and `error`'s message when it failed).

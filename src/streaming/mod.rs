@@ -100,17 +100,9 @@ pub async fn client_stream(
         None => RequestFormat::of(&parts.headers)?,
     };
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
-    let started = std::time::Instant::now();
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     let exchange = Exchange::of(&parts.extensions);
-    let answer = async {
-        let reply = single_response(pending).await;
-        exchange.upstream_answered(
-            started.elapsed(),
-            reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
-        );
-        reply
-    };
+    let answer = exchange.time_call(single_response(pending));
     tokio::pin!(answer);
     let messages = request::Messages {
         gateway,
