@@ -122,8 +122,8 @@ pub enum Refusal {
 /// One finished request, as the metrics see it.
 #[derive(Debug)]
 pub struct Observation<'a> {
-    /// The route template, or [`UNMATCHED`].
-    pub route: Label,
+    /// The route template; `None` for a request no route matched.
+    pub route: Option<Label>,
     /// The HTTP method.
     pub method: &'a Method,
     /// The HTTP status answered.
@@ -159,6 +159,8 @@ pub struct UpstreamCall {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The route label of requests no route matched, made once.
+    unmatched: Label,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RouteLabels>,
     in_flight: Gauge,
@@ -188,6 +190,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("protogate"),
+            unmatched: Label::from(UNMATCHED),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
@@ -280,7 +283,7 @@ impl Metrics {
     pub fn request_ended(&self, observation: &Observation<'_>) {
         self.in_flight.dec();
         let method = method_label(observation.method);
-        let route = RouteLabels { route: observation.route.clone(), method };
+        let route = RouteLabels { route: observation.route.clone().unwrap_or_else(|| self.unmatched.clone()), method };
         self.requests
             .get_or_create(&RequestLabels { route: route.route.clone(), method, status: observation.status })
             .inc();
@@ -386,7 +389,7 @@ mod tests {
 
     fn observation(route: &'static str, status: u16) -> Observation<'static> {
         Observation {
-            route: Label::from(route),
+            route: Some(Label::from(route)),
             method: &Method::GET,
             status,
             duration: Duration::from_millis(3),

@@ -32,7 +32,7 @@ use crate::status::code_name;
 use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
 pub use exchange::{Exchange, Record, RouteLabels};
-use metrics::{Label, Metrics, Observation, Refusal, UNMATCHED, UpstreamCall, UpstreamErrorKind};
+use metrics::{Label, Metrics, Observation, Refusal, UpstreamCall, UpstreamErrorKind};
 use trace_context::TraceContext;
 
 /// Everything that records requests, shared by all of them.
@@ -227,7 +227,7 @@ impl Observer {
             })
         });
         self.metrics.request_ended(&Observation {
-            route: route.map_or_else(|| Label::from(UNMATCHED), |r| Label::from(&r.route)),
+            route: route.map(|r| Label::from(&r.route)),
             method: &watch.method,
             status: outcome.status,
             duration,
