@@ -102,8 +102,9 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
     let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));
+    let endpoint = pending.endpoint().clone();
     let response = pending.raw().await;
-    exchange.upstream_answered(started.elapsed(), None);
+    exchange.upstream_answered(started.elapsed(), Some(&endpoint));
     let response = match response {
         Ok(response) => response,
         Err(e) => {

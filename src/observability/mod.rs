@@ -82,10 +82,9 @@ impl Observer {
     /// exporter cannot start (it must be called inside a tokio runtime).
     pub fn build(config: &Config) -> Result<Observer, Vec<(String, String)>> {
         let mut errors = Vec::new();
-        let request_id = HeaderName::from_bytes(config.request_id.header.as_bytes()).unwrap_or_else(|e| {
-            errors.push(("request_id.header".to_owned(), e.to_string()));
-            crate::metadata::REQUEST_ID
-        });
+        // `Config::validate` reports a header name that does not parse.
+        let request_id =
+            HeaderName::from_bytes(config.request_id.header.as_bytes()).unwrap_or(crate::metadata::REQUEST_ID);
         let access_log = AccessLog::open(&config.access_log).unwrap_or_else(|e| {
             errors.push(("access_log.path".to_owned(), e));
             None

@@ -178,6 +178,11 @@ enum RawState {
 }
 
 impl PendingResponse {
+    /// The endpoint the call went to.
+    pub fn endpoint(&self) -> &std::sync::Arc<str> {
+        &self.context.endpoint
+    }
+
     /// The response as it comes, for a proxy that passes gRPC through.
     pub async fn raw(self) -> Result<Response<RawBody>, UpstreamError> {
         let (response, _) = self.arrived().await?;
