@@ -19,6 +19,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use protogate::config::Config;
 use protogate::gateway::Gateway;
+use protogate::reload::Live;
 use protogate::route::Lookup;
 use protogate::upstream::{Connector, Upstreams};
 use std::hint::black_box;
@@ -76,10 +77,11 @@ fn request_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (router, mut client) = runtime.block_on(async {
         let connector = in_memory_connector();
+        let config = config();
         let gateway =
-            Gateway::build_with(&config(), |configs, max| Upstreams::build_with(configs, max, &connector)).unwrap();
+            Gateway::build_with(&config, |configs, max| Upstreams::build_with(configs, max, &connector)).unwrap();
         let client = catalog::pb::catalog_client::CatalogClient::new(in_memory_channel());
-        (protogate::server::router(Arc::new(gateway)), client)
+        (protogate::server::router(Live::new(gateway, config)), client)
     });
     let create_body = serde_json::to_vec(&serde_json::json!({
         "name": "Stainless steel kettle, model 7",

@@ -28,10 +28,9 @@
 
 mod services;
 
-use std::sync::Arc;
-
 use protogate::config::Config;
 use protogate::gateway::Gateway;
+use protogate::reload::Live;
 use tokio::net::TcpListener;
 
 const USERS: &str = "127.0.0.1:50051";
@@ -104,15 +103,16 @@ allow_origins = ["http://localhost:3000"]
             std::process::exit(1);
         }
     };
-    let gateway = Arc::new(gateway);
+    tracing::info!("{gateway}");
+    let live = Live::new(gateway, config);
     let admin = bind(ADMIN).await;
-    tokio::spawn(protogate::admin::serve(admin, gateway.clone(), std::future::pending()));
-    tracing::info!("{gateway}; gateway listening on http://{GATEWAY}, admin endpoints on http://{ADMIN}");
+    tokio::spawn(protogate::admin::serve(admin, live.clone(), std::future::pending()));
+    tracing::info!("gateway listening on http://{GATEWAY}, admin endpoints on http://{ADMIN}");
     let listener = bind(GATEWAY).await;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    protogate::server::serve(listener, gateway, shutdown).await.expect("the gateway serves");
+    protogate::server::serve(listener, live, shutdown).await.expect("the gateway serves");
 }
 
 async fn bind(addr: &str) -> TcpListener {

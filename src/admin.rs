@@ -8,6 +8,9 @@
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
 //! - `GET /openapi.json`: answered 501 until this build generates OpenAPI documents.
+//! - `POST /reload`: reads the config file and the descriptors again and swaps in the rebuilt
+//!   gateway (see [`crate::reload`]); 200 with what changed, or 400 listing every problem while
+//!   the last good configuration keeps serving.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::json;
@@ -27,6 +30,7 @@ use tonic::Code;
 use crate::error::json_response;
 use crate::gateway::Gateway;
 use crate::observability::metrics::Sample;
+use crate::reload::{Live, Trigger};
 use crate::route::RouteOrigin;
 use crate::status::StatusBody;
 
@@ -37,7 +41,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The admin endpoints.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -45,25 +49,27 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/routes", get(routes))
         .route("/config", get(config))
         .route("/openapi.json", get(openapi))
+        .route("/reload", post(reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(gateway)
+        .with_state(live)
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(live)).with_graceful_shutdown(shutdown).await
 }
 
 async fn healthz() -> Response {
     json(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+async fn readyz(State(live): State<Arc<Live>>) -> Response {
+    let gateway = live.gateway();
     let mut reasons = Vec::new();
     if gateway.is_draining() {
         reasons.push("shutting down: finishing the requests in flight".to_owned());
@@ -102,7 +108,8 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     json(status, &body)
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn metrics(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    let gateway = live.gateway();
     let observer = gateway.observer();
     observer.metrics().sample(Sample {
         routes: gateway.table().routes().len(),
@@ -123,12 +130,30 @@ async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
     ([(CONTENT_TYPE, HeaderValue::from_static(content_type))], text).into_response()
 }
 
-async fn routes(State(gateway): State<Arc<Gateway>>) -> Response {
-    json(StatusCode::OK, &route_table(&gateway))
+async fn routes(State(live): State<Arc<Live>>) -> Response {
+    json(StatusCode::OK, &route_table(&live.gateway()))
 }
 
-async fn config(State(gateway): State<Arc<Gateway>>) -> Response {
-    json(StatusCode::OK, gateway.effective_config())
+async fn config(State(live): State<Arc<Live>>) -> Response {
+    json(StatusCode::OK, live.gateway().effective_config())
+}
+
+async fn reload(State(live): State<Arc<Live>>) -> Response {
+    match live.reload(Trigger::Config).await {
+        Ok(reloaded) => json(
+            StatusCode::OK,
+            &json!({
+                "status": "reloaded",
+                "routes": reloaded.routes,
+                "services_added": reloaded.added,
+                "services_removed": reloaded.removed,
+            }),
+        ),
+        Err(e) => {
+            let message = format!("nothing was changed, the last good configuration keeps serving: {e}");
+            error(StatusCode::BAD_REQUEST, Code::FailedPrecondition, &message)
+        }
+    }
 }
 
 async fn openapi() -> Response {
@@ -141,7 +166,7 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    error(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, "the admin endpoints answer GET only")
+    error(StatusCode::METHOD_NOT_ALLOWED, Code::Unimplemented, "use GET, or POST for /reload")
 }
 
 fn error(status: StatusCode, code: Code, message: &str) -> Response {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use protogate::config::{Config, Overrides, UpstreamFlag};
 use protogate::gateway::Gateway;
+use protogate::reload::{Live, Trigger};
 
 /// An HTTP/JSON to gRPC gateway driven by protobuf descriptors.
 #[derive(Debug, Parser)]
@@ -28,7 +29,7 @@ enum Command {
 }
 
 /// Where the configuration comes from; flags win over the file.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct SourceArgs {
     /// The config file [default: ./gateway.toml if present].
     #[arg(long, env = "PROTOGATE_CONFIG", value_name = "FILE")]
@@ -75,9 +76,14 @@ impl Cli {
 
 // === config ===
 
-fn load_config(args: SourceArgs) -> Result<Config, String> {
+/// The config file: `--config`, else `./gateway.toml` if present.
+fn config_path(args: &SourceArgs) -> Option<PathBuf> {
     let default = Path::new("gateway.toml");
-    let path = args.config.or_else(|| default.exists().then(|| default.to_owned()));
+    args.config.clone().or_else(|| default.exists().then(|| default.to_owned()))
+}
+
+fn load_config(args: SourceArgs) -> Result<Config, String> {
+    let path = config_path(&args);
     let mut config = match &path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -116,41 +122,53 @@ fn build(source: SourceArgs) -> Result<(Config, Gateway), ExitCode> {
 // === serve ===
 
 async fn serve(source: SourceArgs) -> ExitCode {
-    let (config, gateway) = match build(source) {
+    let (config, gateway) = match build(source.clone()) {
         Ok(built) => built,
         Err(code) => return code,
     };
     log_startup(&gateway);
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let config_file = config_path(&source);
+    let (listen, admin_listen, tls, watch) =
+        (config.listen, config.admin_listen, config.tls.is_some(), config.descriptors.watch);
+    let reread = source.clone();
+    let live = Live::with_source(gateway, config, Box::new(move || load_config(reread.clone())));
+    if watch {
+        if let Err(e) = protogate::reload::watch(&live, config_file.as_deref()) {
+            eprintln!("error: descriptors.watch: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!("watching the descriptor paths and the config file for changes");
+    }
+    tokio::spawn(reload_on_hangup(live.clone()));
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.listen);
+            eprintln!("error: cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
-    let gateway = Arc::new(gateway);
+    let addr = listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+    let scheme = if tls { "https" } else { "http" };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let admin = match config.admin_listen {
-        Some(admin_addr) => match start_admin(admin_addr, gateway.clone(), stopped).await {
+    let admin = match admin_listen {
+        Some(admin_addr) => match start_admin(admin_addr, live.clone(), stopped).await {
             Ok(admin) => Some(admin),
             Err(code) => return code,
         },
         None => None,
     };
     tracing::info!("listening on {scheme}://{addr}");
-    let draining = gateway.clone();
+    let draining = live.clone();
     let shutdown = async move {
         shutdown_signal().await;
-        draining.start_draining();
+        draining.gateway().start_draining();
     };
-    let served = protogate::server::serve(listener, gateway.clone(), shutdown).await;
+    let served = protogate::server::serve(listener, live.clone(), shutdown).await;
     let _ = stop.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;
     }
-    gateway.observer().shutdown();
+    live.gateway().observer().shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -163,7 +181,7 @@ async fn serve(source: SourceArgs) -> ExitCode {
 /// Binds the admin listener and serves it until `stopped` turns true.
 async fn start_admin(
     addr: SocketAddr,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, ExitCode> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -181,7 +199,7 @@ async fn start_admin(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     Ok(tokio::spawn(async move {
-        if let Err(e) = protogate::admin::serve(listener, gateway, shutdown).await {
+        if let Err(e) = protogate::admin::serve(listener, live, shutdown).await {
             tracing::error!("admin listener: {e}");
         }
     }))
@@ -207,6 +225,20 @@ fn log_startup(gateway: &Gateway) {
         tracing::warn!("{}", describe_conflict(gateway, conflict.winner, conflict.shadowed));
     }
     tracing::info!("{gateway}");
+}
+
+/// SIGHUP reads the config file and the descriptors again (see `protogate::reload`).
+async fn reload_on_hangup(live: Arc<Live>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = live.reload(Trigger::Config).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = live;
 }
 
 async fn shutdown_signal() {

@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 10_000;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Public listener address.
@@ -103,12 +103,12 @@ impl Default for Config {
 }
 
 /// `[descriptors]`: descriptor files and directories.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DescriptorsConfig {
     /// Files (`.binpb .pb .desc .protoset .proto`) or directories of them.
     pub paths: Vec<PathBuf>,
-    /// Watch the paths and reload on change.
+    /// Watch the paths (and the config file) and swap in a rebuilt gateway when they change.
     pub watch: bool,
 }
 
@@ -119,7 +119,7 @@ impl Default for DescriptorsConfig {
 }
 
 /// `[tls]`: TLS termination on the listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain, PEM, leaf first.
@@ -139,7 +139,7 @@ fn default_reload_interval() -> Duration {
 }
 
 /// `[limits]`: what the listener accepts from clients.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Requests in progress beyond which the listener answers 503 at once.
@@ -171,7 +171,7 @@ impl Default for Limits {
 }
 
 /// `[streaming]`: streaming calls over HTTP.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamingConfig {
     /// How often an idle Server-Sent Events stream gets a keep-alive comment. Also the longest
@@ -188,7 +188,7 @@ impl Default for StreamingConfig {
 }
 
 /// `[cors]`: which browser origins may call the gateway, and with what.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsConfig {
     /// Origins allowed: exact (`https://app.example`), any subdomain
@@ -222,7 +222,7 @@ impl Default for CorsConfig {
 }
 
 /// `[[policy]]`: what applies to the requests its `match` fits.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// A name for logs and errors.
@@ -252,7 +252,7 @@ pub struct PolicyConfig {
 
 /// One of a policy's `rate_limits`: a rate (one of `per_second`, `per_minute`, `per_hour`)
 /// and how many requests may come at once (`burst`, the rate's count by default).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// What to count by: `ip`, `header:NAME`, `claim:NAME` or `route`.
@@ -283,7 +283,7 @@ impl RateLimitConfig {
 }
 
 /// `[rate_limit]`: where counters live and whom to believe about client addresses.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
     /// In this process, or shared in Redis.
@@ -342,7 +342,7 @@ pub enum OnBackendError {
 }
 
 /// A policy's `match`: every condition given must hold.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyMatch {
     /// The request path starts with this (at a segment boundary).
@@ -366,7 +366,7 @@ pub enum AuthRequirement {
 }
 
 /// `[jwt]`: how bearer tokens are verified.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// Accepted `iss` values; any when empty.
@@ -416,7 +416,7 @@ impl Default for JwtConfig {
 }
 
 /// One key of `[jwt].keys`: a secret (HMAC) or a public key in PEM, inline or in a file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The `kid` tokens signed with it carry; any token's when absent.
@@ -444,7 +444,7 @@ impl PolicyConfig {
 }
 
 /// `[json]`: options of the proto3 JSON mapping.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JsonConfig {
     /// Emit fields that hold their default value.
@@ -460,7 +460,7 @@ pub struct JsonConfig {
 }
 
 /// `[request_id]`: the correlation id header.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestIdConfig {
     /// The header that carries it in requests, responses and upstream metadata.
@@ -474,7 +474,7 @@ impl Default for RequestIdConfig {
 }
 
 /// `[access_log]`: one line per request.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
     /// `json` (the default), `human`, or `off`.
@@ -497,7 +497,7 @@ pub enum AccessLogFormat {
 }
 
 /// `[tracing]`: W3C trace context and OpenTelemetry span export.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
     /// An OTLP/gRPC collector (`http://host:4317`) to export one span per request to.
@@ -524,7 +524,7 @@ impl Default for TracingConfig {
 }
 
 /// `[[upstreams]]`: one upstream gRPC service.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// A name for logs and error messages.
@@ -545,7 +545,7 @@ pub struct UpstreamConfig {
 }
 
 /// An upstream's `tls`: how its `https://` endpoints are verified and what it shows them.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// CA certificates (PEM) to trust instead of the Mozilla roots.
@@ -703,13 +703,6 @@ impl Config {
             } else if let Err(message) = endpoint.parse::<Endpoint>() {
                 err("tracing.otlp_endpoint".into(), message);
             }
-        }
-        if self.descriptors.watch {
-            err(
-                "descriptors.watch".into(),
-                "live reload is not supported by this version of protogate; set it to false and restart to load changes"
-                    .into(),
-            );
         }
         if self.descriptors.paths.is_empty() {
             err("descriptors.paths".into(), "no descriptor paths: give at least one file or directory".into());

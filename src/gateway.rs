@@ -32,7 +32,8 @@ pub struct Gateway {
     table: Table,
     /// The upstream of each route, by route index.
     route_upstreams: Vec<Option<UpstreamId>>,
-    upstreams: Upstreams,
+    /// Shared with the gateway this one replaces on a reload, when the upstreams are unchanged.
+    upstreams: Arc<Upstreams>,
     pool: DescriptorPool,
     sources: Vec<Source>,
     transcoder: Transcoder,
@@ -45,8 +46,9 @@ pub struct Gateway {
     methods: std::collections::HashMap<String, usize>,
     /// Streams in progress.
     streams: streaming::StreamCounter,
-    /// Who may call what.
-    policies: Policies,
+    /// Who may call what. Shared with the gateway this one replaces on a reload, when the
+    /// policies are unchanged, so rate-limit counters carry on.
+    policies: Arc<Policies>,
     /// Records every request.
     observer: Arc<Observer>,
     /// The metric and log labels of each route, by route index.
@@ -54,7 +56,17 @@ pub struct Gateway {
     /// The configuration it was built from, secrets redacted, for the admin listener.
     effective_config: serde_json::Value,
     /// Set when shutdown has begun: readiness fails so load balancers stop sending.
-    draining: std::sync::atomic::AtomicBool,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
+/// route table.
+struct Carried {
+    observer: Arc<Observer>,
+    streams: streaming::StreamCounter,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The policies, when their configuration is unchanged.
+    policies: Option<Arc<Policies>>,
 }
 
 /// A problem that keeps the gateway from being built.
@@ -84,6 +96,34 @@ impl Gateway {
         config: &Config,
         upstreams: impl FnOnce(&[crate::config::UpstreamConfig], usize) -> Upstreams,
     ) -> Result<Gateway, Vec<BuildError>> {
+        Gateway::assemble(config, None, |configs, max| Arc::new(upstreams(configs, max)))
+    }
+
+    /// A gateway for `config` (the descriptors read again) that takes over this one's
+    /// observer, stream count and drain state, and — where `previous`, the configuration this
+    /// one was built from, has the same sections — its upstream connections and its policies
+    /// with their rate-limit counters.
+    pub fn rebuild(&self, config: &Config, previous: &Config) -> Result<Gateway, Vec<BuildError>> {
+        let same_policies =
+            previous.policy == config.policy && previous.jwt == config.jwt && previous.rate_limit == config.rate_limit;
+        let same_upstreams =
+            previous.upstreams == config.upstreams && previous.max_response_bytes == config.max_response_bytes;
+        let carried = Carried {
+            observer: self.observer.clone(),
+            streams: self.streams.clone(),
+            draining: self.draining.clone(),
+            policies: same_policies.then(|| self.policies.clone()),
+        };
+        Gateway::assemble(config, Some(carried), |configs, max| {
+            if same_upstreams { self.upstreams.clone() } else { Arc::new(self.upstreams.rebuilt(configs, max)) }
+        })
+    }
+
+    fn assemble(
+        config: &Config,
+        carried: Option<Carried>,
+        upstreams: impl FnOnce(&[crate::config::UpstreamConfig], usize) -> Arc<Upstreams>,
+    ) -> Result<Gateway, Vec<BuildError>> {
         let mut errors: Vec<BuildError> = config.validate().into_iter().map(BuildError::from).collect();
         let descriptors = match descriptors::load(&config.descriptors.paths) {
             Ok(descriptors) => Some(descriptors),
@@ -103,27 +143,35 @@ impl Gateway {
         if let Some(Err(message)) = config.tls.as_ref().map(crate::tls::check) {
             errors.push(BuildError::Config(ConfigError { key: "tls".into(), message }));
         }
-        let verifier = match config.jwt.as_ref().map(Verifier::build).transpose() {
-            Ok(verifier) => verifier,
-            Err(problems) => {
-                errors.extend(
-                    problems
-                        .into_iter()
-                        .map(|(key, message)| BuildError::Config(ConfigError { key: format!("jwt.{key}"), message })),
-                );
-                None
+        let carried_policies = carried.as_ref().and_then(|c| c.policies.clone());
+        let policies =
+            match carried_policies {
+                Some(policies) => Some(policies),
+                None => match config.jwt.as_ref().map(Verifier::build).transpose() {
+                    Ok(verifier) => Some(Arc::new(Policies::new(&config.policy, verifier, &config.rate_limit))),
+                    Err(problems) => {
+                        errors.extend(problems.into_iter().map(|(key, message)| {
+                            BuildError::Config(ConfigError { key: format!("jwt.{key}"), message })
+                        }));
+                        None
+                    }
+                },
+            };
+        let (observer, streams, draining) = match carried {
+            Some(carried) => (Some(carried.observer), carried.streams, carried.draining),
+            // Opens the access log and starts the span exporter: only for a gateway that
+            // replaces none.
+            None => {
+                let observer = Observer::build(config).map(Arc::new).map_err(|problems| {
+                    problems.into_iter().map(|(key, message)| BuildError::Config(ConfigError { key, message }))
+                });
+                (observer.map_err(|e| errors.extend(e)).ok(), Default::default(), Default::default())
             }
         };
-        let observer = match Observer::build(config) {
-            Ok(observer) => Some(Arc::new(observer)),
-            Err(problems) => {
-                errors.extend(
-                    problems.into_iter().map(|(key, message)| BuildError::Config(ConfigError { key, message })),
-                );
-                None
-            }
-        };
-        let Some(observer) = observer.filter(|_| errors.is_empty()) else { return Err(errors) };
+        let (Some(observer), Some(policies)) = (observer, policies) else { return Err(errors) };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let mut builder = TableBuilder::new();
         builder.extend(routes);
         let table = builder.build();
@@ -170,12 +218,12 @@ impl Gateway {
                 tls: config.tls.clone(),
             },
             methods,
-            streams: streaming::StreamCounter::default(),
-            policies: Policies::new(&config.policy, verifier, &config.rate_limit),
+            streams,
+            policies,
             observer,
             route_labels,
             effective_config: serde_json::to_value(config).unwrap_or_default(),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining,
         })
     }
 

@@ -23,6 +23,7 @@
 //! are tower layers in [`layers`]; [`server`] binds the listener. [`observability`] follows
 //! each request (correlation id, trace context, access log, metrics, exported span), and
 //! [`admin`] serves health, readiness, metrics and the route table on a listener of its own.
+//! [`reload`] swaps in a rebuilt gateway when descriptors or the configuration change.
 //!
 //! Streaming methods leave the unary path after step 1 for [`streaming`] (NDJSON, Server-Sent
 //! Events, WebSocket), over [`upstream::stream`]'s flow-controlled calls. Requests in other
@@ -50,6 +51,7 @@ pub mod observability;
 pub mod policy;
 pub mod proxy;
 pub mod rate_limit;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod status;

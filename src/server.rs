@@ -20,24 +20,25 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::Limits;
-use crate::gateway::Gateway;
 use crate::layers;
 use crate::metadata::Peer;
+use crate::reload::Live;
 
-/// The router: every method and path goes to the gateway, behind the layer stack.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    layers::apply(Router::new().fallback(handle).with_state(gateway.clone()), &gateway)
+/// The router: every method and path goes to the gateway serving at the time, behind the
+/// layer stack.
+pub fn router(live: Arc<Live>) -> Router {
+    layers::apply(Router::new().fallback(handle).with_state(live.clone()), &live)
 }
 
 /// Whether the connection a request came on is TLS: set by the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Tls(pub bool);
 
-async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+async fn handle(State(live): State<Arc<Live>>, request: Request) -> Response {
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
-    gateway.handle(request, Peer { ip, tls }).await
+    live.gateway().handle(request, Peer { ip, tls }).await
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` — over TLS when `[tls]` is configured — until
@@ -45,16 +46,17 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Respon
 /// at most `drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let gateway = live.gateway();
     let limits = gateway.edge().limits.clone();
     let drain_timeout = gateway.edge().drain_timeout;
     let tls = match &gateway.edge().tls {
         Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
         None => None,
     };
-    let app = router(gateway);
+    let app = router(live);
     let builder = connection_builder(&limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

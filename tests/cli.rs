@@ -318,6 +318,38 @@ async fn serve_reads_the_config_file_with_paths_relative_to_it() {
     assert_eq!(upstream.last_call().path, "/example.orders.v1.OrderService/ListOrders");
 }
 
+#[tokio::test]
+async fn sighup_reads_the_config_file_again() {
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(format!("{}/examples.binpb", descriptors_dir()), dir.path().join("examples.binpb")).unwrap();
+    let write = |upstream: &Upstream| {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\n[descriptors]\npaths = [\"examples.binpb\"]\n[[upstreams]]\nname = \"all\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n",
+            upstream.url()
+        );
+        std::fs::write(dir.path().join("gateway.toml"), toml).unwrap();
+    };
+    write(&first);
+    let Served { child, addr, log, .. } = serve_with_admin(&["serve"], dir.path(), &[]).await;
+    let client = Client::new(addr.parse().unwrap());
+    assert_eq!(client.request("GET", "/v1/users/1").send().await.status, 200);
+    assert_eq!(first.calls().len(), 1);
+
+    write(&second);
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    for _ in 0..1000 {
+        assert_eq!(client.request("GET", "/v1/users/1").send().await.status, 200);
+        if !second.calls().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!second.calls().is_empty(), "after SIGHUP requests go to the new upstream: {:?}", log.lock().unwrap());
+    assert!(log.lock().unwrap().iter().any(|l| l.contains("SIGHUP")));
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_descriptors() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use tower::util::{MapRequestLayer, MapResponseLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::gateway::Gateway;
+use crate::reload::Live;
 
 /// Wraps the gateway's router in the layer stack, configured from the gateway's edge
 /// settings. Listed here outermost first; applied innermost first, as each `layer` call wraps
@@ -32,7 +32,9 @@ use crate::gateway::Gateway;
 /// 4. CORS: preflights answered here, before any route or upstream;
 /// 5. compression of responses, decompression of request bodies;
 /// 6. the panic safety net: a panic below becomes a 500 JSON error, not a dropped connection.
-pub fn apply(router: Router, gateway: &Arc<Gateway>) -> Router {
+pub fn apply(router: Router, live: &Arc<Live>) -> Router {
+    // Read once: a reload keeps these settings (see `reload`).
+    let gateway = live.gateway();
     let (edge, observer) = (gateway.edge(), gateway.observer());
     let mut router = router.layer(catch_panic::layer());
     if edge.compression {
@@ -43,7 +45,7 @@ pub fn apply(router: Router, gateway: &Arc<Gateway>) -> Router {
             .layer(cors::layer(cors, observer.request_id_header()))
             .layer(MapResponseLayer::new(cors::expose_grpc_headers));
     }
-    router = overload::apply(router, edge.limits.max_concurrent_requests, gateway.clone());
+    router = overload::apply(router, edge.limits.max_concurrent_requests, live.clone());
     router = router.layer(observe::ObserveLayer::new(observer.clone()));
     let header = observer.request_id_header().clone();
     router.layer(

@@ -13,13 +13,14 @@ use tower_http::request_id::RequestId;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::reload::Live;
 
 /// Wraps `router` so that at most `max` requests are in progress; the rest are shed.
-pub fn apply(router: Router, max: usize, gateway: Arc<Gateway>) -> Router {
+pub fn apply(router: Router, max: usize, live: Arc<Live>) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |id: Option<Extension<RequestId>>, _: tower::BoxError| {
-                let gateway = gateway.clone();
+                let gateway = live.gateway();
                 async move { overloaded(&gateway, id.as_ref().map(|id| id.header_value())) }
             }))
             .load_shed()

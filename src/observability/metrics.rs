@@ -172,6 +172,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Family<ReasonLabels, Counter>,
     descriptor_loads: Family<ResultLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
     /// Sampled when scraped.
     routes: Gauge,
     streams: Gauge,
@@ -202,6 +203,7 @@ impl Metrics {
             auth_failures: Family::default(),
             rate_limited: Family::default(),
             descriptor_loads: Family::default(),
+            config_reloads: Family::default(),
             routes: Gauge::default(),
             streams: Gauge::default(),
             rate_limit_backend_errors: Counter::default(),
@@ -259,6 +261,7 @@ impl Metrics {
             metrics.rate_limited.clone(),
         );
         r.register("descriptor_loads", "Descriptor set loads, by result", metrics.descriptor_loads.clone());
+        r.register("config_reloads", "Configuration reloads, by result", metrics.config_reloads.clone());
         r.register("routes", "Routes in the route table", metrics.routes.clone());
         r.register("streams_in_progress", "Streaming calls in progress", metrics.streams.clone());
         r.register(
@@ -322,6 +325,11 @@ impl Metrics {
             self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
         }
         self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code: call.code }).inc();
+    }
+
+    /// A changed configuration was applied (`ok`) or refused.
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads.get_or_create(&ResultLabels { result: if ok { "ok" } else { "failed" } }).inc();
     }
 
     /// A descriptor set was loaded (`ok`) or refused.

@@ -32,7 +32,7 @@ use request::RequestFormat;
 
 /// Streams in progress, for operators and for tests that check nothing is left behind when
 /// a client goes away.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StreamCounter(Arc<AtomicUsize>);
 
 /// One stream in progress: counted until dropped.

@@ -33,11 +33,12 @@ pub use stream::{PendingResponse, RawBody, RequestSink, ResponseStream};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// All upstreams and the rules that pick one per service.
-#[derive(Debug)]
 pub struct Upstreams {
     upstreams: Vec<Upstream>,
     /// Selectors, most specific first.
     selectors: Vec<(ServiceSelector, UpstreamId)>,
+    /// How connections are opened, kept for [`Upstreams::rebuilt`].
+    connector: Connector,
 }
 
 /// One upstream: a name, its endpoints and the connections to them.
@@ -134,6 +135,12 @@ impl UpstreamError {
 
 // === impl Upstreams ===
 
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").field("upstreams", &self.upstreams).finish_non_exhaustive()
+    }
+}
+
 impl Upstreams {
     /// The upstreams of the configuration, reached over TCP.
     pub fn build(configs: &[UpstreamConfig], max_response_bytes: usize) -> Upstreams {
@@ -151,7 +158,12 @@ impl Upstreams {
             .flat_map(|(i, c)| c.services.iter().map(move |s| (s.clone(), UpstreamId(i))))
             .collect();
         selectors.sort_by_key(|(selector, _)| std::cmp::Reverse(selector.specificity()));
-        Upstreams { upstreams, selectors }
+        Upstreams { upstreams, selectors, connector: connector.clone() }
+    }
+
+    /// New upstreams for a changed configuration, opening connections as these do.
+    pub fn rebuilt(&self, configs: &[UpstreamConfig], max_response_bytes: usize) -> Upstreams {
+        Upstreams::build_with(configs, max_response_bytes, &self.connector)
     }
 
     /// The upstream serving `service`, if any.

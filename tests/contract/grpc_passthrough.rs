@@ -191,7 +191,7 @@ async fn a_grpc_client_that_leaves_a_bidi_stream_leaves_nothing_behind() {
     let mut replies = client.chat(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     tx.send(Everything { int32_value: 1, ..Default::default() }).await.unwrap();
     assert_eq!(replies.message().await.unwrap().unwrap().int32_value, 1);
-    assert!(h.gateway.inner.streams().get() > 0);
+    assert!(h.gateway.current().streams().get() > 0);
     // The client drops the call: its HTTP/2 stream is reset, mid-conversation.
     drop((replies, tx, client));
     h.upstream.wait_until("the chat to be cancelled", |u| u.cancelled() == 1).await;

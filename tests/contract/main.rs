@@ -22,6 +22,7 @@ mod json_mapping;
 mod limits;
 mod observability;
 mod rate_limits;
+mod reload;
 mod routing;
 mod streaming;
 mod tls;

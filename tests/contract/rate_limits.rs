@@ -98,7 +98,7 @@ async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
     for _ in 0..3 {
         assert_eq!(open.get("/v1/shelves/1").await.status, 200, "fail-open: requests pass");
     }
-    assert_eq!(open.gateway.inner.policies().limiter().backend_errors(), 3, "and are counted");
+    assert_eq!(open.gateway.current().policies().limiter().backend_errors(), 3, "and are counted");
     let shut = Harness::start_with(&limits(
         &format!(
             "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://{closed}\"\non_backend_error = \"deny\"\nredis_timeout = \"200ms\""

@@ -445,7 +445,7 @@ async fn clients_that_leave_mid_stream_leave_no_stream_or_upstream_call_behind()
         h.upstream.reply(Reply::stream(numbered(1)).hold());
         let mut response = h.request("GET", "/v1/streams/leave").header("accept", accept).send_streaming().await;
         assert!(response.next_line().await.is_some());
-        assert_eq!(h.gateway.inner.streams().get(), 1, "{accept}");
+        assert_eq!(h.gateway.current().streams().get(), 1, "{accept}");
         drop(response);
         h.upstream.wait_until("the server stream to be cancelled", |u| u.cancelled() == before + 1).await;
         h.gateway.wait_for_no_streams().await;

@@ -650,7 +650,8 @@ pub fn take_request_info(status: &mut Value) -> Option<String> {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: Client,
-    pub inner: Arc<protogate::gateway::Gateway>,
+    /// The gateway serving, and how it is reloaded.
+    pub live: Arc<protogate::reload::Live>,
     /// The access log's file, unless the config names its own.
     access_log: PathBuf,
     _access_log_file: Option<tempfile::TempPath>,
@@ -671,23 +672,54 @@ impl Gateway {
         if let Some(file) = &file {
             config.access_log.path = Some(file.to_path_buf());
         }
+        Gateway::serve(config, None, file).await
+    }
+
+    /// A gateway configured by the TOML file at `path`, which `POST /reload` (and, with
+    /// `descriptors.watch`, any change to it) reads again.
+    pub async fn with_config_file(path: &std::path::Path) -> Gateway {
+        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        let log_path = log.to_path_buf();
+        let read = move |path: &std::path::Path| {
+            let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+            let mut config = Config::from_toml(&text).map_err(|e| e.message)?;
+            config.access_log.path = Some(log_path.clone());
+            Ok::<Config, String>(config)
+        };
+        let config = read(path).unwrap();
+        let file = path.to_owned();
+        Gateway::serve(config, Some((path.to_owned(), Box::new(move || read(&file)))), Some(log)).await
+    }
+
+    async fn serve(
+        config: Config,
+        source: Option<(PathBuf, protogate::reload::ConfigSource)>,
+        file: Option<tempfile::TempPath>,
+    ) -> Gateway {
         let access_log = config.access_log.path.clone().unwrap_or_default();
         let gateway = protogate::gateway::Gateway::build(&config).unwrap_or_else(|e| panic!("gateway build: {e:?}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let inner = Arc::new(gateway);
-        tokio::spawn(protogate::server::serve(listener, inner.clone(), async {
+        let watch = config.descriptors.watch;
+        let (live, config_file) = match source {
+            Some((path, source)) => (protogate::reload::Live::with_source(gateway, config, source), Some(path)),
+            None => (protogate::reload::Live::new(gateway, config), None),
+        };
+        if watch {
+            protogate::reload::watch(&live, config_file.as_deref()).unwrap();
+        }
+        tokio::spawn(protogate::server::serve(listener, live.clone(), async {
             let _ = rx.await;
         }));
-        Gateway { addr, client: Client::new(addr), inner, access_log, _access_log_file: file, _shutdown: tx }
+        Gateway { addr, client: Client::new(addr), live, access_log, _access_log_file: file, _shutdown: tx }
     }
 
     /// Starts the admin listener on an ephemeral port; a client for it.
     pub async fn admin(&self) -> Client {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(protogate::admin::serve(listener, self.inner.clone(), std::future::pending()));
+        tokio::spawn(protogate::admin::serve(listener, self.live.clone(), std::future::pending()));
         Client::new(addr)
     }
 
@@ -706,15 +738,20 @@ impl Gateway {
         panic!("{} access log lines after 5 s, waited for {n}: {lines:?}", lines.len());
     }
 
+    /// The gateway serving now.
+    pub fn current(&self) -> Arc<protogate::gateway::Gateway> {
+        self.live.gateway()
+    }
+
     /// Waits (polling, at most 5 s) until no stream is in progress in the gateway.
     pub async fn wait_for_no_streams(&self) {
         for _ in 0..500 {
-            if self.inner.streams().get() == 0 {
+            if self.current().streams().get() == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("{} streams still in progress after 5 s", self.inner.streams().get());
+        panic!("{} streams still in progress after 5 s", self.current().streams().get());
     }
 }
 

@@ -1,0 +1,201 @@
+//! Live registration: descriptor files dropped into a watched directory while traffic flows,
+//! corrupt ones ignored, removed ones unrouted; the config file read again on change and on
+//! `POST /reload`, all or nothing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Client, Gateway, Upstream, example_descriptors, testing_descriptors};
+
+/// Polls `path` until it answers `status`, for at most 10 s; how long that took.
+async fn wait_for_status(client: &Client, path: &str, status: u16) -> Duration {
+    let start = Instant::now();
+    for _ in 0..1000 {
+        if client.request("GET", path).send().await.status == status {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("GET {path} did not answer {status} within 10 s");
+}
+
+/// Polls the admin `/metrics` until `series` reads `value`, for at most 10 s.
+async fn wait_for_sample(admin: &Client, series: &str, value: f64) {
+    for _ in 0..1000 {
+        let text = String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap();
+        let sample = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok());
+        if sample == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} never read {value} within 10 s");
+}
+
+/// Requests to `path` from `clients` concurrent loops until `stop`; (sent, failed).
+fn load(client: &Client, path: &'static str, clients: usize, stop: Arc<AtomicBool>) -> Load {
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let tasks = (0..clients)
+        .map(|_| {
+            let (client, stop, sent, failed) = (client.clone(), stop.clone(), sent.clone(), failed.clone());
+            // Bounded: a loop stops by itself after 100,000 requests.
+            tokio::spawn(async move {
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let response = client.request("GET", path).send().await;
+                    if response.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    Load { sent, failed, tasks }
+}
+
+struct Load {
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn wait_for(&self, sent: usize) {
+        for _ in 0..3000 {
+            if self.sent.load(Ordering::Relaxed) >= sent {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the load sent {} requests in 30 s, waited for {sent}", self.sent.load(Ordering::Relaxed));
+    }
+}
+
+fn routes_of(gateway: &Gateway) -> usize {
+    gateway.current().table().routes().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_file_dropped_in_is_served_while_traffic_flows() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testing_descriptors(), dir.path().join("bookstore.binpb")).unwrap();
+    let toml = format!(
+        "[descriptors]\npaths = [{:?}]\nwatch = true\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
+        dir.path().display().to_string(),
+        upstream.url()
+    );
+    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let admin = gateway.admin().await;
+    let before = routes_of(&gateway);
+    assert_eq!(gateway.client.request("GET", "/v1/users/7").send().await.status, 404);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = load(&gateway.client, "/v1/shelves", 4, stop.clone());
+    traffic.wait_for(200).await;
+
+    // A brand-new service: its file is copied in (written in place, not renamed).
+    std::fs::copy(example_descriptors(), dir.path().join("examples.binpb")).unwrap();
+    let took = wait_for_status(&gateway.client, "/v1/users/7", 200).await;
+    assert!(took < Duration::from_secs(2), "the new routes answered after {took:?}");
+    assert!(upstream.calls().iter().any(|call| call.path == "/example.users.v1.UserService/GetUser"));
+    let with_examples = routes_of(&gateway);
+    assert!(with_examples > before);
+
+    // A corrupt file changes nothing: the reload is refused and counted, the routes stay.
+    std::fs::write(dir.path().join("broken.binpb"), b"\x0a\xff\xff\xff\xff not a descriptor set").unwrap();
+    wait_for_sample(&admin, "protogate_descriptor_loads_total{result=\"failed\"}", 1.0).await;
+    assert_eq!(routes_of(&gateway), with_examples);
+    assert_eq!(gateway.client.request("GET", "/v1/users/7").send().await.status, 200);
+    std::fs::remove_file(dir.path().join("broken.binpb")).unwrap();
+
+    // Removing the file removes its routes.
+    std::fs::remove_file(dir.path().join("examples.binpb")).unwrap();
+    wait_for_status(&gateway.client, "/v1/users/7", 404).await;
+    assert_eq!(routes_of(&gateway), before);
+
+    traffic.wait_for(1000).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in traffic.tasks {
+        task.await.unwrap();
+    }
+    let (sent, failed) = (traffic.sent.load(Ordering::Relaxed), traffic.failed.load(Ordering::Relaxed));
+    assert!(sent >= 1000, "{sent} requests");
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the reloads");
+}
+
+fn write_config(path: &Path, upstream: &Upstream, extra: &str) {
+    let toml = format!(
+        "[descriptors]\npaths = [{:?}]\nwatch = true\n{extra}\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
+        testing_descriptors().display().to_string(),
+        upstream.url()
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
+async fn wait_for_calls(upstream: &Upstream, client: &Client, path: &str) {
+    for _ in 0..1000 {
+        let before = upstream.calls().len();
+        assert_eq!(client.request("GET", path).send().await.status, 200);
+        if upstream.calls().len() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("requests never reached {} within 10 s", upstream.url());
+}
+
+#[tokio::test]
+async fn the_config_file_is_read_again_on_change_and_on_post_reload_all_or_nothing() {
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    write_config(&file, &first, "");
+    let gateway = Gateway::with_config_file(&file).await;
+    let admin = gateway.admin().await;
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    assert_eq!(first.calls().len(), 1);
+
+    // Watched: saving the file moves traffic to the other upstream.
+    write_config(&file, &second, "");
+    wait_for_calls(&second, &gateway.client, "/v1/shelves").await;
+    wait_for_sample(&admin, "protogate_config_reloads_total{result=\"ok\"}", 1.0).await;
+
+    // A broken file is refused whole, by the watcher and by POST /reload alike.
+    std::fs::write(&file, "[[upstreams]]\nname = \"test\"\nendpoints = [\"not a url\"]\n").unwrap();
+    wait_for_sample(&admin, "protogate_config_reloads_total{result=\"failed\"}", 1.0).await;
+    let refused = admin.request("POST", "/reload").send().await;
+    assert_eq!(refused.status, 400);
+    let body: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(body["code"], 9);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.starts_with("nothing was changed"), "{message}");
+    assert!(message.contains("not a url"), "{message}");
+    let calls = second.calls().len();
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    assert_eq!(second.calls().len(), calls + 1, "the last good configuration still serves");
+
+    // A policy added by POST /reload applies to the next request: one per minute per client.
+    write_config(
+        &file,
+        &second,
+        "[[policy]]\nname = \"slow\"\nrate_limits = [{ key = \"ip\", per_minute = 1, burst = 1 }]\n",
+    );
+    let reloaded = admin.request("POST", "/reload").send().await;
+    assert_eq!(reloaded.status, 200, "{:?}", reloaded.body);
+    let body: Value = serde_json::from_slice(&reloaded.body).unwrap();
+    assert_eq!(body["status"], "reloaded");
+    assert_eq!(body["routes"].as_u64().unwrap() as usize, routes_of(&gateway));
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 429);
+    let config = admin.request("GET", "/config").send().await;
+    let config: Value = serde_json::from_slice(&config.body).unwrap();
+    assert_eq!(config["policy"][0]["name"], "slow", "/config shows the configuration in effect");
+}
