@@ -3,7 +3,8 @@
 //!
 //! - `GET /healthz`: the process is alive and serving (liveness).
 //! - `GET /readyz`: descriptors are loaded, every upstream has an endpoint that takes
-//!   connections, and shutdown has not begun; 503 naming what is not (readiness).
+//!   connections and that its health checks (if any) leave in, and shutdown has not begun;
+//!   503 naming what is not (readiness).
 //! - `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
@@ -33,6 +34,7 @@ use crate::observability::metrics::Sample;
 use crate::reload::{Live, Trigger};
 use crate::route::RouteOrigin;
 use crate::status::StatusBody;
+use crate::upstream::endpoint::Health;
 
 /// How long `/readyz` waits for an endpoint's connection: under the 1 s probe timeout of
 /// Kubernetes' defaults.
@@ -83,18 +85,38 @@ async fn readyz(State(live): State<Arc<Live>>) -> Response {
     let probes = futures_util::future::join_all(gateway.upstreams().iter().map(|u| u.probe(PROBE_TIMEOUT))).await;
     let mut upstreams = Vec::new();
     for (upstream, probes) in gateway.upstreams().iter().zip(probes) {
-        let ready = probes.iter().any(|(_, result)| result.is_ok());
-        if !ready {
-            let why: Vec<&str> = probes.iter().filter_map(|(_, r)| r.as_ref().err().map(String::as_str)).collect();
-            reasons.push(format!("upstream {} has no endpoint taking connections: {}", upstream.name, why.join("; ")));
-        }
+        let mut why = Vec::new();
         let endpoints: Vec<serde_json::Value> = probes
             .iter()
-            .map(|(url, result)| match result {
-                Ok(()) => json!({ "url": &**url, "ready": true }),
-                Err(error) => json!({ "url": &**url, "ready": false, "error": error }),
+            .zip(upstream.endpoint_states())
+            .map(|((url, probe), state)| {
+                let health = match state.health() {
+                    Health::Unknown => "unknown",
+                    Health::Serving => "serving",
+                    Health::NotServing => "not serving",
+                };
+                let error = match (probe, state.health()) {
+                    (Err(error), _) => Some(error.clone()),
+                    (Ok(()), Health::NotServing) => {
+                        Some(state.health_reason().as_deref().unwrap_or("health check failed").to_owned())
+                    }
+                    (Ok(()), _) => None,
+                };
+                let mut entry = json!({ "url": &**url, "ready": error.is_none(), "health": health });
+                if let Some(left) = state.ejected_for() {
+                    entry["ejected_for_ms"] = json!(left.as_millis());
+                }
+                if let Some(error) = error {
+                    why.push(format!("{url}: {error}"));
+                    entry["error"] = json!(error);
+                }
+                entry
             })
             .collect();
+        let ready = endpoints.iter().any(|e| e["ready"] == true);
+        if !ready {
+            reasons.push(format!("upstream {} has no endpoint taking calls: {}", upstream.name, why.join("; ")));
+        }
         upstreams.push(json!({ "name": upstream.name, "ready": ready, "endpoints": endpoints }));
     }
     let ready = reasons.is_empty();
@@ -116,6 +138,7 @@ async fn metrics(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response 
         streams: gateway.streams().get(),
         rate_limit_backend_errors: gateway.policies().limiter().backend_errors(),
         access_log_dropped: observer.access_log_dropped(),
+        upstreams: gateway.upstreams().iter().map(crate::upstream::Upstream::sample).collect(),
     });
     let openmetrics = headers
         .get_all(ACCEPT)

@@ -542,6 +542,101 @@ pub struct UpstreamConfig {
     /// TLS to its `https://` endpoints: whom to trust, and a client certificate.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Active checks of each endpoint with the gRPC health protocol; none when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive checks: endpoints that keep failing are ejected for a while.
+    #[serde(default)]
+    pub outlier_detection: OutlierConfig,
+    /// Calls in progress to this upstream beyond which new ones answer 503 at once; no cap
+    /// when absent.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
+    /// When a failed call is tried again.
+    #[serde(default)]
+    pub retries: RetryConfig,
+    /// Methods (`pkg.Service.Method`) that are safe to call twice, so an UNAVAILABLE answer is
+    /// retried; calls that came in as HTTP GET are retried without being listed.
+    #[serde(default)]
+    pub idempotent_methods: Vec<String>,
+}
+
+/// An upstream's `health_check`: the `grpc.health.v1.Health/Check` call made to each endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Time between two checks of an endpoint.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub interval: Duration,
+    /// How long a check may take; no answer by then is a failed check.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub timeout: Duration,
+    /// Failed checks in a row that take an endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Passed checks in a row that put it back.
+    pub healthy_threshold: u32,
+    /// The service name asked about; empty asks about the server as a whole.
+    pub service: String,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+            service: String::new(),
+        }
+    }
+}
+
+/// An upstream's `outlier_detection`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Connect failures or UNAVAILABLE answers in a row that eject an endpoint; 0 turns
+    /// ejection off.
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts; each further one in a row lasts twice as long.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub base_ejection_time: Duration,
+    /// The longest an ejection lasts.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub max_ejection_time: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An upstream's `retries`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Further tries after the first; 0 turns retries off.
+    pub max_retries: u32,
+    /// The back-off before the first retry; it doubles each time, and each wait is a random
+    /// time up to it (full jitter).
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub backoff: Duration,
+    /// Retries may add at most this fraction of the calls made (the retry budget), beyond
+    /// `min_per_second`, so that retries never multiply the load on an upstream in trouble.
+    pub budget_ratio: f32,
+    /// Retries always allowed per second, whatever the ratio.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_retries: 2, backoff: Duration::from_millis(25), budget_ratio: 0.2, min_per_second: 10 }
+    }
 }
 
 /// An upstream's `tls`: how its `https://` endpoints are verified and what it shows them.
@@ -668,6 +763,11 @@ impl Config {
                 timeout: None,
                 connect_timeout: None,
                 tls: None,
+                health_check: None,
+                outlier_detection: OutlierConfig::default(),
+                max_concurrent_requests: None,
+                retries: RetryConfig::default(),
+                idempotent_methods: Vec::new(),
             });
         }
     }
@@ -806,6 +906,36 @@ impl Config {
             }
             if upstream.timeout == Some(Duration::ZERO) {
                 err(key("timeout"), "must be greater than 0".into());
+            }
+            if let Some(check) = &upstream.health_check {
+                for (name, zero) in [
+                    ("interval", check.interval.is_zero()),
+                    ("timeout", check.timeout.is_zero()),
+                    ("unhealthy_threshold", check.unhealthy_threshold == 0),
+                    ("healthy_threshold", check.healthy_threshold == 0),
+                ] {
+                    if zero {
+                        err(key(&format!("health_check.{name}")), "must be greater than 0".into());
+                    }
+                }
+            }
+            let outlier = &upstream.outlier_detection;
+            if outlier.consecutive_failures > 0 && outlier.base_ejection_time.is_zero() {
+                err(key("outlier_detection.base_ejection_time"), "must be greater than 0".into());
+            }
+            if outlier.max_ejection_time < outlier.base_ejection_time {
+                err(key("outlier_detection.max_ejection_time"), "must be at least base_ejection_time".into());
+            }
+            if upstream.max_concurrent_requests == Some(0) {
+                err(key("max_concurrent_requests"), "must be greater than 0".into());
+            }
+            if !(0.0..=1000.0).contains(&upstream.retries.budget_ratio) {
+                err(key("retries.budget_ratio"), "must be between 0 and 1000".into());
+            }
+            for (j, method) in upstream.idempotent_methods.iter().enumerate() {
+                if method.split('.').count() < 2 || method.contains('/') {
+                    err(key(&format!("idempotent_methods[{j}]")), format!("{method:?} is not pkg.Service.Method"));
+                }
             }
         }
         errors

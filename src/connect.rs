@@ -90,7 +90,9 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let deadline = gateway::deadline(timeout(&parts.headers)?, CallKind::Unary, &access, upstream);
     let mut metadata = request_metadata(&parts.headers, peer);
     gateway.forward_claims(&access, &mut metadata);
-    let reply = exchange.time_call(upstream.unary(route.grpc_path.clone(), message, metadata, deadline)).await?;
+    let idempotent = upstream.is_idempotent(route.grpc_path.path());
+    let call = upstream.unary(route.grpc_path.clone(), message, metadata, deadline, idempotent);
+    let reply = exchange.time_call(call).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),

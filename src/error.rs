@@ -176,6 +176,10 @@ impl GatewayError {
                 return (Code::Unavailable, StatusCode::BAD_GATEWAY);
             }
             GatewayError::Upstream(UpstreamError::DeadlineExceeded { .. }) => Code::DeadlineExceeded,
+            // Not tried at all: the gateway knows the upstream cannot take the call now.
+            GatewayError::Upstream(UpstreamError::NoHealthyEndpoint { .. } | UpstreamError::Overloaded { .. }) => {
+                Code::Unavailable
+            }
             GatewayError::Overloaded => Code::Unavailable,
             GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.code(),
             GatewayError::WebSocketRequired { .. } => {

@@ -391,7 +391,9 @@ impl Gateway {
             }
         };
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
-        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline);
+        // GET asks for no change, so trying it twice is safe; other methods must be listed.
+        let idempotent = parts.method == http::Method::GET || call.upstream.is_idempotent(route.grpc_path.path());
+        let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
         let reply = Exchange::of(&parts.extensions).time_call(reply).await?;
         self.respond_with(index, &reply)
     }

@@ -47,10 +47,16 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut routes = tonic::service::RoutesBuilder::default();
+    // The standard gRPC health service, which the gateway's `health_check` asks: SERVING for
+    // the server as a whole and for each service it runs.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    routes.add_service(health_service);
     if let Some(users) = users {
+        health.set_serving::<UserServiceServer<Users>>().await;
         routes.add_service(UserServiceServer::new(users));
     }
     if let Some(orders) = orders {
+        health.set_serving::<OrderServiceServer<Orders>>().await;
         routes.add_service(OrderServiceServer::new(orders));
     }
     tonic::transport::Server::builder()

@@ -78,6 +78,17 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamNameLabels {
+    upstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointStateLabels {
+    upstream: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -102,6 +113,8 @@ pub enum UpstreamErrorKind {
     Timeout,
     /// The upstream answered with a non-OK status.
     Status,
+    /// Not tried: no healthy endpoint, or the upstream's cap on calls in progress reached.
+    Unavailable,
 }
 
 /// Why a request was refused before any upstream saw it.
@@ -178,6 +191,8 @@ pub struct Metrics {
     streams: Gauge,
     rate_limit_backend_errors: Counter,
     access_log_dropped: Counter,
+    upstream_retries: Family<UpstreamNameLabels, Counter>,
+    upstream_endpoints: Family<EndpointStateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -208,6 +223,8 @@ impl Metrics {
             streams: Gauge::default(),
             rate_limit_backend_errors: Counter::default(),
             access_log_dropped: Counter::default(),
+            upstream_retries: Family::default(),
+            upstream_endpoints: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -270,6 +287,16 @@ impl Metrics {
             metrics.rate_limit_backend_errors.clone(),
         );
         r.register(
+            "upstream_retries",
+            "Calls tried again after a failure (safe and within the retry budget)",
+            metrics.upstream_retries.clone(),
+        );
+        r.register(
+            "upstream_endpoints",
+            "Endpoints of each upstream: taking calls (available), taken out by health checks (unhealthy), ejected after failures (ejected)",
+            metrics.upstream_endpoints.clone(),
+        );
+        r.register(
             "access_log_dropped_lines",
             "Access log lines dropped because the writer fell behind",
             metrics.access_log_dropped.clone(),
@@ -321,6 +348,7 @@ impl Metrics {
                 UpstreamErrorKind::Connect => "connect",
                 UpstreamErrorKind::Timeout => "timeout",
                 UpstreamErrorKind::Status => "status",
+                UpstreamErrorKind::Unavailable => "unavailable",
             };
             self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
         }
@@ -343,6 +371,22 @@ impl Metrics {
         self.streams.set(i64::try_from(sample.streams).unwrap_or(i64::MAX));
         self.rate_limit_backend_errors.inner().store(sample.rate_limit_backend_errors, Ordering::Relaxed);
         self.access_log_dropped.inner().store(sample.access_log_dropped, Ordering::Relaxed);
+        // Upstreams a reload removed drop out of the exposition.
+        self.upstream_retries.clear();
+        self.upstream_endpoints.clear();
+        for upstream in sample.upstreams {
+            let name = || upstream.name.clone();
+            self.upstream_retries
+                .get_or_create(&UpstreamNameLabels { upstream: name() })
+                .inner()
+                .store(upstream.retries, Ordering::Relaxed);
+            for (state, count) in
+                [("available", upstream.available), ("unhealthy", upstream.unhealthy), ("ejected", upstream.ejected)]
+            {
+                let count = i64::try_from(count).unwrap_or(i64::MAX);
+                self.upstream_endpoints.get_or_create(&EndpointStateLabels { upstream: name(), state }).set(count);
+            }
+        }
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -362,7 +406,7 @@ impl Metrics {
 }
 
 /// Values read from the gateway when `/metrics` is scraped.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Sample {
     /// Routes in the table.
     pub routes: usize,
@@ -372,6 +416,23 @@ pub struct Sample {
     pub rate_limit_backend_errors: u64,
     /// Access log lines dropped so far.
     pub access_log_dropped: u64,
+    /// Each upstream's retries and endpoint states.
+    pub upstreams: Vec<UpstreamSample>,
+}
+
+/// One upstream, when scraped.
+#[derive(Debug, Clone)]
+pub struct UpstreamSample {
+    /// Its name.
+    pub name: String,
+    /// Retries made so far.
+    pub retries: u64,
+    /// Endpoints taking calls.
+    pub available: usize,
+    /// Endpoints the health checks took out.
+    pub unhealthy: usize,
+    /// Endpoints ejected after failed calls (and not taken out by health checks).
+    pub ejected: usize,
 }
 
 /// The method as a label: the standard methods by name, anything else `OTHER`, so a client

@@ -385,6 +385,9 @@ impl Outcome {
             Some(GatewayError::Upstream(UpstreamError::Unreachable { .. })) => Some(UpstreamErrorKind::Connect),
             Some(GatewayError::Upstream(UpstreamError::DeadlineExceeded { .. })) => Some(UpstreamErrorKind::Timeout),
             Some(GatewayError::Upstream(UpstreamError::Status(_))) => Some(UpstreamErrorKind::Status),
+            Some(GatewayError::Upstream(
+                UpstreamError::NoHealthyEndpoint { .. } | UpstreamError::Overloaded { .. },
+            )) => Some(UpstreamErrorKind::Unavailable),
             _ if record.stream_error.is_some()
                 || (grpc.is_some_and(|c| c != Code::Ok) && record.upstream_elapsed.is_some()) =>
             {

@@ -1,31 +1,46 @@
 //! Step 4 of the pipeline: the call to the upstream gRPC service.
 //!
 //! Each `[[upstreams]]` entry has one HTTP/2 connection per endpoint ([`connection`]), opened
-//! on first use and shared by every request; several endpoints take turns. A service is
-//! served by the most specific selector that covers it: `pkg.Service`, then the longest
-//! `pkg.*`, then `*`.
+//! on first use and shared by every request. A call goes to the better of two endpoints
+//! picked at random — the one with fewer calls in progress ("power of two choices") — among
+//! those the active health checks ([`health`]) have not taken out and passive outlier
+//! detection ([`endpoint`]) has not ejected. A service is served by the most specific
+//! selector that covers it: `pkg.Service`, then the longest `pkg.*`, then `*`.
+//!
+//! A unary call that fails is tried again ([`retry`]) when that is safe: always when nothing
+//! reached the upstream (no connection, a refused stream), and after UNAVAILABLE or a broken
+//! connection only for idempotent methods — within a retry budget, after a jittered back-off.
 //!
 //! Failures keep who failed visible: an upstream that cannot be reached (refused, reset, DNS)
 //! is [`UpstreamError::Unreachable`], a deadline that passes is
-//! [`UpstreamError::DeadlineExceeded`], and a status the upstream *sent* is
-//! [`UpstreamError::Status`].
+//! [`UpstreamError::DeadlineExceeded`], a status the upstream *sent* is
+//! [`UpstreamError::Status`], and a call the gateway did not even try — no healthy endpoint,
+//! the cap on calls in progress reached — is [`UpstreamError::NoHealthyEndpoint`] or
+//! [`UpstreamError::Overloaded`].
 
 pub mod connection;
+pub mod endpoint;
 pub mod grpc;
+pub mod health;
+pub mod retry;
 pub mod stream;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
-use tonic::Status;
+use smallvec::SmallVec;
+use tonic::{Code, Status};
 
 use crate::config::{ServiceSelector, UpstreamConfig};
 use connection::EndpointConnection;
 pub use connection::{Connector, tcp_connector, tls_connector};
+use endpoint::{CallGuard, CallResult, EndpointState, Health};
+use retry::{Failure, Retries};
 use stream::CallContext;
 pub use stream::{PendingResponse, RawBody, RequestSink, ResponseStream};
 
@@ -50,9 +65,16 @@ pub struct Upstream {
     pub endpoints: Vec<String>,
     /// The configured call deadline.
     pub timeout: Option<Duration>,
-    connections: Vec<EndpointConnection>,
-    next: AtomicUsize,
+    members: Vec<Arc<EndpointState>>,
     max_response_bytes: usize,
+    /// Calls in progress, against `max_concurrent`.
+    in_flight: Arc<AtomicUsize>,
+    max_concurrent: Option<usize>,
+    retries: Retries,
+    /// gRPC paths (`/pkg.Service/Method`) of the methods configured idempotent.
+    idempotent: HashSet<String>,
+    /// Retries made, for `/metrics`.
+    retried: AtomicU64,
 }
 
 /// Index of an upstream in [`Upstreams`].
@@ -88,6 +110,22 @@ pub enum UpstreamError {
         upstream: String,
         /// The transport error.
         reason: String,
+    },
+    /// Every endpoint is taken out by the health checks: the call was not tried.
+    #[error("upstream {upstream} has no healthy endpoint: {reason}")]
+    NoHealthyEndpoint {
+        /// The upstream's name.
+        upstream: String,
+        /// What the health checks said of each endpoint.
+        reason: String,
+    },
+    /// The upstream's cap on calls in progress is reached: the call was not tried.
+    #[error("upstream {upstream} already has {limit} calls in progress (its max_concurrent_requests)")]
+    Overloaded {
+        /// The upstream's name.
+        upstream: String,
+        /// The cap.
+        limit: usize,
     },
     /// The deadline passed before the upstream answered.
     #[error("upstream {upstream} did not answer within the {deadline:?} deadline")]
@@ -131,6 +169,34 @@ impl UpstreamError {
             _ => None,
         }
     }
+
+    /// Whether the endpoint failed the call, for outlier detection: it could not be reached
+    /// or said UNAVAILABLE. Other statuses are answers.
+    fn is_endpoint_failure(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable { .. } => true,
+            UpstreamError::Status(reply) => reply.status.code() == Code::Unavailable,
+            _ => false,
+        }
+    }
+}
+
+/// What a call holds while it lasts: its place under the upstream's cap and among its
+/// endpoint's calls in progress.
+#[derive(Debug)]
+pub struct CallHold {
+    _slot: Option<Slot>,
+    _call: CallGuard,
+}
+
+/// A place under an upstream's cap on calls in progress.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 // === impl Upstreams ===
@@ -148,7 +214,8 @@ impl Upstreams {
     }
 
     /// As [`Upstreams::build`], with connections opened by `connector` — for embedders that
-    /// bring their own transport (an in-memory pipe, a proxy).
+    /// bring their own transport (an in-memory pipe, a proxy). Active health checks start
+    /// here when a tokio runtime is running.
     pub fn build_with(configs: &[UpstreamConfig], max_response_bytes: usize, connector: &Connector) -> Upstreams {
         let upstreams: Vec<Upstream> =
             configs.iter().map(|c| Upstream::new(c, max_response_bytes, connector)).collect();
@@ -202,37 +269,91 @@ impl Upstream {
                 }) as Connector
             }
         };
+        let members: Vec<Arc<EndpointState>> = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let connection = EndpointConnection::new(e.clone(), connector.clone(), connect_timeout);
+                Arc::new(EndpointState::new(connection, config.outlier_detection.clone()))
+            })
+            .collect();
+        if let Some(check) = &config.health_check {
+            health::spawn(&config.name, &members, check, &connector);
+        }
+        let idempotent = config
+            .idempotent_methods
+            .iter()
+            .filter_map(|m| m.rsplit_once('.').map(|(service, method)| format!("/{service}/{method}")))
+            .collect();
         Upstream {
             name: config.name.clone(),
             endpoints: config.endpoints.iter().map(ToString::to_string).collect(),
             timeout: config.timeout,
-            connections: config
-                .endpoints
-                .iter()
-                .map(|e| EndpointConnection::new(e.clone(), connector.clone(), connect_timeout))
-                .collect(),
-            next: AtomicUsize::new(0),
+            members,
             max_response_bytes,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_concurrent: config.max_concurrent_requests,
+            retries: Retries::new(&config.retries),
+            idempotent,
+            retried: AtomicU64::new(0),
         }
     }
 
-    /// Calls a unary method with an encoded request. `deadline` bounds the whole call and is sent
-    /// as `grpc-timeout`.
+    /// Whether the method at `path` (`/pkg.Service/Method`) is configured idempotent.
+    pub fn is_idempotent(&self, path: &str) -> bool {
+        !self.idempotent.is_empty() && self.idempotent.contains(path)
+    }
+
+    /// Calls a unary method with an encoded request. `deadline` bounds the whole call, retries
+    /// included, and is sent as `grpc-timeout` (what is left of it, on a retry). `idempotent`
+    /// allows a retry after the upstream may have acted.
     pub async fn unary(
         &self,
         path: PathAndQuery,
         request: Bytes,
         metadata: HeaderMap,
         deadline: Option<Duration>,
+        idempotent: bool,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let Some(deadline) = deadline else { return self.unary_call(path, request, metadata, None).await };
-        let expires = tokio::time::Instant::now() + deadline;
-        let call = self.unary_call(path, request, metadata, Some(deadline));
-        match tokio::time::timeout_at(expires, call).await {
-            // The timer ticks in milliseconds: an answer it let through may still be late, and
-            // a late answer is discarded, as gRPC clients do.
-            Ok(result) if tokio::time::Instant::now() < expires => result,
-            _ => Err(UpstreamError::DeadlineExceeded { upstream: self.name.clone(), deadline }),
+        let slot = self.admit()?;
+        let expires = deadline.map(|d| tokio::time::Instant::now() + d);
+        let call = self.attempts(path, request, metadata, expires, idempotent);
+        let result = match (deadline, expires) {
+            (Some(deadline), Some(expires)) => match tokio::time::timeout_at(expires, call).await {
+                // The timer ticks in milliseconds: an answer it let through may still be late,
+                // and a late answer is discarded, as gRPC clients do.
+                Ok(result) if tokio::time::Instant::now() < expires => result,
+                _ => Err(UpstreamError::DeadlineExceeded { upstream: self.name.clone(), deadline }),
+            },
+            _ => call.await,
+        };
+        drop(slot);
+        result
+    }
+
+    /// The first try and the retries that are safe and within the budget.
+    async fn attempts(
+        &self,
+        path: PathAndQuery,
+        request: Bytes,
+        metadata: HeaderMap,
+        expires: Option<tokio::time::Instant>,
+        idempotent: bool,
+    ) -> Result<UnaryResponse, UpstreamError> {
+        self.retries.called();
+        let mut retry = 0;
+        loop {
+            let remaining = expires.map(|e| e.saturating_duration_since(tokio::time::Instant::now()));
+            // Each try sends copies: the message's bytes are shared, not copied.
+            let failure = match self.unary_call(path.clone(), request.clone(), metadata.clone(), remaining).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            retry += 1;
+            let Some(wait) = self.retries.allow(retry, &failure, idempotent) else { return Err(failure.error) };
+            tracing::debug!(upstream = %self.name, "retry {retry} in {wait:?}: {}", failure.error);
+            self.retried.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -242,9 +363,14 @@ impl Upstream {
         message: Bytes,
         headers: HeaderMap,
         deadline: Option<Duration>,
-    ) -> Result<UnaryResponse, UpstreamError> {
-        let (connection, response, body) = self.start(path, headers, deadline).await?;
-        self.exchange(connection, response, body, message).await.map_err(|e| e.answered_by(connection.label()))
+    ) -> Result<UnaryResponse, Failure> {
+        let (member, response, body) = self.start(path, headers, deadline).await.map_err(Failure::not_sent)?;
+        let _call = member.begin_call();
+        let result = self.exchange(member.connection(), response, body, message).await;
+        let failed = result.as_ref().err().is_some_and(|f| f.error.is_endpoint_failure());
+        member.record(if failed { CallResult::Failed } else { CallResult::Answered });
+        let label = member.connection().label();
+        result.map_err(|f| Failure { error: f.error.answered_by(label), ..f })
     }
 
     /// Sends a unary call's message and reads its answer.
@@ -254,132 +380,181 @@ impl Upstream {
         response: h2::client::ResponseFuture,
         mut body: h2::SendStream<Bytes>,
         message: Bytes,
-    ) -> Result<UnaryResponse, UpstreamError> {
+    ) -> Result<UnaryResponse, Failure> {
         // Queued with the HEADERS frame, so both leave in one write.
-        body.send_data(grpc::frame(&message), true).map_err(|e| self.unreachable(&e))?;
+        body.send_data(grpc::frame(&message), true).map_err(|e| Failure::sent(self.unreachable(&e)))?;
         let response = match response.await {
             Ok(response) => response,
             Err(e) => {
                 if e.is_io() || e.is_go_away() || e.reason().is_none() {
                     connection.reset();
                 }
-                return Err(self.unreachable(&e));
+                return Err(Failure::refused_or_sent(self.unreachable(&e), retry::refused(&e)));
             }
         };
         let (parts, body) = response.into_parts();
         if parts.status != StatusCode::OK {
-            return Err(self.status(grpc::status_for_http(parts.status), parts.headers));
+            return Err(Failure::sent(self.status(grpc::status_for_http(parts.status), parts.headers)));
         }
         // A trailers-only response: the status came with the headers.
         if let Some(status) = grpc::status_in(&parts.headers) {
             let status = status.err().unwrap_or_else(|| Status::internal("the upstream sent no response message"));
-            return Err(self.status(status, HeaderMap::new()));
+            return Err(Failure::sent(self.status(status, HeaderMap::new())));
         }
-        let (data, trailers) = self.read_body(body).await?;
+        let (data, trailers) = self.read_body(body).await.map_err(Failure::sent)?;
         let trailers = trailers.unwrap_or_default();
         match grpc::status_in(&trailers) {
             Some(Ok(())) => {}
-            Some(Err(status)) => return Err(self.status(status, parts.headers)),
+            Some(Err(status)) => return Err(Failure::sent(self.status(status, parts.headers))),
             None => {
-                return Err(self.status(Status::internal("the upstream's response has no grpc-status"), parts.headers));
+                let status = Status::internal("the upstream's response has no grpc-status");
+                return Err(Failure::sent(self.status(status, parts.headers)));
             }
         }
-        let message =
-            grpc::single_message(data, self.max_response_bytes).map_err(|s| self.status(s, parts.headers.clone()))?;
+        let message = grpc::single_message(data, self.max_response_bytes)
+            .map_err(|s| Failure::sent(self.status(s, parts.headers.clone())))?;
         Ok(UnaryResponse { headers: parts.headers, message, trailers, endpoint: connection.label().clone() })
     }
 
     /// Opens a streaming call: request messages go up through the [`RequestSink`], the
     /// response comes back through the [`PendingResponse`]. `deadline` bounds the whole call
-    /// and is sent as `grpc-timeout`.
+    /// and is sent as `grpc-timeout`. The call counts against the cap on calls in progress
+    /// until both sides are dropped. Streams are never retried: their messages are gone.
     pub async fn open(
         &self,
         path: PathAndQuery,
         metadata: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
+        let slot = self.admit()?;
         let expires = deadline.map(|d| tokio::time::Instant::now() + d);
-        let (connection, response, body) = self.start(path, metadata, deadline).await?;
+        let (member, response, body) = self.start(path, metadata, deadline).await?;
         let context = CallContext {
             upstream: self.name.clone(),
-            endpoint: connection.label().clone(),
+            endpoint: member.connection().label().clone(),
             deadline,
             expires,
             max_message_bytes: self.max_response_bytes,
+            _held: Arc::new(CallHold { _slot: slot, _call: member.begin_call() }),
         };
         Ok((RequestSink::new(body, context.clone()), PendingResponse::new(response, context)))
     }
 
-    /// Sends a call's request headers on an endpoint's connection, opening a new connection
-    /// if the shared one turns out to be closed.
+    /// A place under the cap on calls in progress, if there is one.
+    fn admit(&self) -> Result<Option<Slot>, UpstreamError> {
+        let Some(limit) = self.max_concurrent else { return Ok(None) };
+        let slot = Slot(self.in_flight.clone());
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            return Err(UpstreamError::Overloaded { upstream: self.name.clone(), limit });
+        }
+        Ok(Some(slot))
+    }
+
+    /// Sends a call's request headers to the chosen endpoint, on its open connection or a new
+    /// one; an endpoint that cannot take it gives way to the next. Nothing has reached the
+    /// upstream when this fails.
     async fn start(
         &self,
         path: PathAndQuery,
         mut headers: HeaderMap,
         deadline: Option<Duration>,
-    ) -> Result<(&EndpointConnection, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
-        let (connection, sender) = self.sender().await?;
+    ) -> Result<(&Arc<EndpointState>, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
+        let (member, mut sender) = self.sender().await?;
         grpc::request_headers(&mut headers, deadline);
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = request_uri(connection.endpoint().uri(), path);
+        *request.uri_mut() = request_uri(member.connection().endpoint().uri(), path);
         *request.headers_mut() = headers;
-        let mut sender = match sender.ready().await {
-            Ok(sender) => sender,
-            // The connection closed while idle (the upstream restarted, say): nothing was sent
-            // on it, so open a new one and carry on.
-            Err(_) => {
-                connection.reset();
-                let fresh = connection
-                    .sender()
-                    .await
-                    .map_err(|e| UpstreamError::Unreachable { upstream: self.name.clone(), reason: e.0 })?;
-                fresh.ready().await.map_err(|e| self.unreachable(&e))?
-            }
-        };
         let (response, body) = sender.send_request(request, false).map_err(|e| {
             if e.is_io() || e.is_go_away() {
-                connection.reset();
+                member.connection().reset();
             }
             self.unreachable(&e)
         })?;
-        Ok((connection, response, body))
+        Ok((member, response, body))
+    }
+
+    /// A connection ready for a new call: the chosen endpoint's, else the next one's.
+    async fn sender(&self) -> Result<(&Arc<EndpointState>, h2::client::SendRequest<Bytes>), UpstreamError> {
+        let mut last_error = String::from("no endpoints");
+        for member in self.candidates()? {
+            match ready(member.connection()).await {
+                Ok(sender) => return Ok((member, sender)),
+                Err(reason) => {
+                    member.record(CallResult::Failed);
+                    last_error = reason;
+                }
+            }
+        }
+        Err(UpstreamError::Unreachable { upstream: self.name.clone(), reason: last_error })
+    }
+
+    /// The endpoints to try, in order: of two available ones picked at random, the one with
+    /// fewer calls in progress, then the other available ones. When outlier detection has
+    /// ejected every endpoint the health checks leave in, they are all tried anyway: ejection
+    /// spreads load away from a bad endpoint, it never leaves an upstream with nothing to
+    /// try. When the health checks have taken every endpoint out, the call fails at once.
+    fn candidates(&self) -> Result<SmallVec<[&Arc<EndpointState>; 4]>, UpstreamError> {
+        let mut available: SmallVec<[&Arc<EndpointState>; 4]> =
+            self.members.iter().filter(|m| m.is_available()).collect();
+        if available.is_empty() {
+            available = self.members.iter().filter(|m| m.health() != Health::NotServing).collect();
+        }
+        if available.is_empty() && !self.members.is_empty() {
+            return Err(UpstreamError::NoHealthyEndpoint { upstream: self.name.clone(), reason: self.health_report() });
+        }
+        if available.len() > 1 {
+            let first = rand::random_range(0..available.len());
+            let mut second = rand::random_range(0..available.len() - 1);
+            if second >= first {
+                second += 1;
+            }
+            let best = if available[second].outstanding() < available[first].outstanding() { second } else { first };
+            available.rotate_left(best);
+        }
+        Ok(available)
+    }
+
+    /// What the health checks last said of each endpoint, for error messages.
+    fn health_report(&self) -> String {
+        let report: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}: {}", m.connection().label(), m.health_reason().as_deref().unwrap_or("not serving")))
+            .collect();
+        report.join("; ")
+    }
+
+    /// Its retries and endpoint states, for `/metrics`.
+    pub fn sample(&self) -> crate::observability::metrics::UpstreamSample {
+        let unhealthy = self.members.iter().filter(|m| m.health() == Health::NotServing).count();
+        let ejected = self.members.iter().filter(|m| m.health() != Health::NotServing && m.is_ejected()).count();
+        crate::observability::metrics::UpstreamSample {
+            name: self.name.clone(),
+            retries: self.retried.load(Ordering::Relaxed),
+            available: self.members.len() - unhealthy - ejected,
+            unhealthy,
+            ejected,
+        }
+    }
+
+    /// Each endpoint, with whether it takes calls now and why not.
+    pub fn endpoint_states(&self) -> impl Iterator<Item = &EndpointState> {
+        self.members.iter().map(|m| &**m)
     }
 
     /// Whether each endpoint can take calls now: an open connection that is not closing, or a
     /// new one made within `timeout`. Endpoints are probed together.
     pub async fn probe(&self, timeout: Duration) -> Vec<(Arc<str>, Result<(), String>)> {
-        let probes = self.connections.iter().map(|connection| async move {
-            let ready = async {
-                let sender = connection.sender().await.map_err(|e| e.0)?;
-                if sender.ready().await.is_err() {
-                    // Closed while idle: the next call (or probe) opens a new one.
-                    connection.reset();
-                    let sender = connection.sender().await.map_err(|e| e.0)?;
-                    sender.ready().await.map_err(|e| error_chain(&e))?;
-                }
-                Ok(())
-            };
-            let result = tokio::time::timeout(timeout, ready)
+        let probes = self.members.iter().map(|member| async move {
+            let connection = member.connection();
+            let result = tokio::time::timeout(timeout, ready(connection))
                 .await
+                .map(|ready| ready.map(drop))
                 .unwrap_or_else(|_| Err(format!("no connection to {} within {timeout:?}", connection.endpoint())));
             (connection.label().clone(), result)
         });
         futures_util::future::join_all(probes).await
-    }
-
-    /// The next endpoint in turn that has (or can open) a connection.
-    async fn sender(&self) -> Result<(&EndpointConnection, h2::client::SendRequest<Bytes>), UpstreamError> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = String::from("no endpoints");
-        for i in 0..self.connections.len() {
-            let connection = &self.connections[(start + i) % self.connections.len()];
-            match connection.sender().await {
-                Ok(sender) => return Ok((connection, sender)),
-                Err(e) => last_error = e.0,
-            }
-        }
-        Err(UpstreamError::Unreachable { upstream: self.name.clone(), reason: last_error })
     }
 
     /// The response body, up to the message limit (plus its prefix), and the trailers.
@@ -425,6 +600,20 @@ impl Upstream {
 
     fn unreachable(&self, error: &dyn std::error::Error) -> UpstreamError {
         UpstreamError::Unreachable { upstream: self.name.clone(), reason: error_chain(error) }
+    }
+}
+
+/// The endpoint's connection, ready for a new stream: the open one, or — when that one closed
+/// while idle (the upstream restarted, say; nothing was sent on it) — a new one.
+async fn ready(connection: &EndpointConnection) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let sender = connection.sender().await.map_err(|e| e.0)?;
+    match sender.ready().await {
+        Ok(sender) => Ok(sender),
+        Err(_) => {
+            connection.reset();
+            let fresh = connection.sender().await.map_err(|e| e.0)?;
+            fresh.ready().await.map_err(|e| error_chain(&e))
+        }
     }
 }
 

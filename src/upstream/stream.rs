@@ -29,6 +29,9 @@ pub(super) struct CallContext {
     pub(super) deadline: Option<Duration>,
     pub(super) expires: Option<Instant>,
     pub(super) max_message_bytes: usize,
+    /// Held while either side of the call lives: it counts against the endpoint's calls in
+    /// progress and the upstream's cap.
+    pub(super) _held: std::sync::Arc<super::CallHold>,
 }
 
 /// The request side of a streaming call.

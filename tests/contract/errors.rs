@@ -32,7 +32,8 @@ async fn every_grpc_code_maps_to_its_http_status() {
         (Code::DataLoss, 500),
     ];
     for (code, http) in table {
-        h.upstream.reply(Reply::status(code, &format!("failed with {code:?}")));
+        // Every try answers so: a GET that meets UNAVAILABLE is tried again.
+        h.upstream.script(move |_| Reply::status(code, &format!("failed with {code:?}")));
         let response = h.get("/v1/shelves/1").await;
         let json = response.assert_error(http, code as i32);
         assert_eq!(json["message"], format!("failed with {code:?}"));

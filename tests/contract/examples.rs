@@ -231,3 +231,48 @@ async fn importing_orders_from_ndjson_and_tracking_them_over_a_websocket() {
     let status: serde_json::Value = serde_json::from_str(&frame.reason).unwrap();
     assert_eq!(status["code"], 5);
 }
+
+#[tokio::test]
+async fn the_example_services_answer_the_grpc_health_protocol_per_service() {
+    let (users_url, _users_stop) = start_service(true, false).await;
+    let toml = format!(
+        r#"
+[descriptors]
+paths = ["{}/descriptors"]
+[[upstreams]]
+name = "users"
+services = ["example.users.v1.*"]
+endpoints = ["{users_url}"]
+health_check = {{ interval = "50ms", service = "example.users.v1.UserService" }}
+[[upstreams]]
+name = "orders"
+services = ["example.orders.v1.*"]
+endpoints = ["{users_url}"]
+health_check = {{ interval = "50ms", service = "example.orders.v1.OrderService" }}
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let gateway = Gateway::with_config(Config::from_toml(&toml).unwrap()).await;
+    let health = |name: &str| {
+        let current = gateway.current();
+        let upstream = current.upstreams().iter().find(|u| u.name == name).unwrap();
+        let endpoint = upstream.endpoint_states().next().unwrap();
+        (endpoint.health(), endpoint.health_reason())
+    };
+    use protogate::upstream::endpoint::Health;
+    for _ in 0..500 {
+        if health("users").0 == Health::Serving && health("orders").0 == Health::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(health("users").0, Health::Serving);
+    // This server runs no OrderService: its health service says so.
+    let (state, reason) = health("orders");
+    assert_eq!(state, Health::NotServing);
+    assert!(reason.as_deref().unwrap_or_default().contains("NOT_FOUND"), "{reason:?}");
+    assert_eq!(gateway.client.request("GET", "/v1/users/1").send().await.status, 200);
+    let orders = gateway.client.request("GET", "/v1/users/1/orders").send().await;
+    let error = orders.assert_error(503, 14);
+    assert!(error["message"].as_str().unwrap().contains("upstream orders has no healthy endpoint"), "{error}");
+}

@@ -26,3 +26,4 @@ mod reload;
 mod routing;
 mod streaming;
 mod tls;
+mod upstreams;

@@ -216,9 +216,10 @@ async fn metrics_count_requests_by_route_template_not_by_path() {
 async fn upstream_errors_are_counted_by_kind() {
     let h = Harness::start().await;
     let admin = h.gateway.admin().await;
-    h.upstream.reply(Reply::status(Code::Unavailable, "busy"));
+    // Every try answers so: a GET that meets UNAVAILABLE is tried again.
+    h.upstream.script(|_| Reply::status(Code::Unavailable, "busy"));
     h.get("/v1/shelves/1").await.assert_error(503, 14);
-    h.upstream.reply(Reply::json(json!({})).delay(Duration::from_secs(2)));
+    h.upstream.script(|_| Reply::json(json!({})).delay(Duration::from_secs(2)));
     h.request("GET", "/v1/shelves/1").header("Grpc-Timeout", "50m").send().await.assert_error(504, 4);
     let down = Gateway::start(&Upstream::closed_url().await, "").await;
     let down_admin = down.admin().await;
@@ -258,7 +259,11 @@ keys = [{ alg = "HS256", secret = "admin-test-secret-0123456789abcdef" }]
     let report = ready.json();
     assert_eq!(ready.status, 200, "{report}");
     assert_eq!(report["status"], "ready");
-    assert_eq!(report["upstreams"][0]["endpoints"][0], json!({"url": h.upstream.url(), "ready": true}));
+    assert_eq!(
+        report["upstreams"][0]["endpoints"][0],
+        json!({"url": h.upstream.url(), "ready": true, "health": "unknown"}),
+        "no health_check: the health checks say nothing"
+    );
 
     let routes = admin.request("GET", "/routes").send().await.json();
     let get_shelf = routes.as_array().unwrap().iter().find(|r| r["path"] == "/v1/shelves/{shelf}").unwrap();

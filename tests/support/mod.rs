@@ -216,6 +216,8 @@ impl Drop for StreamGuard {
 pub struct Upstream {
     pub addr: SocketAddr,
     state: Arc<UpstreamState>,
+    /// Its `grpc.health.v1.Health` service (tonic-health): SERVING until told otherwise.
+    health: tonic_health::server::HealthReporter,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -257,7 +259,9 @@ impl Upstream {
             async move { Ok::<_, Infallible>(answer(state, request).await) }
         });
         let (tx, rx) = oneshot::channel();
-        let server = tonic::transport::Server::builder().add_routes(tonic::service::Routes::from(router));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let routes = tonic::service::Routes::from(router).add_service(health_service);
+        let server = tonic::transport::Server::builder().add_routes(routes);
         let shutdown = async {
             let _ = rx.await;
         };
@@ -280,7 +284,13 @@ impl Upstream {
                 tokio::spawn(server.serve_with_incoming_shutdown(incoming, shutdown));
             }
         }
-        Upstream { addr, state, _shutdown: tx }
+        Upstream { addr, state, health, _shutdown: tx }
+    }
+
+    /// What its health service answers from now on (for the server as a whole).
+    pub async fn set_serving(&self, serving: bool) {
+        use tonic_health::ServingStatus::{NotServing, Serving};
+        self.health.set_service_status("", if serving { Serving } else { NotServing }).await;
     }
 
     /// The URL of a port that was free a moment ago: nothing listens there.

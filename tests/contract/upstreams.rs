@@ -1,0 +1,258 @@
+//! Upstreams with several endpoints: active health checks (grpc.health.v1, served by each
+//! upstream with tonic-health), balancing, outlier ejection, the cap on calls in progress and
+//! retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use protogate::upstream::endpoint::Health;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::support::{Client, Gateway, Reply, Upstream, config, take_request_info};
+
+/// A gateway whose one upstream, `shelves`, has these endpoints and `extra` keys.
+async fn gateway(endpoints: &[String], extra: &str) -> Gateway {
+    let upstream = format!(
+        "[[upstreams]]\nname = \"shelves\"\nservices = [\"*\"]\nendpoints = {}\n{extra}\n",
+        serde_json::to_string(endpoints).unwrap()
+    );
+    Gateway::with_config(config("", &upstream)).await
+}
+
+const FAST_CHECKS: &str =
+    "health_check = { interval = \"50ms\", timeout = \"300ms\", unhealthy_threshold = 1, healthy_threshold = 1 }";
+
+/// Polls (at most 10 s) until `condition` holds.
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// What the gateway's health checks say of the endpoint at `url`.
+fn health_of(gateway: &Gateway, url: &str) -> Health {
+    let current = gateway.current();
+    let upstream = current.upstreams().iter().next().unwrap();
+    let endpoint = upstream.endpoint_states().find(|e| &**e.connection().label() == url).unwrap();
+    endpoint.health()
+}
+
+async fn scrape(gateway: &Gateway) -> String {
+    let admin = gateway.admin().await;
+    String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap()
+}
+
+fn is_ejected(gateway: &Gateway, url: &str) -> bool {
+    let current = gateway.current();
+    let upstream = current.upstreams().iter().next().unwrap();
+    upstream.endpoint_states().find(|e| &**e.connection().label() == url).unwrap().is_ejected()
+}
+
+/// A request loop until `stop` (bounded: 200,000 requests); counts requests and failures.
+struct Traffic {
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    fn start(client: &Client, clients: usize) -> Traffic {
+        let (sent, failed, stop) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (client, sent, failed, stop) = (client.clone(), sent.clone(), failed.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    for _ in 0..200_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let response = client.request("GET", "/v1/shelves").send().await;
+                        if response.status != 200 {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.push(format!("{} {}", response.status, String::from_utf8_lossy(&response.body)));
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Traffic { sent, failed, stop, tasks }
+    }
+
+    /// Waits until `n` more requests have been answered.
+    async fn run_for(&self, n: usize) {
+        let target = self.sent.load(Ordering::Relaxed) + n;
+        wait_until(&format!("{n} more requests"), || self.sent.load(Ordering::Relaxed) >= target).await;
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_endpoint_stopped_and_one_not_serving_fail_no_request_and_get_traffic_back() {
+    let (a, b, c) = (Upstream::start().await, Upstream::start().await, Upstream::start().await);
+    let (b_addr, b_url, c_url) = (b.addr, b.url(), c.url());
+    let gateway = gateway(&[a.url(), b.url(), c.url()], FAST_CHECKS).await;
+    let traffic = Traffic::start(&gateway.client, 2);
+    wait_until("every endpoint gets calls", || !a.calls().is_empty() && !b.calls().is_empty() && !c.calls().is_empty())
+        .await;
+
+    drop(b);
+    c.set_serving(false).await;
+    wait_until("both taken out", || {
+        health_of(&gateway, &b_url) == Health::NotServing && health_of(&gateway, &c_url) == Health::NotServing
+    })
+    .await;
+    let (failed_at_detection, c_calls) = (traffic.failed.load(Ordering::Relaxed), c.calls().len());
+    traffic.run_for(300).await;
+    assert_eq!(traffic.failed.load(Ordering::Relaxed), failed_at_detection, "no request fails after detection");
+    // At most the two calls that were in flight when the check said NOT_SERVING.
+    assert!(c.calls().len() <= c_calls + 2, "{} calls to the NOT_SERVING endpoint", c.calls().len() - c_calls);
+
+    // Both recover: the stopped one restarts on its port, the other serves again.
+    let b = Upstream::serve(TcpListener::bind(b_addr).await.unwrap()).await;
+    c.set_serving(true).await;
+    let c_calls = c.calls().len();
+    wait_until("traffic returns to both", || !b.calls().is_empty() && c.calls().len() > c_calls).await;
+    traffic.run_for(100).await;
+    let (sent, failures) = traffic.finish().await;
+    assert!(sent >= 400, "{sent}");
+    assert!(failures.is_empty(), "{} of {sent} requests failed: {failures:?}", failures.len());
+}
+
+#[tokio::test]
+async fn an_upstream_with_no_healthy_endpoint_answers_503_at_once() {
+    let upstream = Upstream::start().await;
+    upstream.set_serving(false).await;
+    let gateway = gateway(&[upstream.url()], FAST_CHECKS).await;
+    wait_until("taken out", || health_of(&gateway, &upstream.url()) == Health::NotServing).await;
+    let response = gateway.client.request("GET", "/v1/shelves").send().await;
+    assert_eq!(response.status, 503);
+    let mut body = response.json();
+    assert!(take_request_info(&mut body).is_some());
+    assert_eq!(body["code"], Code::Unavailable as i32);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("upstream shelves has no healthy endpoint"), "{message}");
+    assert!(message.contains("NOT_SERVING"), "{message}");
+    assert!(upstream.calls().is_empty(), "the call was not tried");
+    let admin = gateway.admin().await;
+    let ready = admin.request("GET", "/readyz").send().await;
+    assert_eq!(ready.status, 503);
+    let ready: Value = ready.json();
+    assert_eq!(ready["upstreams"][0]["endpoints"][0]["health"], "not serving");
+
+    upstream.set_serving(true).await;
+    wait_until("back in", || health_of(&gateway, &upstream.url()) == Health::Serving).await;
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+}
+
+#[tokio::test]
+async fn endpoints_that_keep_failing_are_ejected_and_calls_go_to_the_others() {
+    let (bad, good) = (Upstream::start().await, Upstream::start().await);
+    bad.script(|_| Reply::status(Code::Unavailable, "overloaded"));
+    let closed = Upstream::closed_url().await;
+    let extra = "outlier_detection = { consecutive_failures = 2, base_ejection_time = \"30s\" }";
+    let gateway = gateway(&[bad.url(), good.url(), closed.clone()], extra).await;
+    for _ in 0..30 {
+        // GET is idempotent: an UNAVAILABLE answer is tried again on another endpoint.
+        assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    }
+    assert!(is_ejected(&gateway, &bad.url()), "UNAVAILABLE twice in a row");
+    assert!(is_ejected(&gateway, &closed), "connection refused twice in a row");
+    assert!(!is_ejected(&gateway, &good.url()));
+    let bad_calls = bad.calls().len();
+    assert!(bad_calls <= 3, "{bad_calls} calls to the failing endpoint");
+    for _ in 0..20 {
+        assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    }
+    assert_eq!(bad.calls().len(), bad_calls, "an ejected endpoint gets no calls");
+    let metrics = scrape(&gateway).await;
+    assert!(metrics.contains("protogate_upstream_endpoints{upstream=\"shelves\",state=\"ejected\"} 2"), "{metrics}");
+    assert!(metrics.contains("protogate_upstream_endpoints{upstream=\"shelves\",state=\"available\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_lone_ejected_endpoint_is_still_tried_so_errors_stay_what_they_are() {
+    let closed = Upstream::closed_url().await;
+    let gateway = gateway(std::slice::from_ref(&closed), "outlier_detection = { consecutive_failures = 1 }").await;
+    for _ in 0..3 {
+        let response = gateway.client.request("GET", "/v1/shelves").send().await;
+        assert_eq!(response.status, 502, "unreachable, as the contract says");
+    }
+    assert!(is_ejected(&gateway, &closed));
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_for_get_and_idempotent_methods_only() {
+    let upstream = Upstream::start().await;
+    let extra = "idempotent_methods = [\"protogate.testing.v1.Bookstore.DeleteShelf\"]\nretries = { max_retries = 2, backoff = \"1ms\" }\noutlier_detection = { consecutive_failures = 0 }";
+    let gateway = gateway(&[upstream.url()], extra).await;
+
+    upstream.reply(Reply::status(Code::Unavailable, "restarting"));
+    let response = gateway.client.request("GET", "/v1/shelves").send().await;
+    assert_eq!(response.status, 200, "GET is retried");
+    assert_eq!(upstream.calls().len(), 2);
+
+    upstream.reply(Reply::status(Code::Unavailable, "restarting"));
+    let response = gateway.client.request("POST", "/v1/shelves").json(&json!({"theme": "x"})).send().await;
+    assert_eq!(response.status, 503, "POST may have acted: not retried");
+    assert_eq!(upstream.calls().len(), 3);
+
+    upstream.reply(Reply::status(Code::Unavailable, "restarting"));
+    let response = gateway.client.request("DELETE", "/v1/shelves/1").send().await;
+    assert_eq!(response.status, 200, "listed as idempotent");
+    assert_eq!(upstream.calls().len(), 5);
+
+    // Three UNAVAILABLE in a row: the first try and both retries fail, the last answer stands.
+    for _ in 0..3 {
+        upstream.reply(Reply::status(Code::Unavailable, "down"));
+    }
+    let response = gateway.client.request("GET", "/v1/shelves").send().await;
+    assert_eq!(response.status, 503);
+    assert_eq!(upstream.calls().len(), 8);
+    let metrics = scrape(&gateway).await;
+    assert!(metrics.contains("protogate_upstream_retries_total{upstream=\"shelves\"} 4"), "{metrics}");
+}
+
+#[tokio::test]
+async fn beyond_max_concurrent_requests_calls_answer_503_at_once() {
+    let upstream = Upstream::start().await;
+    upstream.script(|_| Reply::json(json!({})).delay(Duration::from_millis(800)));
+    let gateway = gateway(&[upstream.url()], "max_concurrent_requests = 2").await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let client = gateway.client.clone();
+            tokio::spawn(async move { client.request("GET", "/v1/shelves").send().await.status })
+        })
+        .collect();
+    upstream.wait_for_calls(2).await;
+    let response = gateway.client.request("GET", "/v1/shelves").send().await;
+    assert_eq!(response.status, 503);
+    let mut body = response.json();
+    take_request_info(&mut body);
+    assert_eq!(body["code"], Code::Unavailable as i32);
+    assert!(body["message"].as_str().unwrap().contains("max_concurrent_requests"), "{body}");
+    for call in slow {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(upstream.calls().len(), 2);
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200, "room again");
+}
