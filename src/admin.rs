@@ -88,8 +88,8 @@ async fn readyz(State(live): State<Arc<Live>>) -> Response {
         let mut why = Vec::new();
         let endpoints: Vec<serde_json::Value> = probes
             .iter()
-            .zip(upstream.endpoint_states())
-            .map(|((url, probe), state)| {
+            .map(|(state, probe)| {
+                let url = state.connection().label();
                 let health = match state.health() {
                     Health::Unknown => "unknown",
                     Health::Serving => "serving",

@@ -555,10 +555,18 @@ pub struct UpstreamConfig {
     /// When a failed call is tried again.
     #[serde(default)]
     pub retries: RetryConfig,
+    /// How often endpoint host names are resolved again; every address a name resolves to
+    /// becomes an endpoint (as a Kubernetes headless service gives one per pod).
+    #[serde(default = "default_resolve_interval", deserialize_with = "duration", serialize_with = "show_duration")]
+    pub resolve_interval: Duration,
     /// Methods (`pkg.Service.Method`) that are safe to call twice, so an UNAVAILABLE answer is
     /// retried; calls that came in as HTTP GET are retried without being listed.
     #[serde(default)]
     pub idempotent_methods: Vec<String>,
+}
+
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// An upstream's `health_check`: the `grpc.health.v1.Health/Check` call made to each endpoint.
@@ -664,9 +672,13 @@ pub enum ServiceSelector {
     Any,
 }
 
-/// An upstream endpoint URL, `http://host:port`.
+/// An upstream endpoint URL, `http://host:port`, and — for one found by resolving its host
+/// name — the address it was resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint(http::Uri);
+pub struct Endpoint {
+    uri: http::Uri,
+    address: Option<SocketAddr>,
+}
 
 /// Values from the command line that override the file.
 #[derive(Debug, Clone, Default)]
@@ -767,6 +779,7 @@ impl Config {
                 outlier_detection: OutlierConfig::default(),
                 max_concurrent_requests: None,
                 retries: RetryConfig::default(),
+                resolve_interval: default_resolve_interval(),
                 idempotent_methods: Vec::new(),
             });
         }
@@ -926,6 +939,9 @@ impl Config {
             if outlier.max_ejection_time < outlier.base_ejection_time {
                 err(key("outlier_detection.max_ejection_time"), "must be at least base_ejection_time".into());
             }
+            if upstream.resolve_interval.is_zero() {
+                err(key("resolve_interval"), "must be greater than 0".into());
+            }
             if upstream.max_concurrent_requests == Some(0) {
                 err(key("max_concurrent_requests"), "must be greater than 0".into());
             }
@@ -1065,7 +1081,38 @@ impl<'de> Deserialize<'de> for ServiceSelector {
 impl Endpoint {
     /// The URL.
     pub fn uri(&self) -> &http::Uri {
-        &self.0
+        &self.uri
+    }
+
+    /// The host, without the brackets of an IPv6 literal.
+    pub fn host(&self) -> &str {
+        self.uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The port: the URL's, else the scheme's.
+    pub fn port(&self) -> u16 {
+        self.uri.port_u16().unwrap_or(if self.uri.scheme_str() == Some("https") { 443 } else { 80 })
+    }
+
+    /// The address to connect to, when the host name was resolved to it.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.address
+    }
+
+    /// Whether the host is a name (to resolve) rather than an IP address.
+    pub fn is_name(&self) -> bool {
+        self.host().parse::<std::net::IpAddr>().is_err()
+    }
+
+    /// The same endpoint at one address its host name resolved to: connections go to the
+    /// address, while TLS and `:authority` keep the name.
+    pub fn at(&self, address: SocketAddr) -> Endpoint {
+        Endpoint { uri: self.uri.clone(), address: Some(address) }
+    }
+
+    /// The endpoint as configured, without a resolved address.
+    pub fn configured(&self) -> Endpoint {
+        Endpoint { uri: self.uri.clone(), address: None }
     }
 }
 
@@ -1083,15 +1130,19 @@ impl FromStr for Endpoint {
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
             return Err(format!("endpoint {s:?} must not have a path"));
         }
-        Ok(Endpoint(uri))
+        Ok(Endpoint { uri, address: None })
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `Uri` renders an empty path as "/"; endpoints are shown as they are written.
-        let text = self.0.to_string();
-        f.write_str(text.strip_suffix('/').unwrap_or(&text))
+        let text = self.uri.to_string();
+        f.write_str(text.strip_suffix('/').unwrap_or(&text))?;
+        match self.address {
+            Some(address) => write!(f, " ({address})"),
+            None => Ok(()),
+        }
     }
 }
 

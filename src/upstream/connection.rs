@@ -41,11 +41,12 @@ pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Box<dyn Io>>> + 
 /// them) and keep-alive probes.
 pub fn tcp_connector() -> Connector {
     Arc::new(|endpoint: &Endpoint| {
-        let uri = endpoint.uri();
-        let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let (host, port, address) = (endpoint.host().to_owned(), endpoint.port(), endpoint.address());
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let stream = match address {
+                Some(address) => tokio::net::TcpStream::connect(address).await?,
+                None => tokio::net::TcpStream::connect((host.as_str(), port)).await?,
+            };
             stream.set_nodelay(true)?;
             let keepalive = socket2::TcpKeepalive::new().with_time(KEEP_ALIVE_IDLE).with_interval(KEEP_ALIVE_INTERVAL);
             socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;

@@ -20,20 +20,17 @@ use super::connection::Connector;
 use super::endpoint::{EndpointState, Health};
 use crate::config::HealthCheckConfig;
 
-/// Starts a checker per endpoint, when a tokio runtime is running (`protogate check` and
+/// Starts the checker of an endpoint, when a tokio runtime is running (`protogate check` and
 /// `routes` build upstreams without serving them).
-pub fn spawn(upstream: &str, members: &[Arc<EndpointState>], config: &HealthCheckConfig, connector: &Connector) {
+pub fn spawn(upstream: &str, member: &Arc<EndpointState>, config: &HealthCheckConfig, connector: &Connector) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    for member in members {
-        let channel = channel(member, connector, config);
-        let checker = Checker {
-            upstream: upstream.to_owned(),
-            member: Arc::downgrade(member),
-            client: HealthClient::new(channel),
-            config: config.clone(),
-        };
-        runtime.spawn(checker.run());
-    }
+    let checker = Checker {
+        upstream: upstream.to_owned(),
+        member: Arc::downgrade(member),
+        client: HealthClient::new(channel(member, connector, config)),
+        config: config.clone(),
+    };
+    runtime.spawn(checker.run());
 }
 
 /// A lazily connected channel to the endpoint, through the upstream's connector.

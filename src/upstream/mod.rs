@@ -19,6 +19,7 @@
 //! [`UpstreamError::Overloaded`].
 
 pub mod connection;
+pub mod discovery;
 pub mod endpoint;
 pub mod grpc;
 pub mod health;
@@ -39,6 +40,7 @@ use tonic::{Code, Status};
 use crate::config::{ServiceSelector, UpstreamConfig};
 use connection::EndpointConnection;
 pub use connection::{Connector, tcp_connector, tls_connector};
+use discovery::Membership;
 use endpoint::{CallGuard, CallResult, EndpointState, Health};
 use retry::{Failure, Retries};
 use stream::CallContext;
@@ -65,7 +67,8 @@ pub struct Upstream {
     pub endpoints: Vec<String>,
     /// The configured call deadline.
     pub timeout: Option<Duration>,
-    members: Vec<Arc<EndpointState>>,
+    /// The endpoints now (host names resolved).
+    membership: Arc<Membership>,
     max_response_bytes: usize,
     /// Calls in progress, against `max_concurrent`.
     in_flight: Arc<AtomicUsize>,
@@ -269,17 +272,15 @@ impl Upstream {
                 }) as Connector
             }
         };
-        let members: Vec<Arc<EndpointState>> = config
-            .endpoints
-            .iter()
-            .map(|e| {
-                let connection = EndpointConnection::new(e.clone(), connector.clone(), connect_timeout);
-                Arc::new(EndpointState::new(connection, config.outlier_detection.clone()))
-            })
-            .collect();
-        if let Some(check) = &config.health_check {
-            health::spawn(&config.name, &members, check, &connector);
-        }
+        let membership = Membership::new(
+            &config.name,
+            config.endpoints.clone(),
+            connector,
+            connect_timeout,
+            config.outlier_detection.clone(),
+            config.health_check.clone(),
+        );
+        discovery::spawn(&membership, config.resolve_interval, discovery::system_resolver());
         let idempotent = config
             .idempotent_methods
             .iter()
@@ -289,7 +290,7 @@ impl Upstream {
             name: config.name.clone(),
             endpoints: config.endpoints.iter().map(ToString::to_string).collect(),
             timeout: config.timeout,
-            members,
+            membership,
             max_response_bytes,
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_concurrent: config.max_concurrent_requests,
@@ -458,7 +459,7 @@ impl Upstream {
         path: PathAndQuery,
         mut headers: HeaderMap,
         deadline: Option<Duration>,
-    ) -> Result<(&Arc<EndpointState>, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
+    ) -> Result<(Arc<EndpointState>, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
         let (member, mut sender) = self.sender().await?;
         grpc::request_headers(&mut headers, deadline);
         let mut request = Request::new(());
@@ -475,7 +476,7 @@ impl Upstream {
     }
 
     /// A connection ready for a new call: the chosen endpoint's, else the next one's.
-    async fn sender(&self) -> Result<(&Arc<EndpointState>, h2::client::SendRequest<Bytes>), UpstreamError> {
+    async fn sender(&self) -> Result<(Arc<EndpointState>, h2::client::SendRequest<Bytes>), UpstreamError> {
         let mut last_error = String::from("no endpoints");
         for member in self.candidates()? {
             match ready(member.connection()).await {
@@ -494,13 +495,14 @@ impl Upstream {
     /// ejected every endpoint the health checks leave in, they are all tried anyway: ejection
     /// spreads load away from a bad endpoint, it never leaves an upstream with nothing to
     /// try. When the health checks have taken every endpoint out, the call fails at once.
-    fn candidates(&self) -> Result<SmallVec<[&Arc<EndpointState>; 4]>, UpstreamError> {
-        let mut available: SmallVec<[&Arc<EndpointState>; 4]> =
-            self.members.iter().filter(|m| m.is_available()).collect();
+    fn candidates(&self) -> Result<SmallVec<[Arc<EndpointState>; 4]>, UpstreamError> {
+        let members = self.membership.current();
+        let mut available: SmallVec<[Arc<EndpointState>; 4]> =
+            members.iter().filter(|m| m.is_available()).cloned().collect();
         if available.is_empty() {
-            available = self.members.iter().filter(|m| m.health() != Health::NotServing).collect();
+            available = members.iter().filter(|m| m.health() != Health::NotServing).cloned().collect();
         }
-        if available.is_empty() && !self.members.is_empty() {
+        if available.is_empty() && !members.is_empty() {
             return Err(UpstreamError::NoHealthyEndpoint { upstream: self.name.clone(), reason: self.health_report() });
         }
         if available.len() > 1 {
@@ -518,7 +520,8 @@ impl Upstream {
     /// What the health checks last said of each endpoint, for error messages.
     fn health_report(&self) -> String {
         let report: Vec<String> = self
-            .members
+            .membership
+            .current()
             .iter()
             .map(|m| format!("{}: {}", m.connection().label(), m.health_reason().as_deref().unwrap_or("not serving")))
             .collect();
@@ -527,32 +530,34 @@ impl Upstream {
 
     /// Its retries and endpoint states, for `/metrics`.
     pub fn sample(&self) -> crate::observability::metrics::UpstreamSample {
-        let unhealthy = self.members.iter().filter(|m| m.health() == Health::NotServing).count();
-        let ejected = self.members.iter().filter(|m| m.health() != Health::NotServing && m.is_ejected()).count();
+        let members = self.membership.current();
+        let unhealthy = members.iter().filter(|m| m.health() == Health::NotServing).count();
+        let ejected = members.iter().filter(|m| m.health() != Health::NotServing && m.is_ejected()).count();
         crate::observability::metrics::UpstreamSample {
             name: self.name.clone(),
             retries: self.retried.load(Ordering::Relaxed),
-            available: self.members.len() - unhealthy - ejected,
+            available: members.len() - unhealthy - ejected,
             unhealthy,
             ejected,
         }
     }
 
-    /// Each endpoint, with whether it takes calls now and why not.
-    pub fn endpoint_states(&self) -> impl Iterator<Item = &EndpointState> {
-        self.members.iter().map(|m| &**m)
+    /// Its endpoints now, with what the gateway knows of each.
+    pub fn endpoint_states(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        self.membership.current()
     }
 
     /// Whether each endpoint can take calls now: an open connection that is not closing, or a
     /// new one made within `timeout`. Endpoints are probed together.
-    pub async fn probe(&self, timeout: Duration) -> Vec<(Arc<str>, Result<(), String>)> {
-        let probes = self.members.iter().map(|member| async move {
+    pub async fn probe(&self, timeout: Duration) -> Vec<(Arc<EndpointState>, Result<(), String>)> {
+        let members = self.membership.current();
+        let probes = members.iter().map(|member| async move {
             let connection = member.connection();
             let result = tokio::time::timeout(timeout, ready(connection))
                 .await
                 .map(|ready| ready.map(drop))
                 .unwrap_or_else(|_| Err(format!("no connection to {} within {timeout:?}", connection.endpoint())));
-            (connection.label().clone(), result)
+            (member.clone(), result)
         });
         futures_util::future::join_all(probes).await
     }

@@ -256,8 +256,8 @@ health_check = {{ interval = "50ms", service = "example.orders.v1.OrderService" 
     let health = |name: &str| {
         let current = gateway.current();
         let upstream = current.upstreams().iter().find(|u| u.name == name).unwrap();
-        let endpoint = upstream.endpoint_states().next().unwrap();
-        (endpoint.health(), endpoint.health_reason())
+        let endpoints = upstream.endpoint_states();
+        (endpoints[0].health(), endpoints[0].health_reason())
     };
     use protogate::upstream::endpoint::Health;
     for _ in 0..500 {

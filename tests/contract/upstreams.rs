@@ -40,8 +40,8 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 fn health_of(gateway: &Gateway, url: &str) -> Health {
     let current = gateway.current();
     let upstream = current.upstreams().iter().next().unwrap();
-    let endpoint = upstream.endpoint_states().find(|e| &**e.connection().label() == url).unwrap();
-    endpoint.health()
+    let endpoints = upstream.endpoint_states();
+    endpoints.iter().find(|e| &**e.connection().label() == url).unwrap().health()
 }
 
 async fn scrape(gateway: &Gateway) -> String {
@@ -52,7 +52,8 @@ async fn scrape(gateway: &Gateway) -> String {
 fn is_ejected(gateway: &Gateway, url: &str) -> bool {
     let current = gateway.current();
     let upstream = current.upstreams().iter().next().unwrap();
-    upstream.endpoint_states().find(|e| &**e.connection().label() == url).unwrap().is_ejected()
+    let endpoints = upstream.endpoint_states();
+    endpoints.iter().find(|e| &**e.connection().label() == url).unwrap().is_ejected()
 }
 
 /// A request loop until `stop` (bounded: 200,000 requests); counts requests and failures.
@@ -255,4 +256,27 @@ async fn beyond_max_concurrent_requests_calls_answer_503_at_once() {
     }
     assert_eq!(upstream.calls().len(), 2);
     assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200, "room again");
+}
+
+#[tokio::test]
+async fn a_host_name_becomes_one_endpoint_per_address_it_resolves_to() {
+    let upstream = Upstream::start().await;
+    let port = upstream.addr.port();
+    let named = format!("http://localhost:{port}");
+    let gateway = gateway(std::slice::from_ref(&named), "resolve_interval = \"50ms\"").await;
+    let labels = || -> Vec<String> {
+        let current = gateway.current();
+        let endpoints = current.upstreams().iter().next().unwrap().endpoint_states();
+        endpoints.iter().map(|e| e.connection().label().to_string()).collect()
+    };
+    let resolved = format!("{named} (127.0.0.1:{port})");
+    wait_until("localhost resolved", || labels().contains(&resolved)).await;
+    // Every address of the name (127.0.0.1, and ::1 where the system has it), none unresolved.
+    assert!(labels().iter().all(|l| l.starts_with(&format!("{named} ("))), "{:?}", labels());
+    for _ in 0..10 {
+        assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    }
+    assert_eq!(upstream.calls().len(), 10);
+    let log = gateway.access_log(10).await;
+    assert!(log.iter().any(|line| line["endpoint"] == resolved.as_str()), "{log:?}");
 }
