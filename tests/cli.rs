@@ -350,6 +350,99 @@ async fn sighup_reads_the_config_file_again() {
     assert!(log.lock().unwrap().iter().any(|l| l.contains("SIGHUP")));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_file_copied_into_the_watched_directory_is_served_without_a_failed_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("descriptors")).unwrap();
+    std::fs::copy(support::testing_descriptors(), dir.path().join("descriptors/bookstore.binpb")).unwrap();
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\n[descriptors]\npaths = [\"descriptors\"]\nwatch = true\n[[upstreams]]\nname = \"all\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n",
+        upstream.url()
+    );
+    std::fs::write(dir.path().join("gateway.toml"), toml).unwrap();
+    let Served { child: _child, addr, log, .. } = serve_with_admin(&["serve"], dir.path(), &[]).await;
+    let client = Client::new(addr.parse().unwrap());
+    assert_eq!(client.request("GET", "/v1/users/7").send().await.status, 404);
+
+    // Load on the routes already there, from four clients, until told to stop (bounded).
+    let (sent, failed, stop) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, sent, failed, stop) = (client.clone(), sent.clone(), failed.clone(), stop.clone());
+            tokio::spawn(async move {
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if client.request("GET", "/v1/shelves").send().await.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let wait_for_sent = |n: usize| {
+        let sent = sent.clone();
+        async move {
+            for _ in 0..3000 {
+                if sent.load(Ordering::Relaxed) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("fewer than {n} requests in 30 s");
+        }
+    };
+    let poll = |path: &'static str, status: u16| {
+        let client = client.clone();
+        async move {
+            let start = std::time::Instant::now();
+            for _ in 0..1000 {
+                if client.request("GET", path).send().await.status == status {
+                    return start.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("GET {path} never answered {status}");
+        }
+    };
+    wait_for_sent(200).await;
+
+    std::fs::copy(format!("{}/examples.binpb", descriptors_dir()), dir.path().join("descriptors/examples.binpb"))
+        .unwrap();
+    let took = poll("/v1/users/7", 200).await;
+    assert!(took < Duration::from_secs(2), "the new service answered after {took:?}");
+
+    std::fs::write(dir.path().join("descriptors/corrupt.binpb"), b"\x0a\xff\xff\xff not a descriptor set").unwrap();
+    for _ in 0..1000 {
+        if log.lock().unwrap().iter().any(|l| l.contains("corrupt.binpb")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let line = log.lock().unwrap().iter().find(|l| l.contains("corrupt.binpb")).cloned();
+    assert!(line.as_deref().is_some_and(|l| l.contains("ignored")), "the corrupt file is logged: {line:?}");
+    assert_eq!(client.request("GET", "/v1/users/7").send().await.status, 200, "and changes nothing");
+    std::fs::remove_file(dir.path().join("descriptors/corrupt.binpb")).unwrap();
+
+    std::fs::remove_file(dir.path().join("descriptors/examples.binpb")).unwrap();
+    poll("/v1/users/7", 404).await;
+
+    wait_for_sent(1000).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent >= 1000);
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_descriptors() {
     let dir = tempfile::tempdir().unwrap();
