@@ -73,8 +73,10 @@ admin_listen = "{ADMIN}"
 [access_log]
 format = "human"
 
+# A descriptor file copied into descriptors/ is served at once, with no restart.
 [descriptors]
 paths = ["{descriptors}"]
+watch = true
 
 [[upstreams]]
 name = "users"
@@ -105,6 +107,10 @@ allow_origins = ["http://localhost:3000"]
     };
     tracing::info!("{gateway}");
     let live = Live::new(gateway, config);
+    if let Err(e) = protogate::reload::watch(&live, None) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let admin = bind(ADMIN).await;
     tokio::spawn(protogate::admin::serve(admin, live.clone(), std::future::pending()));
     tracing::info!("gateway listening on http://{GATEWAY}, admin endpoints on http://{ADMIN}");

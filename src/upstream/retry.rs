@@ -51,9 +51,11 @@ impl Retries {
         }
     }
 
-    /// A call was made: it adds to the budget.
+    /// A call was made: it adds to the budget (unless retries are off).
     pub fn called(&self) {
-        self.budget.deposit();
+        if self.max > 0 {
+            self.budget.deposit();
+        }
     }
 
     /// The wait before retry number `retry` (from 1) of a call that failed so, when a retry is
