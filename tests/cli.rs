@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use support::{Client, Reply, Upstream};
+use support::{Client, Reply, Traffic, Upstream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_protogate");
 
@@ -352,8 +352,6 @@ async fn sighup_reads_the_config_file_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_descriptor_file_copied_into_the_watched_directory_is_served_without_a_failed_request() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("descriptors")).unwrap();
@@ -367,37 +365,8 @@ async fn a_descriptor_file_copied_into_the_watched_directory_is_served_without_a
     let client = Client::new(addr.parse().unwrap());
     assert_eq!(client.request("GET", "/v1/users/7").send().await.status, 404);
 
-    // Load on the routes already there, from four clients, until told to stop (bounded).
-    let (sent, failed, stop) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, sent, failed, stop) = (client.clone(), sent.clone(), failed.clone(), stop.clone());
-            tokio::spawn(async move {
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if client.request("GET", "/v1/shelves").send().await.status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    let wait_for_sent = |n: usize| {
-        let sent = sent.clone();
-        async move {
-            for _ in 0..3000 {
-                if sent.load(Ordering::Relaxed) >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("fewer than {n} requests in 30 s");
-        }
-    };
+    // Load on the routes already there, from four clients.
+    let traffic = Traffic::start(&client, "/v1/shelves", 4);
     let poll = |path: &'static str, status: u16| {
         let client = client.clone();
         async move {
@@ -411,7 +380,7 @@ async fn a_descriptor_file_copied_into_the_watched_directory_is_served_without_a
             panic!("GET {path} never answered {status}");
         }
     };
-    wait_for_sent(200).await;
+    traffic.run_for(200).await;
 
     std::fs::copy(format!("{}/examples.binpb", descriptors_dir()), dir.path().join("descriptors/examples.binpb"))
         .unwrap();
@@ -433,14 +402,10 @@ async fn a_descriptor_file_copied_into_the_watched_directory_is_served_without_a
     std::fs::remove_file(dir.path().join("descriptors/examples.binpb")).unwrap();
     poll("/v1/users/7", 404).await;
 
-    wait_for_sent(1000).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.unwrap();
-    }
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    traffic.run_for(1000usize.saturating_sub(traffic.sent())).await;
+    let (sent, failures) = traffic.finish().await;
     assert!(sent >= 1000);
-    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(failures.is_empty(), "{} of {sent} requests failed: {failures:?}", failures.len());
 }
 
 #[test]

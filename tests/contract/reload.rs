@@ -3,13 +3,11 @@
 //! `POST /reload`, all or nothing.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Client, Gateway, Upstream, example_descriptors, testing_descriptors};
+use crate::support::{Client, Gateway, Traffic, Upstream, example_descriptors, testing_descriptors};
 
 /// Polls `path` until it answers `status`, for at most 10 s; how long that took.
 async fn wait_for_status(client: &Client, path: &str, status: u16) -> Duration {
@@ -36,48 +34,6 @@ async fn wait_for_sample(admin: &Client, series: &str, value: f64) {
     panic!("{series} never read {value} within 10 s");
 }
 
-/// Requests to `path` from `clients` concurrent loops until `stop`; (sent, failed).
-fn load(client: &Client, path: &'static str, clients: usize, stop: Arc<AtomicBool>) -> Load {
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let tasks = (0..clients)
-        .map(|_| {
-            let (client, stop, sent, failed) = (client.clone(), stop.clone(), sent.clone(), failed.clone());
-            // Bounded: a loop stops by itself after 100,000 requests.
-            tokio::spawn(async move {
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let response = client.request("GET", path).send().await;
-                    if response.status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    Load { sent, failed, tasks }
-}
-
-struct Load {
-    sent: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    async fn wait_for(&self, sent: usize) {
-        for _ in 0..3000 {
-            if self.sent.load(Ordering::Relaxed) >= sent {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the load sent {} requests in 30 s, waited for {sent}", self.sent.load(Ordering::Relaxed));
-    }
-}
-
 fn routes_of(gateway: &Gateway) -> usize {
     gateway.current().table().routes().len()
 }
@@ -97,9 +53,8 @@ async fn a_descriptor_file_dropped_in_is_served_while_traffic_flows() {
     let before = routes_of(&gateway);
     assert_eq!(gateway.client.request("GET", "/v1/users/7").send().await.status, 404);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = load(&gateway.client, "/v1/shelves", 4, stop.clone());
-    traffic.wait_for(200).await;
+    let traffic = Traffic::start(&gateway.client, "/v1/shelves", 4);
+    traffic.run_for(200).await;
 
     // A brand-new service: its file is copied in (written in place, not renamed).
     std::fs::copy(example_descriptors(), dir.path().join("examples.binpb")).unwrap();
@@ -121,14 +76,10 @@ async fn a_descriptor_file_dropped_in_is_served_while_traffic_flows() {
     wait_for_status(&gateway.client, "/v1/users/7", 404).await;
     assert_eq!(routes_of(&gateway), before);
 
-    traffic.wait_for(1000).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in traffic.tasks {
-        task.await.unwrap();
-    }
-    let (sent, failed) = (traffic.sent.load(Ordering::Relaxed), traffic.failed.load(Ordering::Relaxed));
+    traffic.run_for(1000usize.saturating_sub(traffic.sent())).await;
+    let (sent, failures) = traffic.finish().await;
     assert!(sent >= 1000, "{sent} requests");
-    assert_eq!(failed, 0, "{failed} of {sent} requests failed during the reloads");
+    assert!(failures.is_empty(), "{} of {sent} requests failed during the reloads: {failures:?}", failures.len());
 }
 
 fn write_config(path: &Path, upstream: &Upstream, extra: &str) {

@@ -2,8 +2,6 @@
 //! upstream with tonic-health), balancing, outlier ejection, the cap on calls in progress and
 //! retries.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protogate::upstream::endpoint::Health;
@@ -11,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::support::{Client, Gateway, Reply, Upstream, config, take_request_info};
+use crate::support::{Gateway, Reply, Traffic, Upstream, config, take_request_info};
 
 /// A gateway whose one upstream, `shelves`, has these endpoints and `extra` keys.
 async fn gateway(endpoints: &[String], extra: &str) -> Gateway {
@@ -56,63 +54,12 @@ fn is_ejected(gateway: &Gateway, url: &str) -> bool {
     endpoints.iter().find(|e| &**e.connection().label() == url).unwrap().is_ejected()
 }
 
-/// A request loop until `stop` (bounded: 200,000 requests); counts requests and failures.
-struct Traffic {
-    sent: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
-}
-
-impl Traffic {
-    fn start(client: &Client, clients: usize) -> Traffic {
-        let (sent, failed, stop) =
-            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (client, sent, failed, stop) = (client.clone(), sent.clone(), failed.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut failures = Vec::new();
-                    for _ in 0..200_000 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let response = client.request("GET", "/v1/shelves").send().await;
-                        if response.status != 200 {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            failures.push(format!("{} {}", response.status, String::from_utf8_lossy(&response.body)));
-                        }
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    failures
-                })
-            })
-            .collect();
-        Traffic { sent, failed, stop, tasks }
-    }
-
-    /// Waits until `n` more requests have been answered.
-    async fn run_for(&self, n: usize) {
-        let target = self.sent.load(Ordering::Relaxed) + n;
-        wait_until(&format!("{n} more requests"), || self.sent.load(Ordering::Relaxed) >= target).await;
-    }
-
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for task in self.tasks {
-            failures.extend(task.await.unwrap());
-        }
-        (self.sent.load(Ordering::Relaxed), failures)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_endpoint_stopped_and_one_not_serving_fail_no_request_and_get_traffic_back() {
     let (a, b, c) = (Upstream::start().await, Upstream::start().await, Upstream::start().await);
     let (b_addr, b_url, c_url) = (b.addr, b.url(), c.url());
     let gateway = gateway(&[a.url(), b.url(), c.url()], FAST_CHECKS).await;
-    let traffic = Traffic::start(&gateway.client, 2);
+    let traffic = Traffic::start(&gateway.client, "/v1/shelves", 2);
     wait_until("every endpoint gets calls", || !a.calls().is_empty() && !b.calls().is_empty() && !c.calls().is_empty())
         .await;
 
@@ -122,9 +69,9 @@ async fn one_endpoint_stopped_and_one_not_serving_fail_no_request_and_get_traffi
         health_of(&gateway, &b_url) == Health::NotServing && health_of(&gateway, &c_url) == Health::NotServing
     })
     .await;
-    let (failed_at_detection, c_calls) = (traffic.failed.load(Ordering::Relaxed), c.calls().len());
+    let (failed_at_detection, c_calls) = (traffic.failed(), c.calls().len());
     traffic.run_for(300).await;
-    assert_eq!(traffic.failed.load(Ordering::Relaxed), failed_at_detection, "no request fails after detection");
+    assert_eq!(traffic.failed(), failed_at_detection, "no request fails after detection");
     // At most the two calls that were in flight when the check said NOT_SERVING.
     assert!(c.calls().len() <= c_calls + 2, "{} calls to the NOT_SERVING endpoint", c.calls().len() - c_calls);
 

@@ -765,6 +765,75 @@ impl Gateway {
     }
 }
 
+/// Steady load: `clients` loops sending `GET path` until stopped (each bounded to 200,000
+/// requests), counting the requests answered and keeping every non-200 answer.
+pub struct Traffic {
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Traffic {
+    pub fn start(client: &Client, path: &'static str, clients: usize) -> Traffic {
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (client, sent, failed, stop) = (client.clone(), sent.clone(), failed.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    for _ in 0..200_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let response = client.request("GET", path).send().await;
+                        if response.status != 200 {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.push(format!("{} {}", response.status, String::from_utf8_lossy(&response.body)));
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Traffic { sent, failed, stop, tasks }
+    }
+
+    /// Requests answered so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered with another status than 200 so far.
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most 30 s) until `n` more requests have been answered.
+    pub async fn run_for(&self, n: usize) {
+        let target = self.sent() + n;
+        for _ in 0..3000 {
+            if self.sent() >= target {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} requests answered in 30 s, waited for {target}", self.sent());
+    }
+
+    /// Stops the loops; the requests answered and the failures.
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for task in self.tasks {
+            failures.extend(task.await.unwrap());
+        }
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
 /// A config over the test fixtures: `top` (top-level keys and sections) then `upstreams`
 /// (`[[upstreams]]` tables).
 pub fn config(top: &str, upstreams: &str) -> Config {
