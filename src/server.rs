@@ -49,10 +49,11 @@ pub async fn serve(
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let gateway = live.gateway();
-    let limits = gateway.edge().limits.clone();
-    let drain_timeout = gateway.edge().drain_timeout;
-    let tls = match &gateway.edge().tls {
+    // Copied, not held: a gateway a reload replaced must be free to go (and its upstreams'
+    // health checkers with it).
+    let edge = live.gateway().edge().clone();
+    let (limits, drain_timeout) = (edge.limits, edge.drain_timeout);
+    let tls = match &edge.tls {
         Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
         None => None,
     };

@@ -115,9 +115,18 @@ async fn the_config_file_is_read_again_on_change_and_on_post_reload_all_or_nothi
     assert_eq!(first.calls().len(), 1);
 
     // Watched: saving the file moves traffic to the other upstream.
+    let replaced = std::sync::Arc::downgrade(&gateway.current());
     write_config(&file, &second, "");
     wait_for_calls(&second, &gateway.client, "/v1/shelves").await;
     wait_for_sample(&admin, "protogate_config_reloads_total{result=\"ok\"}", 1.0).await;
+    // Nothing holds on to the gateway it replaced (nor to its upstream connections).
+    for _ in 0..1000 {
+        if replaced.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replaced.upgrade().is_none(), "the replaced gateway is freed once its requests end");
 
     // A broken file is refused whole, by the watcher and by POST /reload alike.
     std::fs::write(&file, "[[upstreams]]\nname = \"test\"\nendpoints = [\"not a url\"]\n").unwrap();
