@@ -46,6 +46,9 @@ use retry::{Failure, Retries};
 use stream::CallContext;
 pub use stream::{PendingResponse, RawBody, RequestSink, ResponseStream};
 
+/// The metadata key of gRPC's retry design that tells an upstream how many tries came before.
+const PREVIOUS_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("grpc-previous-rpc-attempts");
+
 /// How long to wait for a connection when an upstream sets no `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -346,7 +349,12 @@ impl Upstream {
         loop {
             let remaining = expires.map(|e| e.saturating_duration_since(tokio::time::Instant::now()));
             // Each try sends copies: the message's bytes are shared, not copied.
-            let failure = match self.unary_call(path.clone(), request.clone(), metadata.clone(), remaining).await {
+            let mut headers = metadata.clone();
+            if retry > 0 {
+                // As gRPC clients do on a retry, so the upstream can tell.
+                headers.insert(PREVIOUS_ATTEMPTS, http::HeaderValue::from(retry));
+            }
+            let failure = match self.unary_call(path.clone(), request.clone(), headers, remaining).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };

@@ -157,7 +157,10 @@ async fn unavailable_is_retried_for_get_and_idempotent_methods_only() {
     upstream.reply(Reply::status(Code::Unavailable, "restarting"));
     let response = gateway.client.request("GET", "/v1/shelves").send().await;
     assert_eq!(response.status, 200, "GET is retried");
-    assert_eq!(upstream.calls().len(), 2);
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[0].metadata.get("grpc-previous-rpc-attempts").is_none());
+    assert_eq!(calls[1].metadata["grpc-previous-rpc-attempts"], "1");
 
     upstream.reply(Reply::status(Code::Unavailable, "restarting"));
     let response = gateway.client.request("POST", "/v1/shelves").json(&json!({"theme": "x"})).send().await;
