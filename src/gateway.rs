@@ -22,6 +22,7 @@ use crate::observability::{Exchange, Observer, RouteLabels};
 use crate::policy::{Access, Policies};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
+use crate::transcode::fields::{self, FieldMask};
 use crate::transcode::{JsonOptions, Transcoder, http_body};
 use crate::upstream::{UnaryResponse, Upstream, UpstreamError, UpstreamId, Upstreams};
 use crate::{connect, proxy};
@@ -390,16 +391,36 @@ impl Gateway {
                 self.transcoder.decode(index, route, values, query, &body)?
             }
         };
+        let mask = self.partial_response(index, &parts)?;
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
         // GET asks for no change, so trying it twice is safe; other methods must be listed.
         let idempotent = parts.method == http::Method::GET || call.upstream.is_idempotent(route.grpc_path.path());
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
         let reply = Exchange::of(&parts.extensions).time_call(reply).await?;
-        self.respond_with(index, &reply)
+        self.respond_with(index, &reply, mask.as_ref())
     }
 
-    /// Steps 5 and 6 for a call's one response message.
-    pub(crate) fn respond_with(&self, index: usize, reply: &UnaryResponse) -> Result<Response<Body>, GatewayError> {
+    /// The fields `?fields=` keeps of route `index`'s response, checked before any call.
+    pub(crate) fn partial_response(&self, index: usize, parts: &Parts) -> Result<Option<FieldMask>, GatewayError> {
+        let route = self.route_at(index);
+        let output = match (&route.response_body, self.transcoder.raw_response(index)) {
+            (_, Some(_)) => None,
+            (Some(field), None) => match field.kind() {
+                prost_reflect::Kind::Message(message) if !field.is_list() && !field.is_map() => Some(message),
+                _ => None,
+            },
+            (None, None) => Some(route.method.output()),
+        };
+        Ok(fields::requested(parts.uri.query(), &route.method.input(), output.as_ref())?)
+    }
+
+    /// Steps 5 and 6 for a call's one response message, trimmed to `mask` when given.
+    pub(crate) fn respond_with(
+        &self,
+        index: usize,
+        reply: &UnaryResponse,
+        mask: Option<&FieldMask>,
+    ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
         let mut response = match self.transcoder.raw_response(index) {
             Some(target) => {
@@ -407,7 +428,12 @@ impl Gateway {
                 raw_response(body.content_type, Bytes::from(body.data))
             }
             None => {
-                json_response(StatusCode::OK, self.transcoder.render(index, route, &reply.message)?).map(Body::from)
+                let json = self.transcoder.render(index, route, &reply.message)?;
+                let json = match mask {
+                    Some(mask) => mask.apply(&json)?,
+                    None => json,
+                };
+                json_response(StatusCode::OK, json).map(Body::from)
             }
         };
         let status = metadata::http_code(&reply.headers, &reply.trailers).unwrap_or(StatusCode::OK);

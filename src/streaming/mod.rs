@@ -27,6 +27,7 @@ use crate::metadata::Peer;
 use crate::observability::Exchange;
 use crate::policy::Access;
 use crate::route::{BodySelector, Route};
+use crate::transcode::fields::FieldMask;
 use crate::upstream::{PendingResponse, UnaryResponse, UpstreamError};
 use request::RequestFormat;
 
@@ -72,13 +73,14 @@ pub async fn server_stream(
     let route = gateway.route_at(index);
     let body = gateway::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
     let message = gateway.transcoder().decode(index, route, values, parts.uri.query(), &body)?;
+    let mask = gateway.partial_response(index, &parts)?;
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
     let started = std::time::Instant::now();
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     sink.send(&message).await?;
     sink.finish()?;
     let format = response::StreamFormat::negotiate(&parts.headers);
-    let stream = response::MessageStream::start(gateway.clone(), index, pending, &parts, started).await?;
+    let stream = response::MessageStream::start(gateway.clone(), index, pending, &parts, started, mask).await?;
     Ok(stream.into_response(format, &parts.headers))
 }
 
@@ -99,6 +101,7 @@ pub async fn client_stream(
         Some(target) => RequestFormat::Raw(target),
         None => RequestFormat::of(&parts.headers)?,
     };
+    let mask = gateway.partial_response(index, &parts)?;
     let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     let exchange = Exchange::of(&parts.extensions);
@@ -114,13 +117,13 @@ pub async fn client_stream(
     };
     let pumped = tokio::select! {
         // The upstream may answer before it has read everything: its answer stands.
-        reply = &mut answer => return respond_unary(gateway, index, reply),
+        reply = &mut answer => return respond_unary(gateway, index, reply, mask.as_ref()),
         pumped = messages.pump(format, body, &mut sink) => pumped,
     };
     match pumped {
-        Ok(()) => respond_unary(gateway, index, answer.await),
+        Ok(()) => respond_unary(gateway, index, answer.await, mask.as_ref()),
         // The upstream stopped taking messages; its answer says why.
-        Err(GatewayError::Upstream(_)) => respond_unary(gateway, index, answer.await),
+        Err(GatewayError::Upstream(_)) => respond_unary(gateway, index, answer.await, mask.as_ref()),
         Err(error) => {
             sink.cancel();
             Err(error)
@@ -136,8 +139,9 @@ fn respond_unary(
     gateway: &Gateway,
     index: usize,
     reply: Result<UnaryResponse, UpstreamError>,
+    mask: Option<&FieldMask>,
 ) -> Result<Response<Body>, GatewayError> {
-    gateway.respond_with(index, &reply?)
+    gateway.respond_with(index, &reply?, mask)
 }
 
 /// The route as a client stream's lines and WebSocket frames see it: each is a whole request

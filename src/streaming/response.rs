@@ -25,6 +25,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata;
 use crate::observability::Exchange;
+use crate::transcode::fields::FieldMask;
 use crate::transcode::http_body::{self, RawTarget};
 use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
 
@@ -77,6 +78,8 @@ pub struct MessageStream {
     /// Where the stream's end is noted, and the id its error line carries.
     exchange: Exchange,
     request_id: Option<HeaderValue>,
+    /// What `?fields=` keeps of each message.
+    mask: Option<FieldMask>,
     _in_flight: super::InFlight,
 }
 
@@ -90,6 +93,7 @@ impl MessageStream {
         pending: PendingResponse,
         parts: &Parts,
         started: Instant,
+        mask: Option<FieldMask>,
     ) -> Result<MessageStream, GatewayError> {
         let exchange = Exchange::of(&parts.extensions);
         let responses = pending.headers().await;
@@ -114,6 +118,7 @@ impl MessageStream {
             ended: false,
             exchange,
             request_id,
+            mask,
             _in_flight,
         })
     }
@@ -211,7 +216,12 @@ impl MessageStream {
                 let route = self.gateway.route_at(self.index);
                 let rendered = match self.raw {
                     Some(target) => http_body::decode(target, &wire).map(|body| body.data),
-                    None => self.gateway.transcoder().render(self.index, route, &wire),
+                    None => {
+                        self.gateway.transcoder().render(self.index, route, &wire).and_then(|json| match &self.mask {
+                            Some(mask) => mask.apply(&json),
+                            None => Ok(json),
+                        })
+                    }
                 };
                 match rendered {
                     Ok(bytes) => return Some(Event::Message(bytes)),

@@ -4,6 +4,7 @@
 
 pub mod direct;
 pub mod engine;
+pub mod fields;
 pub mod http_body;
 pub mod json;
 pub mod request;

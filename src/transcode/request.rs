@@ -297,7 +297,7 @@ fn apply_query(
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = form_decode(raw_name)?;
-        if options.ignored_query_parameters.contains(&name) {
+        if options.ignored_query_parameters.contains(&name) || super::fields::is_parameter(&name, &input) {
             continue;
         }
         let value = form_decode(raw_value)?;

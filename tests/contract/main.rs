@@ -21,6 +21,7 @@ mod http_body;
 mod json_mapping;
 mod limits;
 mod observability;
+mod partial_responses;
 mod rate_limits;
 mod reload;
 mod routing;
