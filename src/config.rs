@@ -68,6 +68,8 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// Trace context and span export.
     pub tracing: TracingConfig,
+    /// Where cached answers are kept.
+    pub cache: CacheSettings,
     // Sections that CONTRACT.md reserves for features this build does not have yet. They are
     // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
     // instead of being served without the protection it asks for.
@@ -97,6 +99,7 @@ impl Default for Config {
             request_id: RequestIdConfig::default(),
             access_log: AccessLogConfig::default(),
             tracing: TracingConfig::default(),
+            cache: CacheSettings::default(),
             aggregate: None,
         }
     }
@@ -245,9 +248,37 @@ pub struct PolicyConfig {
     /// Limits every request it fits must pass.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
-    // A key CONTRACT.md gives policies that this build does not implement yet: refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cache: Option<toml::Value>,
+    /// Keep the GET answers of these requests for a while (see `[cache]`).
+    #[serde(default)]
+    pub cache: Option<PolicyCache>,
+}
+
+/// A policy's `cache`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCache {
+    /// How long an answer is served from the cache.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub ttl: Duration,
+    /// Request headers whose values tell answers apart (e.g. `Accept-Language`).
+    #[serde(default)]
+    pub vary: Vec<String>,
+}
+
+/// `[cache]`: where cached answers are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// `memory` (each replica its own); `redis` is not in this build yet.
+    pub backend: String,
+    /// The most memory cached answers (bodies, headers and keys) may take, in bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings { backend: "memory".into(), max_bytes: 64 * 1024 * 1024 }
+    }
 }
 
 /// One of a policy's `rate_limits`: a rate (one of `per_second`, `per_minute`, `per_hour`)
@@ -432,16 +463,6 @@ pub struct KeyConfig {
     pub pem_file: Option<PathBuf>,
 }
 
-impl PolicyConfig {
-    /// Keys that CONTRACT.md defines but this build does not implement, if set.
-    fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
-        let mut keys = Vec::new();
-        if self.cache.is_some() {
-            keys.push(("cache", "response caching"));
-        }
-        keys
-    }
-}
 
 /// `[json]`: options of the proto3 JSON mapping.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -826,9 +847,27 @@ impl Config {
         if self.max_response_bytes == 0 {
             err("max_response_bytes".into(), "must be greater than 0".into());
         }
+        match self.cache.backend.as_str() {
+            "memory" => {}
+            "redis" => err(
+                "cache.backend".into(),
+                "a response cache shared through Redis is not in this version of protogate; use \"memory\"".into(),
+            ),
+            other => err("cache.backend".into(), format!("{other:?} is not a cache backend: use \"memory\"")),
+        }
+        if self.cache.max_bytes == 0 {
+            err("cache.max_bytes".into(), "must be greater than 0".into());
+        }
         for (i, policy) in self.policy.iter().enumerate() {
-            for (key, what) in policy.unsupported() {
-                err(format!("policy[{i}].{key}"), format!("{what} is not supported by this version of protogate"));
+            if let Some(cache) = &policy.cache {
+                if cache.ttl.is_zero() {
+                    err(format!("policy[{i}].cache.ttl"), "must be longer than 0".into());
+                }
+                for (j, name) in cache.vary.iter().enumerate() {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        err(format!("policy[{i}].cache.vary[{j}]"), format!("{name:?} is not a header name"));
+                    }
+                }
             }
             for (key, message) in crate::policy::validate(policy) {
                 err(format!("policy[{i}].{key}"), message);

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::DescriptorPool;
 
 use crate::auth::Verifier;
+use crate::cache::{CacheUse, ResponseCache};
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
@@ -58,6 +59,8 @@ pub struct Gateway {
     effective_config: serde_json::Value,
     /// Set when shutdown has begun: readiness fails so load balancers stop sending.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Cached answers, when a policy caches; a reload starts it empty.
+    cache: Option<ResponseCache>,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -225,6 +228,7 @@ impl Gateway {
             route_labels,
             effective_config: serde_json::to_value(config).unwrap_or_default(),
             draining,
+            cache: config.policy.iter().any(|p| p.cache.is_some()).then(|| ResponseCache::new(config.cache.max_bytes)),
         })
     }
 
@@ -378,6 +382,38 @@ impl Gateway {
         peer: Peer,
         access: &Access<'_>,
     ) -> Result<Response<Body>, GatewayError> {
+        let rule = access.policy.and_then(|p| p.cache.as_ref()).filter(|_| parts.method == http::Method::GET);
+        let (Some(cache), Some(rule)) = (&self.cache, rule) else {
+            return self.call_unary(index, values, &parts, body, peer, access).await;
+        };
+        // A GET route binds no body: the cached call needs none.
+        drop(body);
+        let lookup = ResponseCache::lookup(rule, index, values, parts.uri.query(), &parts.headers, access);
+        let bypass = match &lookup {
+            CacheUse::Bypass => Some("bypass"),
+            CacheUse::Refresh(_) => Some("refresh"),
+            CacheUse::Use(_) => None,
+        };
+        let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access);
+        let response = cache.serve(lookup, rule, &parts.headers, fetch).await;
+        let outcome = bypass.or_else(|| {
+            let header = response.as_ref().ok()?.headers().get(crate::cache::X_CACHE)?;
+            Some(if header == "HIT" { "hit" } else { "miss" })
+        });
+        self.observer.metrics().cache_lookup(outcome.unwrap_or("miss"));
+        response
+    }
+
+    /// Steps 2 to 6 of a unary call.
+    async fn call_unary(
+        &self,
+        index: usize,
+        values: &[String],
+        parts: &Parts,
+        body: Body,
+        peer: Peer,
+        access: &Access<'_>,
+    ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
         let query = parts.uri.query();
         let message = match self.transcoder.raw_request(index) {
@@ -391,7 +427,7 @@ impl Gateway {
                 self.transcoder.decode(index, route, values, query, &body)?
             }
         };
-        let mask = self.partial_response(index, &parts)?;
+        let mask = self.partial_response(index, parts)?;
         let call = self.call_target(index, &parts.headers, peer, CallKind::Unary, access)?;
         // GET asks for no change, so trying it twice is safe; other methods must be listed.
         let idempotent = parts.method == http::Method::GET || call.upstream.is_idempotent(route.grpc_path.path());

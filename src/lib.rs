@@ -37,6 +37,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod connect;

@@ -1,7 +1,7 @@
 //! Policies: which requests need what. Step 1's route match is followed by the first
 //! `[[policy]]` whose `match` fits the request (path prefix, HTTP method, gRPC method); its
 //! `auth`, `scopes` and `claims` decide whether the request may go on, its `timeout` bounds the
-//! upstream call. A request no policy fits needs nothing.
+//! upstream call, its `cache` keeps GET answers ([`crate::cache`]). A request no policy fits needs nothing.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 
 use crate::auth::{AuthError, Claims, Verifier};
+use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
 use crate::rate_limit::{Limiter, Refusal, Subject};
 use crate::route::Route;
@@ -34,6 +35,8 @@ pub struct Policy {
     claims: Vec<(String, String)>,
     /// The upstream deadline for these requests.
     pub timeout: Option<Duration>,
+    /// How their GET answers are cached, if they are.
+    pub cache: Option<CacheRule>,
 }
 
 #[derive(Debug)]
@@ -148,6 +151,10 @@ impl Policy {
             scopes: config.scopes.clone(),
             claims: config.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             timeout: config.timeout,
+            cache: config.cache.as_ref().map(|c| CacheRule {
+                ttl: c.ttl,
+                vary: c.vary.iter().filter_map(|v| http::HeaderName::from_bytes(v.as_bytes()).ok()).collect(),
+            }),
         }
     }
 

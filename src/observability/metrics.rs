@@ -186,6 +186,7 @@ pub struct Metrics {
     rate_limited: Family<ReasonLabels, Counter>,
     descriptor_loads: Family<ResultLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
+    cache_lookups: Family<ResultLabels, Counter>,
     /// Sampled when scraped.
     routes: Gauge,
     streams: Gauge,
@@ -219,6 +220,7 @@ impl Metrics {
             rate_limited: Family::default(),
             descriptor_loads: Family::default(),
             config_reloads: Family::default(),
+            cache_lookups: Family::default(),
             routes: Gauge::default(),
             streams: Gauge::default(),
             rate_limit_backend_errors: Counter::default(),
@@ -279,6 +281,11 @@ impl Metrics {
         );
         r.register("descriptor_loads", "Descriptor set loads, by result", metrics.descriptor_loads.clone());
         r.register("config_reloads", "Configuration reloads, by result", metrics.config_reloads.clone());
+        r.register(
+            "cache_lookups",
+            "Requests to cached routes: hit, miss, refresh (Cache-Control: no-cache) or bypass (not cacheable)",
+            metrics.cache_lookups.clone(),
+        );
         r.register("routes", "Routes in the route table", metrics.routes.clone());
         r.register("streams_in_progress", "Streaming calls in progress", metrics.streams.clone());
         r.register(
@@ -353,6 +360,11 @@ impl Metrics {
             self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
         }
         self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code: call.code }).inc();
+    }
+
+    /// A request to a cached route was answered so (`hit`, `miss`, `refresh`, `bypass`).
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.cache_lookups.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// A changed configuration was applied (`ok`) or refused.

@@ -11,6 +11,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod bindings_query;
+mod cache;
 mod connect;
 mod cors;
 mod errors;

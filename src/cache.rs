@@ -1,0 +1,283 @@
+//! The response cache: GET answers of routes whose policy has a `cache` are kept for its
+//! `ttl` and served again without calling the upstream.
+//!
+//! - Keyed by route, path variables, query string and the policy's `vary` headers, and — on a
+//!   route whose policy verified a token — by the token's subject (`sub`): a private answer is
+//!   never served to another user. A request carrying credentials the policy did not verify
+//!   (`Authorization`, `Cookie`) is never answered from the cache nor stored: its answer may
+//!   depend on them.
+//! - Only 200 answers are stored. `X-Cache: HIT|MISS` says which it was, `ETag` identifies the
+//!   body, and `If-None-Match` with that tag is answered 304. `Cache-Control: no-cache` in the
+//!   request skips the lookup (the fresh answer is stored), `no-store` skips both.
+//! - Concurrent misses for one key make one upstream call; the others wait for it and share its
+//!   answer (moka coalesces the inserts). Failed answers are not shared: each waiter then calls
+//!   for itself.
+//! - Memory is bounded by `[cache] max_bytes` (bodies and keys), least recently used first out.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, ETAG, IF_NONE_MATCH};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use moka::future::Cache;
+
+use crate::error::GatewayError;
+use crate::policy::Access;
+
+/// The `X-Cache` response header.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The answers kept, shared by every request.
+pub struct ResponseCache {
+    entries: Cache<String, Arc<Stored>>,
+}
+
+/// A policy's `cache`: how long its answers are kept, and which request headers tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// How long an answer is served from the cache.
+    pub ttl: Duration,
+    /// Request headers whose values are part of the key.
+    pub vary: Vec<HeaderName>,
+}
+
+/// One kept answer.
+#[derive(Debug)]
+pub struct Stored {
+    headers: HeaderMap,
+    body: Bytes,
+    etag: HeaderValue,
+    stored: Instant,
+    ttl: Duration,
+}
+
+/// How a request uses the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Look up (and store) under this key.
+    Use(String),
+    /// Skip the lookup, store the fresh answer under this key (`Cache-Control: no-cache`).
+    Refresh(String),
+    /// Neither read nor store: credentials the policy did not verify, a token without a
+    /// subject, or `Cache-Control: no-store`.
+    Bypass,
+}
+
+impl ResponseCache {
+    /// An empty cache holding at most `max_bytes` of keys and bodies.
+    pub fn new(max_bytes: u64) -> ResponseCache {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, value: &Arc<Stored>| {
+                let bytes = key.len() + value.body.len() + header_bytes(&value.headers) + 64;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        ResponseCache { entries }
+    }
+
+    /// How the request to a route with `rule` uses the cache. The key holds the route, its
+    /// path variable values, the query, the `vary` headers and the verified subject.
+    pub fn lookup(
+        rule: &CacheRule,
+        route: usize,
+        values: &[String],
+        query: Option<&str>,
+        headers: &HeaderMap,
+        access: &Access<'_>,
+    ) -> CacheUse {
+        let directives = request_directives(headers);
+        if directives.no_store {
+            return CacheUse::Bypass;
+        }
+        let subject = match &access.claims {
+            Some(claims) => match claims.text("sub") {
+                Some(subject) => subject,
+                None => return CacheUse::Bypass,
+            },
+            None if headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE) => return CacheUse::Bypass,
+            None => String::new(),
+        };
+        let mut key = format!("{route}\u{1f}{}\u{1f}{}", values.join("\u{1e}"), query.unwrap_or(""));
+        for name in &rule.vary {
+            key.push('\u{1f}');
+            for value in headers.get_all(name) {
+                key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                key.push('\u{1e}');
+            }
+        }
+        key.push('\u{1f}');
+        key.push_str(&subject);
+        if directives.no_cache { CacheUse::Refresh(key) } else { CacheUse::Use(key) }
+    }
+
+    /// The answer for `key`: from the cache, or from `fetch` (stored when it is a 200). Of
+    /// concurrent misses for one key, one runs its `fetch`; the others share its answer.
+    pub async fn serve<F, Fut>(
+        &self,
+        lookup: CacheUse,
+        rule: &CacheRule,
+        request: &HeaderMap,
+        fetch: F,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Response<Body>, GatewayError>>,
+    {
+        let key = match lookup {
+            CacheUse::Bypass => return fetch().await,
+            CacheUse::Refresh(key) => {
+                let response = fetch().await?;
+                let (response, stored) = store(response, rule.ttl).await?;
+                if let Some(stored) = stored {
+                    self.entries.insert(key, stored.clone()).await;
+                    return Ok(respond(&stored, "MISS", request));
+                }
+                return Ok(response);
+            }
+            CacheUse::Use(key) => key,
+        };
+        // The one request that runs its fetch leaves its own answer here (shared or not).
+        let own: Mutex<Option<Result<Response<Body>, GatewayError>>> = Mutex::new(None);
+        let shared = self
+            .entries
+            .optionally_get_with(key, async {
+                let result = match fetch().await {
+                    Ok(response) => store(response, rule.ttl).await,
+                    Err(error) => Err(error),
+                };
+                let (mine, stored) = match result {
+                    Ok((response, stored)) => (Ok(response), stored),
+                    Err(error) => (Err(error), None),
+                };
+                if let Ok(mut own) = own.lock() {
+                    *own = Some(mine);
+                }
+                stored
+            })
+            .await;
+        let mine = own.lock().ok().and_then(|mut own| own.take());
+        match (shared, mine) {
+            // This request made the call and its answer was stored.
+            (Some(stored), Some(_)) => Ok(respond(&stored, "MISS", request)),
+            (Some(stored), None) => Ok(respond(&stored, "HIT", request)),
+            // This request made the call and its answer is not for sharing.
+            (None, Some(mine)) => mine,
+            // The call this request waited for gave nothing to share (an error, not a 200):
+            // it makes its own rather than answer with another request's failure.
+            (None, None) => fetch().await,
+        }
+    }
+
+    /// Answers kept now (approximately: expiry is lazy).
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache").field("entries", &self.entries.entry_count()).finish()
+    }
+}
+
+/// A 200 answer, read whole and kept; any other answer given back untouched.
+async fn store(response: Response<Body>, ttl: Duration) -> Result<(Response<Body>, Option<Arc<Stored>>), GatewayError> {
+    if response.status() != StatusCode::OK {
+        return Ok((response, None));
+    }
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?.to_bytes();
+    let etag = etag(&body);
+    let mut headers = parts.headers;
+    headers.insert(ETAG, etag.clone());
+    let stored = Arc::new(Stored { headers, body, etag, stored: Instant::now(), ttl });
+    let response = Response::from_parts(parts_from(&stored), Body::from(stored.body.clone()));
+    Ok((response, Some(stored)))
+}
+
+fn parts_from(stored: &Stored) -> http::response::Parts {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.headers = stored.headers.clone();
+    parts
+}
+
+/// The response from a kept answer: 304 when the client holds it already.
+fn respond(stored: &Stored, outcome: &'static str, request: &HeaderMap) -> Response<Body> {
+    let not_modified = request
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag.as_bytes() == stored.etag.as_bytes());
+    let mut response = if not_modified {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().insert(ETAG, stored.etag.clone());
+        response
+    } else {
+        let mut response = Response::new(Body::from(stored.body.clone()));
+        *response.headers_mut() = stored.headers.clone();
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static(outcome));
+    let age = stored.stored.elapsed().as_secs();
+    headers.insert(http::header::AGE, HeaderValue::from(age));
+    let left = stored.ttl.saturating_sub(stored.stored.elapsed()).as_secs();
+    if let Ok(value) = HeaderValue::from_str(&format!("max-age={left}")) {
+        headers.insert(CACHE_CONTROL, value);
+    }
+    response
+}
+
+/// A strong validator for the body: its 64-bit hash.
+fn etag(body: &[u8]) -> HeaderValue {
+    let mut hasher = std::hash::DefaultHasher::new();
+    body.hash(&mut hasher);
+    HeaderValue::from_str(&format!("\"{:016x}\"", hasher.finish())).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum()
+}
+
+#[derive(Debug, Default)]
+struct Directives {
+    no_cache: bool,
+    no_store: bool,
+}
+
+/// `no-cache` and `no-store` in the request's `Cache-Control` (or `Pragma: no-cache`).
+fn request_directives(headers: &HeaderMap) -> Directives {
+    let mut directives = Directives::default();
+    let values = headers.get_all(CACHE_CONTROL).iter().chain(headers.get_all(http::header::PRAGMA).iter());
+    for directive in values.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
+        match directive.trim().to_ascii_lowercase().as_str() {
+            "no-cache" | "max-age=0" => directives.no_cache = true,
+            "no-store" => directives.no_store = true,
+            _ => {}
+        }
+    }
+    directives
+}
+
+/// Each answer expires after its own policy's `ttl`.
+struct PerEntryTtl;
+
+impl moka::Expiry<String, Arc<Stored>> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Arc<Stored>, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}

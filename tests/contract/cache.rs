@@ -1,0 +1,139 @@
+//! The response cache: hits and misses, ETag and 304, `Cache-Control: no-cache`, vary headers,
+//! private answers kept per user, and concurrent misses making one upstream call.
+
+use std::time::Duration;
+
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::json;
+use tonic::Code;
+
+use crate::support::{Harness, Reply};
+
+const SECRET: &str = "a cache test HMAC secret, 32 bytes";
+
+fn config() -> String {
+    format!(
+        r#"
+[jwt]
+algorithms = ["HS256"]
+keys = [{{ alg = "HS256", secret = "{SECRET}" }}]
+
+[[policy]]
+name = "private"
+match = {{ path_prefix = "/v1/books" }}
+auth = "required"
+cache = {{ ttl = "60s" }}
+
+[[policy]]
+name = "public"
+match = {{ path_prefix = "/v1/shelves" }}
+cache = {{ ttl = "60s", vary = ["Accept-Language"] }}
+"#
+    )
+}
+
+fn token(subject: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = json!({"sub": subject, "exp": exp});
+    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    format!("Bearer {}", jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap())
+}
+
+#[tokio::test]
+async fn a_second_get_is_a_hit_with_the_same_etag_and_if_none_match_is_304() {
+    let h = Harness::start_with(&config()).await;
+    h.upstream.script(|_| Reply::json(json!({"id": "1", "theme": "poetry"})));
+    let first = h.get("/v1/shelves/1").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let etag = first.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+    let second = h.get("/v1/shelves/1").await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.header("etag"), Some(etag.as_str()));
+    assert_eq!(second.json(), first.json());
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(h.upstream.calls().len(), 1, "served from the cache");
+
+    let unchanged = h.request("GET", "/v1/shelves/1").header("if-none-match", &etag).send().await;
+    assert_eq!(unchanged.status, 304);
+    assert!(unchanged.body.is_empty());
+    assert_eq!(unchanged.header("etag"), Some(etag.as_str()));
+
+    // no-cache goes to the upstream and stores what it answers.
+    let fresh = h.request("GET", "/v1/shelves/1").header("cache-control", "no-cache").send().await;
+    assert_eq!((fresh.status.as_u16(), fresh.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(h.upstream.calls().len(), 2);
+    // Another query, another language: other entries.
+    assert_eq!(h.get("/v1/shelves/1?fields=id").await.header("x-cache"), Some("MISS"));
+    let french = h.request("GET", "/v1/shelves/1").header("accept-language", "fr").send().await;
+    assert_eq!(french.header("x-cache"), Some("MISS"));
+    let french = h.request("GET", "/v1/shelves/1").header("accept-language", "fr").send().await;
+    assert_eq!(french.header("x-cache"), Some("HIT"));
+    assert_eq!(h.upstream.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn errors_are_not_cached_and_credentials_the_policy_did_not_check_bypass_it() {
+    let h = Harness::start_with(&config()).await;
+    h.upstream.script(|_| Reply::status(Code::NotFound, "no shelf 9"));
+    h.get("/v1/shelves/9").await.assert_error(404, 5);
+    h.get("/v1/shelves/9").await.assert_error(404, 5);
+    assert_eq!(h.upstream.calls().len(), 2);
+
+    h.upstream.script(|_| Reply::json(json!({"id": "1"})));
+    for _ in 0..2 {
+        let response = h.request("GET", "/v1/shelves/1").header("authorization", "Bearer someone").send().await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-cache"), None, "may depend on the credentials: not cached");
+    }
+    assert_eq!(h.upstream.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn a_private_answer_is_never_served_to_another_user() {
+    let h = Harness::start_with(&config()).await;
+    h.upstream.script(|call| {
+        let user = call.metadata.get("authorization").map(|v| v.len()).unwrap_or_default();
+        Reply::json(json!({"name": "books/1", "title": format!("for a token of {user} bytes")}))
+    });
+    let (alice, bob) = (token("alice"), token("bob-the-second"));
+    let first = h.request("GET", "/v1/books/1").header("authorization", &alice).send().await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let other = h.request("GET", "/v1/books/1").header("authorization", &bob).send().await;
+    assert_eq!(other.header("x-cache"), Some("MISS"), "bob never gets alice's answer");
+    assert_ne!(other.json(), first.json());
+    let again = h.request("GET", "/v1/books/1").header("authorization", &alice).send().await;
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(h.upstream.calls().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_misses_make_one_upstream_call() {
+    let h = Harness::start_with(&config()).await;
+    h.upstream.script(|_| Reply::json(json!({"id": "5", "theme": "slow"})).delay(Duration::from_millis(300)));
+    let requests: Vec<_> = (0..100)
+        .map(|_| {
+            let client = h.gateway.client.clone();
+            tokio::spawn(async move {
+                let response = client.request("GET", "/v1/shelves/5").send().await;
+                (response.status.as_u16(), response.header("x-cache").map(str::to_owned), response.json())
+            })
+        })
+        .collect();
+    let mut hits = 0;
+    for request in requests {
+        let (status, cache, body) = request.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, json!({"id": "5", "theme": "slow"}));
+        hits += usize::from(cache.as_deref() == Some("HIT"));
+    }
+    assert_eq!(h.upstream.calls().len(), 1, "one upstream call for 100 concurrent misses");
+    assert_eq!(hits, 99);
+    let admin = h.gateway.admin().await;
+    let metrics = String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap();
+    assert!(metrics.contains("protogate_cache_lookups_total{result=\"hit\"} 99"), "{metrics}");
+    assert!(metrics.contains("protogate_cache_lookups_total{result=\"miss\"} 1"), "{metrics}");
+}
