@@ -45,9 +45,18 @@ pub struct CacheRule {
     pub vary: Vec<HeaderName>,
 }
 
+/// Where an answer is kept, and whether it is one user's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    text: String,
+    /// Keyed by a verified subject: downstream caches are told to keep it private.
+    private: bool,
+}
+
 /// One kept answer.
 #[derive(Debug)]
 pub struct Stored {
+    private: bool,
     headers: HeaderMap,
     body: Bytes,
     etag: HeaderValue,
@@ -59,9 +68,9 @@ pub struct Stored {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUse {
     /// Look up (and store) under this key.
-    Use(String),
+    Use(Key),
     /// Skip the lookup, store the fresh answer under this key (`Cache-Control: no-cache`).
-    Refresh(String),
+    Refresh(Key),
     /// Neither read nor store: credentials the policy did not verify, a token without a
     /// subject, or `Cache-Control: no-store`.
     Bypass,
@@ -113,6 +122,7 @@ impl ResponseCache {
         }
         key.push('\u{1f}');
         key.push_str(&subject);
+        let key = Key { text: key, private: !subject.is_empty() };
         if directives.no_cache { CacheUse::Refresh(key) } else { CacheUse::Use(key) }
     }
 
@@ -133,9 +143,9 @@ impl ResponseCache {
             CacheUse::Bypass => return fetch().await,
             CacheUse::Refresh(key) => {
                 let response = fetch().await?;
-                let (response, stored) = store(response, rule.ttl).await?;
+                let (response, stored) = store(response, rule.ttl, key.private).await?;
                 if let Some(stored) = stored {
-                    self.entries.insert(key, stored.clone()).await;
+                    self.entries.insert(key.text, stored.clone()).await;
                     return Ok(respond(&stored, "MISS", request));
                 }
                 return Ok(response);
@@ -146,9 +156,9 @@ impl ResponseCache {
         let own: Mutex<Option<Result<Response<Body>, GatewayError>>> = Mutex::new(None);
         let shared = self
             .entries
-            .optionally_get_with(key, async {
+            .optionally_get_with(key.text, async {
                 let result = match fetch().await {
-                    Ok(response) => store(response, rule.ttl).await,
+                    Ok(response) => store(response, rule.ttl, key.private).await,
                     Err(error) => Err(error),
                 };
                 let (mine, stored) = match result {
@@ -192,7 +202,11 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 /// A 200 answer, read whole and kept; any other answer given back untouched.
-async fn store(response: Response<Body>, ttl: Duration) -> Result<(Response<Body>, Option<Arc<Stored>>), GatewayError> {
+async fn store(
+    response: Response<Body>,
+    ttl: Duration,
+    private: bool,
+) -> Result<(Response<Body>, Option<Arc<Stored>>), GatewayError> {
     if response.status() != StatusCode::OK {
         return Ok((response, None));
     }
@@ -201,7 +215,7 @@ async fn store(response: Response<Body>, ttl: Duration) -> Result<(Response<Body
     let etag = etag(&body);
     let mut headers = parts.headers;
     headers.insert(ETAG, etag.clone());
-    let stored = Arc::new(Stored { headers, body, etag, stored: Instant::now(), ttl });
+    let stored = Arc::new(Stored { private, headers, body, etag, stored: Instant::now(), ttl });
     let response = Response::from_parts(parts_from(&stored), Body::from(stored.body.clone()));
     Ok((response, Some(stored)))
 }
@@ -235,8 +249,10 @@ fn respond(stored: &Stored, outcome: &'static str, request: &HeaderMap) -> Respo
     headers.insert(X_CACHE, HeaderValue::from_static(outcome));
     let age = stored.stored.elapsed().as_secs();
     headers.insert(http::header::AGE, HeaderValue::from(age));
-    let left = stored.ttl.saturating_sub(stored.stored.elapsed()).as_secs();
-    if let Ok(value) = HeaderValue::from_str(&format!("max-age={left}")) {
+    // Whole seconds left, rounded up: a fresh answer says its whole ttl.
+    let left = stored.ttl.saturating_sub(stored.stored.elapsed()).as_millis().div_ceil(1000);
+    let scope = if stored.private { "private, " } else { "" };
+    if let Ok(value) = HeaderValue::from_str(&format!("{scope}max-age={left}")) {
         headers.insert(CACHE_CONTROL, value);
     }
     response

@@ -463,7 +463,6 @@ pub struct KeyConfig {
     pub pem_file: Option<PathBuf>,
 }
 
-
 /// `[json]`: options of the proto3 JSON mapping.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

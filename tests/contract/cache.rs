@@ -46,6 +46,7 @@ async fn a_second_get_is_a_hit_with_the_same_etag_and_if_none_match_is_304() {
     let first = h.get("/v1/shelves/1").await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(first.header("cache-control"), Some("max-age=60"));
     let etag = first.header("etag").unwrap().to_owned();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
 
@@ -101,6 +102,7 @@ async fn a_private_answer_is_never_served_to_another_user() {
     let (alice, bob) = (token("alice"), token("bob-the-second"));
     let first = h.request("GET", "/v1/books/1").header("authorization", &alice).send().await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(first.header("cache-control"), Some("private, max-age=60"), "no shared cache downstream keeps it");
     let other = h.request("GET", "/v1/books/1").header("authorization", &bob).send().await;
     assert_eq!(other.header("x-cache"), Some("MISS"), "bob never gets alice's answer");
     assert_ne!(other.json(), first.json());
