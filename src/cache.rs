@@ -112,16 +112,20 @@ impl ResponseCache {
             None if headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE) => return CacheUse::Bypass,
             None => String::new(),
         };
-        let mut key = format!("{route}\u{1f}{}\u{1f}{}", values.join("\u{1e}"), query.unwrap_or(""));
+        // Every part is length-prefixed: path values are decoded and may hold any character,
+        // so no separator could keep `/a%1Fb/c` and `/a/b%1Fc` apart.
+        let mut key = format!("{route}");
+        let mut part = |text: &str| {
+            key.push_str(&format!("|{}:", text.len()));
+            key.push_str(text);
+        };
+        values.iter().for_each(|value| part(value));
+        part(query.unwrap_or(""));
         for name in &rule.vary {
-            key.push('\u{1f}');
-            for value in headers.get_all(name) {
-                key.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                key.push('\u{1e}');
-            }
+            let values: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
+            part(&String::from_utf8_lossy(&values.join(&b","[..])));
         }
-        key.push('\u{1f}');
-        key.push_str(&subject);
+        part(&subject);
         let key = Key { text: key, private: !subject.is_empty() };
         if directives.no_cache { CacheUse::Refresh(key) } else { CacheUse::Use(key) }
     }
@@ -295,5 +299,40 @@ struct PerEntryTtl;
 impl moka::Expiry<String, Arc<Stored>> for PerEntryTtl {
     fn expire_after_create(&self, _key: &String, value: &Arc<Stored>, _created_at: Instant) -> Option<Duration> {
         Some(value.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(values: &[&str], query: Option<&str>) -> CacheUse {
+        let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
+        let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        ResponseCache::lookup(&rule, 3, &values, query, &HeaderMap::new(), &Access::default())
+    }
+
+    #[test]
+    fn crafted_path_values_never_share_a_key() {
+        assert_ne!(key_of(&["a\u{1e}b", "c"], None), key_of(&["a", "b\u{1e}c"], None));
+        assert_ne!(key_of(&["a|1:b"], None), key_of(&["a", "b"], None));
+        assert_ne!(key_of(&["a=1"], None), key_of(&["a"], Some("=1")));
+        assert_eq!(key_of(&["a"], Some("x=1")), key_of(&["a"], Some("x=1")));
+    }
+
+    #[test]
+    fn credentials_the_policy_did_not_check_and_no_store_bypass() {
+        let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_static("session=1"));
+        assert_eq!(ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60, no-store"));
+        assert_eq!(ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        assert!(matches!(
+            ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()),
+            CacheUse::Refresh(_)
+        ));
     }
 }
