@@ -19,6 +19,9 @@ use super::TranscodeError;
 const PARAMETER: &str = "fields";
 /// The parameter whatever the request message has.
 const SYSTEM_PARAMETER: &str = "$fields";
+/// The deepest path accepted: a recursive message would otherwise let a long query nest the
+/// mask (and the recursion that applies it) without bound.
+const MAX_DEPTH: usize = 32;
 
 /// The fields a request keeps, as a tree of JSON keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +92,9 @@ impl FieldMask {
     pub fn parse(paths: &str, message: &MessageDescriptor) -> Result<FieldMask, TranscodeError> {
         let mut root = Node::default();
         for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if path.split('.').count() > MAX_DEPTH {
+                return Err(invalid(&format!("a path may name at most {MAX_DEPTH} nested fields")));
+            }
             root.add(path, message)?;
         }
         if root.fields.is_empty() {
@@ -232,6 +238,8 @@ mod tests {
         assert!(error.contains("protogate.testing.v1.Shelf has no field \"colour\""), "{error}");
         let error = FieldMask::parse("nextPageToken.x", &output).unwrap_err().to_string();
         assert!(error.contains("has no sub-fields"), "{error}");
+        let deep = vec!["shelves"; MAX_DEPTH + 1].join(".");
+        assert!(FieldMask::parse(&deep, &output).unwrap_err().to_string().contains("at most 32"));
         let book = message("protogate.testing.v1.Book");
         assert!(FieldMask::parse("publishTime.seconds", &book).is_err(), "a Timestamp renders as a string");
         assert!(FieldMask::parse(" , ", &output).is_err());
