@@ -382,11 +382,12 @@ impl Gateway {
         peer: Peer,
         access: &Access<'_>,
     ) -> Result<Response<Body>, GatewayError> {
-        let rule = access.policy.and_then(|p| p.cache.as_ref()).filter(|_| parts.method == http::Method::GET);
+        // Only GETs whose route takes nothing from a body: the key holds all the request says.
+        let cacheable = parts.method == http::Method::GET && self.route_at(index).body == BodySelector::Empty;
+        let rule = access.policy.and_then(|p| p.cache.as_ref()).filter(|_| cacheable);
         let (Some(cache), Some(rule)) = (&self.cache, rule) else {
             return self.call_unary(index, values, &parts, body, peer, access).await;
         };
-        // A GET route binds no body: the cached call needs none.
         drop(body);
         let lookup = ResponseCache::lookup(rule, index, values, parts.uri.query(), &parts.headers, access);
         let bypass = match &lookup {
