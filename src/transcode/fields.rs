@@ -66,6 +66,10 @@ pub fn requested(
     let mut paths: Option<String> = None;
     for pair in query.split('&') {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Most queries never name it: decode only what could (the name may be percent-encoded).
+        if !raw_name.contains("fields") && !raw_name.contains('%') {
+            continue;
+        }
         let name = decode(raw_name)?;
         if !is_parameter(&name, input) {
             continue;
