@@ -16,6 +16,7 @@
 //! curl -s -X PATCH localhost:8080/v1/users/2 -H 'content-type: application/json' -d '{"displayName":"A. M. Turing"}'
 //! curl -s -X POST localhost:8080/v1/orders/2:cancel -H 'content-type: application/json' -d '{"reason":"changed my mind"}'
 //! curl -s localhost:8080/v1/users/42
+//! curl -s localhost:8080/bff/users/1/dashboard   # GetUser + ListOrders in one answer
 //! curl -s localhost:9090/metrics      # the admin listener: /healthz /readyz /metrics /routes /config
 //! ```
 //!
@@ -93,6 +94,12 @@ timeout = "5s"
 # A web app in development on another port may call the gateway from the browser.
 [cors]
 allow_origins = ["http://localhost:3000"]
+
+# One request, two services: the user and their orders, fetched at the same time.
+[[aggregate]]
+route = "GET /bff/users/{{id}}/dashboard"
+calls.user   = {{ method = "example.users.v1.UserService/GetUser",     request = {{ id = "{{path.id}}" }} }}
+calls.orders = {{ method = "example.orders.v1.OrderService/ListOrders", request = {{ user_id = "{{path.id}}" }} }}
 "#
     ))
     .expect("the demo config parses");

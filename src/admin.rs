@@ -204,25 +204,33 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 /// method, body and response body selectors, upstream, and whether it is the implicit
 /// `POST /pkg.Service/Method` route.
 pub fn route_table(gateway: &Gateway) -> serde_json::Value {
-    let routes: Vec<serde_json::Value> = gateway
-        .table()
-        .routes()
-        .iter()
-        .enumerate()
-        .map(|(i, route)| {
-            json!({
-                "method": route.http_method.to_string(),
-                "path": route.template.to_string(),
-                "grpc_method": route.method.full_name(),
-                "body": route.body.to_string(),
-                "response_body": route.response_body.as_ref().map(|f| f.name()),
-                "upstream": gateway.upstream_of(i).map_or("-", |u| u.name.as_str()),
-                "default": route.origin == RouteOrigin::Default,
-                "streaming": streaming_kind(route),
-            })
+    let routes = gateway.table().routes().iter().enumerate().map(|(i, route)| {
+        json!({
+            "method": route.http_method.to_string(),
+            "path": route.template.to_string(),
+            "grpc_method": route.method.full_name(),
+            "body": route.body.to_string(),
+            "response_body": route.response_body.as_ref().map(|f| f.name()),
+            "upstream": gateway.upstream_of(i).map_or("-", |u| u.name.as_str()),
+            "default": route.origin == RouteOrigin::Default,
+            "streaming": streaming_kind(route),
         })
-        .collect();
-    serde_json::Value::Array(routes)
+    });
+    let aggregates = gateway.aggregates().routes().iter().map(|aggregate| {
+        json!({
+            "method": aggregate.http_method.to_string(),
+            "path": aggregate.template.to_string(),
+            "aggregate": aggregate.calls.iter().map(|call| json!({
+                "name": call.name,
+                "grpc_method": call.grpc_method,
+                "needs": call.needs.iter().map(|&i| aggregate.calls[i].name.as_str()).collect::<Vec<_>>(),
+                "upstream": gateway.upstream_of(call.route).map_or("-", |u| u.name.as_str()),
+            })).collect::<Vec<_>>(),
+            "on_error": aggregate.on_error,
+        })
+    });
+    // Composite routes first: they are matched first.
+    serde_json::Value::Array(aggregates.chain(routes).collect())
 }
 
 /// `server`, `client`, `bidi`, or null for a unary method.

@@ -239,6 +239,11 @@ impl Claims {
         scopes
     }
 
+    /// A claim as it is in the token.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
     /// A claim as text: strings as they are, numbers and booleans written out, lists joined
     /// with commas; objects have no text form.
     pub fn text(&self, name: &str) -> Option<String> {

@@ -275,12 +275,20 @@ fn routes(args: RoutesArgs) -> ExitCode {
         print!("{}", explanation.text);
         return if explanation.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
-    let rows: Vec<[String; 5]> = gateway
-        .table()
-        .routes()
-        .iter()
-        .enumerate()
-        .map(|(i, route)| {
+    let aggregates = gateway.aggregates().routes().iter().map(|aggregate| {
+        let calls: Vec<&str> = aggregate.calls.iter().map(|c| c.grpc_method.as_str()).collect();
+        let upstreams: Vec<&str> =
+            aggregate.calls.iter().map(|c| gateway.upstream_of(c.route).map_or("-", |u| u.name.as_str())).collect();
+        [
+            aggregate.http_method.to_string(),
+            aggregate.template.to_string(),
+            calls.join(" + "),
+            "-".to_owned(),
+            upstreams.join(" + "),
+        ]
+    });
+    let rows: Vec<[String; 5]> = aggregates
+        .chain(gateway.table().routes().iter().enumerate().map(|(i, route)| {
             [
                 route.http_method.to_string(),
                 route.template.to_string(),
@@ -288,7 +296,7 @@ fn routes(args: RoutesArgs) -> ExitCode {
                 route.body.to_string(),
                 gateway.upstream_of(i).map_or("-", |u| u.name.as_str()).to_owned(),
             ]
-        })
+        }))
         .collect();
     if args.json {
         let routes = protogate::admin::route_table(&gateway);

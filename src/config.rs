@@ -70,11 +70,9 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Where cached answers are kept.
     pub cache: CacheSettings,
-    // Sections that CONTRACT.md reserves for features this build does not have yet. They are
-    // recognised so that a config relying on them (say, `auth = "required"`) fails loudly
-    // instead of being served without the protection it asks for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aggregate: Option<toml::Value>,
+    /// Composite routes: one HTTP request answered by several gRPC calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aggregate: Vec<AggregateConfig>,
 }
 
 impl Default for Config {
@@ -100,7 +98,7 @@ impl Default for Config {
             access_log: AccessLogConfig::default(),
             tracing: TracingConfig::default(),
             cache: CacheSettings::default(),
-            aggregate: None,
+            aggregate: Vec::new(),
         }
     }
 }
@@ -383,6 +381,53 @@ pub struct PolicyMatch {
     /// The gRPC method's service fits one of these (`pkg.Service`, `pkg.*`, `*`), or it is
     /// this one method (`pkg.Service/Method`).
     pub grpc: Vec<String>,
+}
+
+/// `[[aggregate]]`: one HTTP route whose answer is built from several gRPC calls.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// HTTP method and path template, e.g. `GET /bff/users/{id}/dashboard`.
+    pub route: String,
+    /// What a failed call does to the answer.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// The calls by name, in the order their results appear in the answer.
+    pub calls: indexmap::IndexMap<String, AggregateCall>,
+}
+
+/// One call of a composite route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateCall {
+    /// The unary gRPC method, `pkg.Service/Method`.
+    pub method: String,
+    /// The request message as JSON whose strings may hold placeholders: `{path.X}`,
+    /// `{query.X}`, `{body.X}`, `{claim.X}` and `{CALL.field}` (which makes this call wait
+    /// for CALL).
+    #[serde(default)]
+    pub request: serde_json::Map<String, serde_json::Value>,
+    /// This call's deadline, unless the client or a policy asks for less.
+    #[serde(default, deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
+    pub timeout: Option<Duration>,
+    /// When set, these top-level fields of the call's response go to the top level of the
+    /// answer instead of the whole response under the call's name; `[]` leaves the call out
+    /// of the answer (it only feeds other calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<Vec<String>>,
+}
+
+/// What a composite route answers when one of its calls fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The first error is the answer, with the status the contract maps it to; calls still
+    /// in flight are cancelled.
+    #[default]
+    Fail,
+    /// 200 with the results that came, and an `errors` object naming the calls that failed
+    /// (or were not made because a call they need failed).
+    Partial,
 }
 
 /// Whether requests need a verified token.
@@ -809,15 +854,9 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let mut err = |key: String, message: String| errors.push(ConfigError { key, message });
-        let unsupported = [("aggregate", self.aggregate.is_some(), "aggregate routes")];
-        for (key, present, what) in unsupported {
-            if present {
-                err(
-                    key.to_owned(),
-                    format!(
-                        "{what} is not supported by this version of protogate; remove the section rather than run without it"
-                    ),
-                );
+        for (i, aggregate) in self.aggregate.iter().enumerate() {
+            for (key, message) in crate::aggregate::validate(aggregate) {
+                err(format!("aggregate[{i}].{key}"), message);
             }
         }
         // Port 0 picks a free port for each listener: those never collide.

@@ -25,6 +25,12 @@ use crate::upstream::UpstreamError;
 /// Why a request got no upstream response.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A composite route's call was not made: a call whose response it reads failed.
+    #[error("not called: it reads the response of {needs}, which failed")]
+    NotCalled {
+        /// The failed call.
+        needs: String,
+    },
     /// No route matches the path.
     #[error("no route matches {method} {path}")]
     NotFound {
@@ -150,6 +156,7 @@ impl GatewayError {
             GatewayError::UnknownMethod { .. } | GatewayError::ConnectStreaming { .. } => Code::Unimplemented,
             GatewayError::ConnectTimeout { .. } => Code::InvalidArgument,
             GatewayError::OriginRefused { .. } => Code::PermissionDenied,
+            GatewayError::NotCalled { .. } => Code::FailedPrecondition,
             GatewayError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
             GatewayError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
             GatewayError::Denied(Denied::RateLimited(Refusal::Limited { .. })) => Code::ResourceExhausted,

@@ -6,9 +6,11 @@ use std::fmt::Write as _;
 use http::{Method, Uri};
 use prost_reflect::DynamicMessage;
 
+use crate::aggregate::Aggregate;
+use crate::config::OnError;
 use crate::gateway::Gateway;
 use crate::route::template::Segment;
-use crate::route::{Lookup, Route};
+use crate::route::{Lookup, Route, RouteMatch};
 use crate::transcode;
 
 /// What a request would become, as text, and whether it would reach an upstream.
@@ -27,6 +29,10 @@ pub fn explain(gateway: &Gateway, request: &str, body: Option<&str>) -> Explanat
         text.push_str("  not a request: give it as 'METHOD /path?query', e.g. 'GET /v1/users/7?view=FULL'\n");
         return Explanation { text, ok: false };
     };
+    if let Lookup::Matched(matched) = gateway.aggregates().lookup(&method, uri.path()) {
+        explain_aggregate(gateway, &matched, &mut text);
+        return Explanation { text, ok: true };
+    }
     let ok = match gateway.table().lookup(&method, uri.path()) {
         Lookup::Matched(matched) => {
             let route = matched.route;
@@ -75,6 +81,30 @@ pub fn explain(gateway: &Gateway, request: &str, body: Option<&str>) -> Explanat
         }
     };
     Explanation { text, ok }
+}
+
+/// A composite route: its calls, where they go and what each waits for.
+fn explain_aggregate(gateway: &Gateway, matched: &RouteMatch<'_, Aggregate>, text: &mut String) {
+    let aggregate = matched.route;
+    let on_error = match aggregate.on_error {
+        OnError::Fail => "fail",
+        OnError::Partial => "partial",
+    };
+    let route = format!("{} {}  (composite, on_error = {on_error})", aggregate.http_method, aggregate.template);
+    line(text, "route", &route);
+    for call in &aggregate.calls {
+        let upstream =
+            gateway.upstream_of(call.route).map_or("no upstream (502)".to_owned(), |u| format!("upstream {}", u.name));
+        let mut description = format!("{}: {} on {upstream}", call.name, call.grpc_method);
+        if !call.needs.is_empty() {
+            let needs: Vec<&str> = call.needs.iter().map(|&i| aggregate.calls[i].name.as_str()).collect();
+            let _ = write!(description, ", after {}", needs.join(", "));
+        }
+        line(text, "calls", &description);
+    }
+    for (variable, value) in aggregate.template.variables().iter().zip(&matched.values) {
+        line(text, "binds", &format!("path.{} = {value:?}", variable.field_path.join(".")));
+    }
 }
 
 fn parse_request_line(request: &str) -> Option<(Method, Uri)> {

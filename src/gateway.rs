@@ -13,6 +13,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost_reflect::DescriptorPool;
 
+use crate::aggregate::{self, Aggregate, Aggregates};
 use crate::auth::Verifier;
 use crate::cache::{CacheUse, ResponseCache};
 use crate::config::{Config, ConfigError};
@@ -20,11 +21,11 @@ use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::observability::{Exchange, Observer, RouteLabels};
-use crate::policy::{Access, Policies};
+use crate::policy::{self, Access, Policies};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::fields::{self, FieldMask};
-use crate::transcode::{JsonOptions, Transcoder, http_body};
+use crate::transcode::{JsonOptions, TranscodeError, Transcoder, http_body};
 use crate::upstream::{UnaryResponse, Upstream, UpstreamError, UpstreamId, Upstreams};
 use crate::{connect, proxy};
 
@@ -61,6 +62,8 @@ pub struct Gateway {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// Cached answers, when a policy caches; a reload starts it empty.
     cache: Option<ResponseCache>,
+    /// Composite routes (`[[aggregate]]`), matched before the methods' routes.
+    aggregates: Aggregates,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -139,6 +142,11 @@ impl Gateway {
         let Some(Descriptors { pool, http_rules, sources }) = descriptors else { return Err(errors) };
         let (routes, route_errors) = rule::build_routes(&pool, &http_rules);
         errors.extend(route_errors.into_iter().map(BuildError::from));
+        let json = JsonOptions::from_config(&config.json);
+        // The table keeps the routes' order, so a route's index here is its index there.
+        let aggregates = Aggregates::build(&config.aggregate, &routes, &json).map_err(|problems| {
+            errors.extend(problems.into_iter().map(|(key, message)| BuildError::Config(ConfigError { key, message })));
+        });
         for (i, upstream) in config.upstreams.iter().enumerate() {
             if let Err(message) = crate::upstream::client_tls(upstream) {
                 errors.push(BuildError::Config(ConfigError { key: format!("upstreams[{i}].tls"), message }));
@@ -172,7 +180,9 @@ impl Gateway {
                 (observer.map_err(|e| errors.extend(e)).ok(), Default::default(), Default::default())
             }
         };
-        let (Some(observer), Some(policies)) = (observer, policies) else { return Err(errors) };
+        let (Some(observer), Some(policies), Ok(aggregates)) = (observer, policies, aggregates) else {
+            return Err(errors);
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -195,7 +205,7 @@ impl Gateway {
             })
             .collect();
         observer.metrics().descriptors_loaded(true);
-        let transcoder = Transcoder::build(table.routes(), JsonOptions::from_config(&config.json));
+        let transcoder = Transcoder::build(table.routes(), json);
         // The implicit `POST /pkg.Service/Method` route of each method: the whole message in
         // the body, nothing from the path.
         let methods = table
@@ -229,6 +239,7 @@ impl Gateway {
             effective_config: serde_json::to_value(config).unwrap_or_default(),
             draining,
             cache: config.policy.iter().any(|p| p.cache.is_some()).then(|| ResponseCache::new(config.cache.max_bytes)),
+            aggregates,
         })
     }
 
@@ -346,11 +357,17 @@ impl Gateway {
         exchange
     }
 
-    /// The pipeline, steps 1 to 6; streaming methods go on in [`streaming`].
+    /// The pipeline, steps 1 to 6; streaming methods go on in [`streaming`], composite routes
+    /// in [`aggregate::run`].
     async fn respond(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
         let (parts, body) = request.into_parts();
+        let also_allowed = match self.aggregates.lookup(&parts.method, parts.uri.path()) {
+            Lookup::Matched(matched) => return self.aggregate(matched, &parts, body, peer).await,
+            Lookup::MethodNotAllowed { allow } => allow,
+            Lookup::NotFound | Lookup::InvalidPath { .. } => Vec::new(),
+        };
         let upgrade = websocket::is_upgrade(&parts);
-        let matched = self.route(&parts, upgrade)?;
+        let matched = self.route(&parts, upgrade).map_err(|error| allow_also(error, &parts, also_allowed))?;
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
@@ -365,6 +382,33 @@ impl Gateway {
             (true, false) => streaming::client_stream(self, index, &values, parts, body, peer, &access).await,
             (true, true) => Err(GatewayError::WebSocketRequired { method: route.method.full_name().to_owned() }),
         }
+    }
+
+    /// A composite route: every policy that fits one of its calls, then its calls.
+    async fn aggregate(
+        &self,
+        matched: RouteMatch<'_, Aggregate>,
+        parts: &Parts,
+        body: Body,
+        peer: Peer,
+    ) -> Result<Response<Body>, GatewayError> {
+        let aggregate = matched.route;
+        Exchange::of(&parts.extensions).matched(&aggregate.labels);
+        let request = policy::Request {
+            http_method: &aggregate.http_method,
+            template: &aggregate.template,
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            peer: peer.ip,
+        };
+        let methods = aggregate.calls.iter().map(|c| c.grpc_method.as_str());
+        let access = self.policies.check_all(&request, methods).await?;
+        aggregate::run::respond(self, aggregate, &matched.values, parts, body, peer, &access).await
+    }
+
+    /// The composite routes.
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
     }
 
     /// Step 1b: the policy that fits the request to route `index`, and whether it may go on.
@@ -630,6 +674,41 @@ pub(crate) async fn read_body(
     Ok(bytes)
 }
 
+/// A composite route's JSON body (`null` when empty), at most `limit` bytes.
+pub(crate) async fn read_body_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, GatewayError> {
+    let bytes = read_limited(headers, body, limit).await?;
+    if bytes.trim_ascii().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    if !is_json(headers) {
+        return Err(GatewayError::UnsupportedMediaType { content_type: content_type(headers).to_owned() });
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::Transcode(TranscodeError::InvalidJson { field: None, reason: e.to_string() }))
+}
+
+/// A 404 or 405 for a path that composite routes also match under other methods.
+fn allow_also(error: GatewayError, parts: &Parts, also: Vec<http::Method>) -> GatewayError {
+    if also.is_empty() {
+        return error;
+    }
+    let path = parts.uri.path().to_owned();
+    match error {
+        GatewayError::NotFound { .. } => {
+            GatewayError::MethodNotAllowed { method: parts.method.clone(), path, allow: also }
+        }
+        GatewayError::MethodNotAllowed { mut allow, .. } => {
+            allow.extend(also.into_iter().filter(|m| !allow.contains(m)).collect::<Vec<_>>());
+            GatewayError::MethodNotAllowed { method: parts.method.clone(), path, allow }
+        }
+        other => other,
+    }
+}
+
 /// The whole body, at most `limit` bytes whether the length is declared or it is chunked.
 pub(crate) async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     let declared: Option<u64> = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
@@ -690,6 +769,11 @@ impl fmt::Display for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let services: std::collections::BTreeSet<&str> =
             self.table.routes().iter().map(|r| r.method.parent_service().full_name()).collect();
-        write!(f, "{} routes for {} services", self.table.routes().len(), services.len())
+        write!(f, "{} routes for {} services", self.table.routes().len(), services.len())?;
+        match self.aggregates.routes().len() {
+            0 => Ok(()),
+            1 => write!(f, ", 1 composite route"),
+            n => write!(f, ", {n} composite routes"),
+        }
     }
 }

@@ -36,6 +36,7 @@
 //! routes that [`route::table`] freezes into a trie.
 
 pub mod admin;
+pub mod aggregate;
 pub mod auth;
 pub mod cache;
 pub mod codec;

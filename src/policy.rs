@@ -12,7 +12,7 @@ use crate::auth::{AuthError, Claims, Verifier};
 use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
 use crate::rate_limit::{Limiter, Refusal, Subject};
-use crate::route::Route;
+use crate::route::{PathTemplate, Route};
 
 /// The policies, in configuration order, and the verifier they need.
 #[derive(Debug)]
@@ -52,6 +52,21 @@ pub struct Access<'p> {
     pub policy: Option<&'p Policy>,
     /// The verified token's claims, when the policy required one.
     pub claims: Option<Claims>,
+}
+
+/// What a policy decision looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The route's HTTP method.
+    pub http_method: &'a Method,
+    /// The route's path template.
+    pub template: &'a PathTemplate,
+    /// The request path.
+    pub path: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The socket peer.
+    pub peer: Option<IpAddr>,
 }
 
 /// Why a request may not go on.
@@ -113,6 +128,39 @@ impl Policies {
         let Some((index, policy)) = self.find(&route.http_method, path, grpc_method) else {
             return Ok(Access::default());
         };
+        let request = Request { http_method: &route.http_method, template: &route.template, path, headers, peer };
+        self.apply(index, policy, &request).await
+    }
+
+    /// As [`Policies::check`] for a composite route, which calls each of `grpc_methods`: every
+    /// policy that fits one of its calls applies (a call's protection cannot be bypassed by
+    /// reaching it through a composite route). The first one decides the deadline.
+    pub async fn check_all(
+        &self,
+        request: &Request<'_>,
+        grpc_methods: impl Iterator<Item = &str>,
+    ) -> Result<Access<'_>, Denied> {
+        let mut fitting: Vec<usize> = grpc_methods
+            .filter_map(|grpc_method| self.find(request.http_method, request.path, grpc_method).map(|(i, _)| i))
+            .collect();
+        fitting.sort_unstable();
+        fitting.dedup();
+        let mut access = Access::default();
+        for index in fitting {
+            let next = self.apply(index, &self.policies[index], request).await?;
+            access.policy = access.policy.or(next.policy);
+            access.claims = access.claims.or(next.claims);
+        }
+        Ok(access)
+    }
+
+    async fn apply<'p>(
+        &'p self,
+        index: usize,
+        policy: &'p Policy,
+        request: &Request<'_>,
+    ) -> Result<Access<'p>, Denied> {
+        let Request { http_method, template, headers, peer, .. } = *request;
         let claims = match policy.auth {
             AuthRequirement::None => None,
             AuthRequirement::Required => {
@@ -125,7 +173,7 @@ impl Policies {
                 Some(claims)
             }
         };
-        let subject = Subject { peer, headers, claims: claims.as_ref(), route };
+        let subject = Subject { peer, headers, claims: claims.as_ref(), http_method, template };
         self.limiter.check(index, &subject).await?;
         Ok(Access { policy: Some(policy), claims })
     }

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 use crate::auth::Claims;
 use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitSettings};
-use crate::route::Route;
+use crate::route::PathTemplate;
 
 type MemoryLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
@@ -74,8 +74,10 @@ pub struct Subject<'a> {
     pub headers: &'a HeaderMap,
     /// The verified claims, if a token was checked.
     pub claims: Option<&'a Claims>,
-    /// The route.
-    pub route: &'a Route,
+    /// The route's HTTP method.
+    pub http_method: &'a http::Method,
+    /// The route's path template.
+    pub template: &'a PathTemplate,
 }
 
 /// A refusal: the limit that was reached and when to come back.
@@ -193,7 +195,7 @@ impl Limit {
             }
             KeyKind::Header(name) => subject.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned(),
             KeyKind::Claim(name) => subject.claims.and_then(|c| c.text(name)).unwrap_or_else(|| "-".into()),
-            KeyKind::Route => format!("{} {}", subject.route.http_method, subject.route.template),
+            KeyKind::Route => format!("{} {}", subject.http_method, subject.template),
         }
     }
 

@@ -300,9 +300,7 @@ mod tests {
     #[test]
     fn settings_read_at_start_are_kept_and_named() {
         let current = Config::default();
-        let mut next = Config::default();
-        next.compression = !current.compression;
-        next.max_body_bytes = 1;
+        let mut next = Config { compression: !current.compression, max_body_bytes: 1, ..Default::default() };
         next.descriptors.watch = true;
         let changed = keep_restart_only(&current, &mut next);
         assert_eq!(changed, ["compression", "descriptors.watch"]);

@@ -6,5 +6,5 @@ pub mod table;
 pub mod template;
 
 pub use rule::{Binding, BodySelector, FieldPath, Route, RouteError, RouteOrigin};
-pub use table::{Lookup, RouteMatch, Table, TableBuilder};
+pub use table::{Lookup, Routable, RouteMatch, Table, TableBuilder, VariableSpan};
 pub use template::PathTemplate;

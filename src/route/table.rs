@@ -21,20 +21,47 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::route::rule::Route;
-#[cfg(test)]
-use crate::route::template::PathTemplate;
-use crate::route::template::Segment;
+use crate::route::template::{PathTemplate, Segment};
+
+/// What a table routes to: a method's route, or a composite route of several calls.
+pub trait Routable {
+    /// The HTTP method.
+    fn http_method(&self) -> &Method;
+    /// The path template.
+    fn template(&self) -> &PathTemplate;
+    /// The path variables whose values a match returns, in order.
+    fn variables(&self) -> impl Iterator<Item = VariableSpan<'_>>;
+}
+
+/// Where one path variable sits in a template, and how its value is decoded.
+#[derive(Clone, Copy)]
+pub struct VariableSpan<'a> {
+    /// The template segments the variable spans (`start..end`).
+    pub start: usize,
+    /// One past the last segment.
+    pub end: usize,
+    /// Whether the variable may span several segments (its value keeps `%2F` encoded).
+    pub multi_segment: bool,
+    /// What the variable is called, for errors.
+    pub name: &'a dyn std::fmt::Display,
+}
 
 /// Collects routes; [`TableBuilder::build`] freezes them into a [`Table`].
-#[derive(Debug, Default)]
-pub struct TableBuilder {
-    routes: Vec<Route>,
+#[derive(Debug)]
+pub struct TableBuilder<R = Route> {
+    routes: Vec<R>,
+}
+
+impl<R> Default for TableBuilder<R> {
+    fn default() -> Self {
+        TableBuilder { routes: Vec::new() }
+    }
 }
 
 /// The immutable route table.
 #[derive(Debug)]
-pub struct Table {
-    routes: Vec<Route>,
+pub struct Table<R = Route> {
+    routes: Vec<R>,
     nodes: Vec<Node>,
     conflicts: Vec<Conflict>,
 }
@@ -50,9 +77,9 @@ pub struct Conflict {
 
 /// The outcome of a lookup.
 #[derive(Debug)]
-pub enum Lookup<'t> {
+pub enum Lookup<'t, R = Route> {
     /// A route matched.
-    Matched(RouteMatch<'t>),
+    Matched(RouteMatch<'t, R>),
     /// No template matches the path.
     NotFound,
     /// Templates match the path, but under other HTTP methods.
@@ -69,11 +96,11 @@ pub enum Lookup<'t> {
 
 /// A matched route and the decoded values of its path variables.
 #[derive(Debug)]
-pub struct RouteMatch<'t> {
+pub struct RouteMatch<'t, R = Route> {
     /// Index of the route in [`Table::routes`].
     pub index: usize,
     /// The route.
-    pub route: &'t Route,
+    pub route: &'t R,
     /// One value per entry of `route.bindings`, percent-decoded.
     pub values: Vec<String>,
 }
@@ -100,20 +127,20 @@ struct Leaf {
 
 // === impl TableBuilder ===
 
-impl TableBuilder {
+impl<R: Routable> TableBuilder<R> {
     /// An empty builder.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a route; earlier routes win conflicts.
-    pub fn push(&mut self, route: Route) -> &mut Self {
+    pub fn push(&mut self, route: R) -> &mut Self {
         self.routes.push(route);
         self
     }
 
     /// Builds the trie.
-    pub fn build(self) -> Table {
+    pub fn build(self) -> Table<R> {
         let mut table = Table { routes: self.routes, nodes: vec![Node::default()], conflicts: Vec::new() };
         for index in 0..table.routes.len() {
             table.insert(index);
@@ -122,17 +149,17 @@ impl TableBuilder {
     }
 }
 
-impl Extend<Route> for TableBuilder {
-    fn extend<I: IntoIterator<Item = Route>>(&mut self, iter: I) {
+impl<R> Extend<R> for TableBuilder<R> {
+    fn extend<I: IntoIterator<Item = R>>(&mut self, iter: I) {
         self.routes.extend(iter);
     }
 }
 
 // === impl Table ===
 
-impl Table {
+impl<R: Routable> Table<R> {
     /// Every route, in the order they were added.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[R] {
         &self.routes
     }
 
@@ -143,9 +170,9 @@ impl Table {
 
     fn insert(&mut self, index: usize) {
         let route = &self.routes[index];
-        let method = route.http_method.clone();
-        let verb = route.template.verb().map(Box::from);
-        let segments = route.template.segments().to_vec();
+        let method = route.http_method().clone();
+        let verb = route.template().verb().map(Box::from);
+        let segments = route.template().segments().to_vec();
         let mut node = 0;
         let mut deep = false;
         for segment in &segments {
@@ -193,7 +220,7 @@ impl Table {
     }
 
     /// Finds the route for `method` and `path` (the URI path, without the query).
-    pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+    pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_, R> {
         let Some(rest) = path.strip_prefix('/') else {
             return Lookup::NotFound;
         };
@@ -204,7 +231,7 @@ impl Table {
         let mut found = None;
         self.each_match(&segments, |index, segs| {
             let route = &self.routes[index];
-            if route.http_method == *method {
+            if route.http_method() == method {
                 found = Some(match bound_values(route, segs) {
                     Ok(values) => Lookup::Matched(RouteMatch { index, route, values }),
                     Err(reason) => Lookup::InvalidPath { reason },
@@ -219,7 +246,7 @@ impl Table {
         }
         let mut allow: Vec<Method> = Vec::new();
         self.each_match(&segments, |index, _| {
-            let method = &self.routes[index].http_method;
+            let method = self.routes[index].http_method();
             if !allow.contains(method) {
                 allow.push(method.clone());
             }
@@ -284,12 +311,11 @@ fn visit_leaves(
 }
 
 /// The decoded value of each path variable of `route`, given the segments it matched.
-fn bound_values(route: &Route, segments: &[&str]) -> Result<Vec<String>, String> {
-    let template_len = route.template.segments().len();
-    let deep = route.template.ends_with_deep_wildcard();
+fn bound_values(route: &impl Routable, segments: &[&str]) -> Result<Vec<String>, String> {
+    let template_len = route.template().segments().len();
+    let deep = route.template().ends_with_deep_wildcard();
     route
-        .bindings
-        .iter()
+        .variables()
         .map(|binding| {
             // Segments before a trailing `**` map one to one; `**` takes whatever is left.
             let end = if deep && binding.end == template_len { segments.len() } else { binding.end };
@@ -299,7 +325,7 @@ fn bound_values(route: &Route, segments: &[&str]) -> Result<Vec<String>, String>
                 None => Cow::Borrowed(""),
             };
             let decoded = if binding.multi_segment { decode_reserved_expansion(&raw) } else { decode_all(&raw) };
-            decoded.ok_or_else(|| format!("path variable {} is not valid UTF-8 once percent-decoded", binding.field))
+            decoded.ok_or_else(|| format!("path variable {} is not valid UTF-8 once percent-decoded", binding.name))
         })
         .collect()
 }
@@ -340,6 +366,25 @@ fn hex_value(digit: u8) -> Option<u8> {
 
 fn is_reserved(b: u8) -> bool {
     b":/?#[]@!$&'()*+,;=".contains(&b)
+}
+
+impl Routable for Route {
+    fn http_method(&self) -> &Method {
+        &self.http_method
+    }
+
+    fn template(&self) -> &PathTemplate {
+        &self.template
+    }
+
+    fn variables(&self) -> impl Iterator<Item = VariableSpan<'_>> {
+        self.bindings.iter().map(|binding| VariableSpan {
+            start: binding.start,
+            end: binding.end,
+            multi_segment: binding.multi_segment,
+            name: &binding.field,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -373,7 +373,7 @@ fn is_bound(route: &Route, fields: &[FieldDescriptor]) -> bool {
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding.
-fn form_decode(raw: &str) -> Result<String, TranscodeError> {
+pub(crate) fn form_decode(raw: &str) -> Result<String, TranscodeError> {
     let spaced = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()

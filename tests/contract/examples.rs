@@ -50,6 +50,10 @@ endpoints = ["{users_url}"]
 name = "orders"
 services = ["example.orders.v1.*"]
 endpoints = ["{orders_url}"]
+[[aggregate]]
+route = "GET /bff/users/{{id}}/dashboard"
+calls.user   = {{ method = "example.users.v1.UserService/GetUser",     request = {{ id = "{{path.id}}" }} }}
+calls.orders = {{ method = "example.orders.v1.OrderService/ListOrders", request = {{ user_id = "{{path.id}}" }} }}
 "#,
         env!("CARGO_MANIFEST_DIR")
     );
@@ -148,6 +152,23 @@ async fn a_stopped_service_is_502_and_the_others_keep_working() {
     let json = demo.client.request("GET", "/v1/users/1/orders").send().await.assert_error(502, 14);
     assert!(json["message"].as_str().unwrap().starts_with("upstream orders is unreachable"), "{json}");
     assert_eq!(demo.client.request("GET", "/v1/users/1").send().await.status, 200);
+}
+
+#[tokio::test]
+async fn the_dashboard_is_a_user_and_their_orders_from_two_services() {
+    let running = demo(true).await;
+    let dashboard = running.client.request("GET", "/bff/users/1/dashboard").send().await;
+    assert_eq!(dashboard.status, 200, "{}", dashboard.text());
+    let json = dashboard.json();
+    assert_eq!(json["user"]["displayName"], "Ada Lovelace");
+    let orders = json["orders"]["orders"].as_array().unwrap();
+    assert!(!orders.is_empty() && orders.iter().all(|o| o["userId"] == "1"), "{json}");
+    let missing = running.client.request("GET", "/bff/users/42/dashboard").send().await;
+    missing.assert_error(404, 5);
+
+    let without_orders = demo(false).await;
+    let json = without_orders.client.request("GET", "/bff/users/1/dashboard").send().await.assert_error(502, 14);
+    assert!(json["message"].as_str().unwrap().starts_with("upstream orders is unreachable"), "{json}");
 }
 
 #[tokio::test]

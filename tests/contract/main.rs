@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod aggregate;
 mod auth;
 mod bad_input;
 mod bindings_query;

@@ -60,6 +60,8 @@ pub struct Call {
     pub request: Value,
     /// The request headers (gRPC metadata).
     pub metadata: HeaderMap,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// What the upstream answers.
@@ -164,6 +166,10 @@ struct UpstreamState {
     /// Request bodies that ended in an error (a reset): the client cancelled. (tonic hands
     /// a cancelled request stream to the handler as a clean end, so the handler cannot tell.)
     request_resets: AtomicUsize,
+    /// Unary calls being answered, the most ever at once, and those the client cancelled.
+    unary_in_progress: AtomicUsize,
+    unary_peak: AtomicUsize,
+    unary_cancelled: AtomicUsize,
     /// Any of the counters changed.
     changed: Notify,
 }
@@ -186,6 +192,30 @@ impl UpstreamState {
     fn count(&self, counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
+    }
+}
+
+/// Counts a unary call while its answer is on its way, and whether the client cancelled it.
+struct UnaryGuard {
+    state: Arc<UpstreamState>,
+    finished: bool,
+}
+
+impl UnaryGuard {
+    fn new(state: Arc<UpstreamState>) -> UnaryGuard {
+        let now = state.unary_in_progress.fetch_add(1, Ordering::SeqCst) + 1;
+        state.unary_peak.fetch_max(now, Ordering::SeqCst);
+        UnaryGuard { state, finished: false }
+    }
+}
+
+impl Drop for UnaryGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.unary_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+        self.state.unary_in_progress.fetch_sub(1, Ordering::SeqCst);
+        self.state.changed.notify_waiters();
     }
 }
 
@@ -251,6 +281,9 @@ impl Upstream {
             sent: AtomicUsize::new(0),
             received: AtomicUsize::new(0),
             request_resets: AtomicUsize::new(0),
+            unary_in_progress: AtomicUsize::new(0),
+            unary_peak: AtomicUsize::new(0),
+            unary_cancelled: AtomicUsize::new(0),
             changed: Notify::new(),
         });
         let handler_state = state.clone();
@@ -357,6 +390,16 @@ impl Upstream {
         self.state.received.load(Ordering::SeqCst)
     }
 
+    /// The most unary calls it was answering at one time.
+    pub fn peak_unary_calls(&self) -> usize {
+        self.state.unary_peak.load(Ordering::SeqCst)
+    }
+
+    /// Unary calls the client cancelled before their answer was ready.
+    pub fn cancelled_unary_calls(&self) -> usize {
+        self.state.unary_cancelled.load(Ordering::SeqCst)
+    }
+
     /// Request streams the client reset.
     pub fn request_resets(&self) -> usize {
         self.state.request_resets.load(Ordering::SeqCst)
@@ -433,10 +476,12 @@ async fn answer_unary(
             let metadata = request.metadata().clone().into_headers();
             let message = request.into_inner();
             let request_json = serde_json::to_value(&message).unwrap();
-            let call = Call { path, request: request_json, metadata };
+            let call = Call { path, request: request_json, metadata, at: std::time::Instant::now() };
             let reply = state.reply_for(&call);
             state.record(call);
+            let mut answering = UnaryGuard::new(state.clone());
             tokio::time::sleep(reply.delay).await;
+            answering.finished = true;
             *trailers_out.lock().unwrap() = reply.trailers.clone();
             if let Some((code, text, details)) = reply.status {
                 let mut status = tonic::Status::with_details(code, text, details.into());
@@ -497,7 +542,12 @@ async fn answer_server_stream(
         let (state, output, path, trailers_out) = (state.clone(), output.clone(), path.clone(), trailers_out.clone());
         async move {
             let metadata = request.metadata().clone().into_headers();
-            let call = Call { path, request: serde_json::to_value(request.into_inner()).unwrap(), metadata };
+            let call = Call {
+                path,
+                request: serde_json::to_value(request.into_inner()).unwrap(),
+                metadata,
+                at: std::time::Instant::now(),
+            };
             let reply = state.reply_for(&call);
             state.record(call);
             *trailers_out.lock().unwrap() = reply.trailers.clone();
@@ -569,7 +619,7 @@ async fn answer_client_stream(
                 state.count(&state.received);
                 messages.push(serde_json::to_value(message).unwrap());
             }
-            let call = Call { path, request: Value::Array(messages), metadata };
+            let call = Call { path, request: Value::Array(messages), metadata, at: std::time::Instant::now() };
             let reply = state.reply_for(&call);
             state.record(call);
             tokio::time::sleep(reply.delay).await;
@@ -599,7 +649,12 @@ async fn answer_bidi(
         let (state, path) = (state.clone(), path.clone());
         async move {
             let metadata = request.metadata().clone().into_headers();
-            let reply = state.reply_for(&Call { path: path.clone(), request: Value::Null, metadata: metadata.clone() });
+            let reply = state.reply_for(&Call {
+                path: path.clone(),
+                request: Value::Null,
+                metadata: metadata.clone(),
+                at: std::time::Instant::now(),
+            });
             let status =
                 reply.status.map(|(code, text, details)| tonic::Status::with_details(code, text, details.into()));
             let guard = StreamGuard::new(state);
@@ -616,7 +671,12 @@ async fn answer_bidi(
                             Some((Ok(message), Some((guard, inbound, seen, status))))
                         }
                         Ok(None) => {
-                            guard.state.record(Call { path, request: Value::Array(seen), metadata });
+                            guard.state.record(Call {
+                                path,
+                                request: Value::Array(seen),
+                                metadata,
+                                at: std::time::Instant::now(),
+                            });
                             guard.finished = true;
                             status.map(|status| (Err(status), None))
                         }
@@ -1140,6 +1200,11 @@ impl StreamingResponse {
 }
 
 impl TestResponse {
+    /// The body as text (lossy), for messages and byte-exact checks.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))

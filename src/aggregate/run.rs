@@ -1,0 +1,406 @@
+//! Request time: a composite route's calls, each started as soon as the calls it reads have
+//! answered, so independent calls overlap and dependent ones follow. The answer is written
+//! once every call has ended (or, with `on_error = "fail"`, at the first failure, which
+//! cancels the calls still in flight).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::request::Parts;
+use http::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::aggregate::plan::{Aggregate, Call, Coerce, Input, Node, Output, Target, TextPiece};
+use crate::auth::Claims;
+use crate::config::OnError;
+use crate::error::{GatewayError, json_response};
+use crate::gateway::{CallKind, Gateway, deadline, read_body_json};
+use crate::metadata::{self, Peer};
+use crate::observability::Exchange;
+use crate::policy::Access;
+use crate::transcode::TranscodeError;
+use crate::upstream::{UnaryResponse, UpstreamError};
+
+/// What the request gives the calls' templates.
+struct Inputs<'a> {
+    path: &'a [String],
+    query: Vec<(String, String)>,
+    body: Option<Value>,
+    claims: Option<&'a Claims>,
+}
+
+/// Where each call stands.
+enum Slot {
+    /// Waiting for calls it reads.
+    Waiting,
+    /// In flight.
+    Running,
+    /// Answered: its response as rendered JSON, and parsed when something reads into it.
+    Done { json: Vec<u8>, parsed: Option<Value> },
+    /// Failed.
+    Failed(GatewayError),
+}
+
+type Pending<'g> = Pin<Box<dyn Future<Output = (usize, Result<UnaryResponse, UpstreamError>)> + Send + 'g>>;
+
+/// Runs `aggregate`'s calls for one request and writes the answer.
+pub(crate) async fn respond(
+    gateway: &Gateway,
+    aggregate: &Aggregate,
+    values: &[String],
+    parts: &Parts,
+    body: Body,
+    peer: Peer,
+    access: &Access<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let body = match aggregate.reads_body {
+        true => Some(read_body_json(&parts.headers, body, gateway.max_body_bytes()).await?),
+        false => None,
+    };
+    let query = match (aggregate.reads_query, parts.uri.query()) {
+        (true, Some(query)) => parse_query(query)?,
+        _ => Vec::new(),
+    };
+    let inputs = Inputs { path: values, query, body, claims: access.claims.as_ref() };
+    let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.observer().request_id_header())?;
+    gateway.forward_claims(access, &mut metadata);
+    let requested = metadata::grpc_timeout(&parts.headers)?;
+    let started = Instant::now();
+    let mut slots: Vec<Slot> = aggregate.calls.iter().map(|_| Slot::Waiting).collect();
+    let mut running: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
+    let idempotent = parts.method == http::Method::GET;
+    loop {
+        let mut progressed = false;
+        for (index, call) in aggregate.calls.iter().enumerate() {
+            if !matches!(slots[index], Slot::Waiting) {
+                continue;
+            }
+            if let Some(failed) = call.needs.iter().find(|&&n| matches!(slots[n], Slot::Failed(_))) {
+                let needs = aggregate.calls[*failed].name.clone();
+                slots[index] = Slot::Failed(GatewayError::NotCalled { needs });
+                progressed = true;
+                continue;
+            }
+            if !call.needs.iter().all(|&n| matches!(slots[n], Slot::Done { .. })) {
+                continue;
+            }
+            let start = build_request(gateway, call, &inputs, &slots).and_then(|message| {
+                let upstream = gateway.upstream_for(call.route)?;
+                let path = gateway.route_at(call.route).grpc_path.clone();
+                let limit = deadline(requested, CallKind::Unary, access, upstream);
+                let limit = earliest(limit, call.timeout);
+                let idempotent = idempotent || upstream.is_idempotent(path.path());
+                let reply = upstream.unary(path, message, metadata.clone(), limit, idempotent);
+                Ok(Box::pin(async move { (index, reply.await) }) as Pending<'_>)
+            });
+            progressed = true;
+            match start {
+                Ok(pending) => {
+                    running.push(pending);
+                    slots[index] = Slot::Running;
+                }
+                Err(error) if aggregate.on_error == OnError::Fail => return Err(error),
+                Err(error) => slots[index] = Slot::Failed(error),
+            }
+        }
+        if progressed && running.is_empty() {
+            // Calls failed without a call in flight: the next pass marks the calls that read them.
+            continue;
+        }
+        let Some((index, reply)) = running.next().await else { break };
+        let outcome =
+            reply.map_err(GatewayError::from).and_then(|reply| render(gateway, &aggregate.calls[index], &reply));
+        match outcome {
+            Ok(slot) => slots[index] = slot,
+            Err(error) if aggregate.on_error == OnError::Fail => {
+                note_calls(parts, started.elapsed());
+                return Err(error);
+            }
+            Err(error) => slots[index] = Slot::Failed(error),
+        }
+    }
+    note_calls(parts, started.elapsed());
+    let request_id = gateway.request_id(&parts.headers);
+    Ok(json_response(StatusCode::OK, answer(gateway, aggregate, slots, request_id)).map(Body::from))
+}
+
+/// For the access log: how long the calls took together.
+fn note_calls(parts: &Parts, elapsed: Duration) {
+    Exchange::of(&parts.extensions).upstream_answered(elapsed, None);
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The call's request message, encoded.
+fn build_request(gateway: &Gateway, call: &Call, inputs: &Inputs<'_>, slots: &[Slot]) -> Result<Bytes, GatewayError> {
+    let json = fill(&call.request, inputs, slots).unwrap_or_else(|| Value::Object(Default::default()));
+    let body =
+        serde_json::to_vec(&json).map_err(|e| TranscodeError::InvalidJson { field: None, reason: e.to_string() })?;
+    let route = gateway.route_at(call.route);
+    Ok(gateway.transcoder().decode(call.route, route, &[], None, &body)?)
+}
+
+/// The call's response as JSON, parsed when another call or a merge reads into it.
+fn render(gateway: &Gateway, call: &Call, reply: &UnaryResponse) -> Result<Slot, GatewayError> {
+    let json = gateway.transcoder().render(call.route, gateway.route_at(call.route), &reply.message)?;
+    let parsed = match call.parsed {
+        true => Some(
+            serde_json::from_slice(&json)
+                .map_err(|e| TranscodeError::Render { reason: format!("{}: {e}", call.name) })?,
+        ),
+        false => None,
+    };
+    Ok(Slot::Done { json, parsed })
+}
+
+/// `{"user": {...}, "orders": {...}}`: each result under its name or its chosen fields at the
+/// top, then (`on_error = "partial"`) the failed calls' errors under `errors`.
+fn answer(
+    gateway: &Gateway,
+    aggregate: &Aggregate,
+    slots: Vec<Slot>,
+    request_id: Option<&http::HeaderValue>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    let mut errors: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, name: &str| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        write_json(out, &Value::String(name.to_owned()));
+        out.push(b':');
+    };
+    for (call, slot) in aggregate.calls.iter().zip(slots) {
+        match (slot, &call.output) {
+            (Slot::Done { json, .. }, Output::Whole) => {
+                key(&mut out, &call.name);
+                out.extend_from_slice(&json);
+            }
+            (Slot::Done { parsed: Some(parsed), .. }, Output::Fields(fields)) => {
+                for field in fields {
+                    if let Some(value) = parsed.get(field) {
+                        key(&mut out, field);
+                        write_json(&mut out, value);
+                    }
+                }
+            }
+            (Slot::Failed(error), _) => {
+                errors.push((&call.name, gateway.error_response(error, request_id).into_body()));
+            }
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        key(&mut out, "errors");
+        out.push(b'{');
+        for (i, (name, status)) in errors.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(&mut out, &Value::String((*name).to_owned()));
+            out.push(b':');
+            out.extend_from_slice(status);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+    out
+}
+
+fn write_json(out: &mut Vec<u8>, value: &Value) {
+    // Writing a `Value` to a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// The JSON a node stands for; `None` when a source it reads has no value (the field stays
+/// unset).
+fn fill(node: &Node, inputs: &Inputs<'_>, slots: &[Slot]) -> Option<Value> {
+    match node {
+        Node::Fixed(value) => Some(value.clone()),
+        Node::Single { input, target } => Some(coerce(read(input, target.repeated, inputs, slots)?, *target)),
+        Node::Text { pieces, target } => {
+            let mut text = String::new();
+            for piece in pieces {
+                match piece {
+                    TextPiece::Text(literal) => text.push_str(literal),
+                    TextPiece::Value(input) => write_text(&mut text, &read(input, false, inputs, slots)?),
+                }
+            }
+            Some(coerce(Value::String(text), *target))
+        }
+        Node::List(items) => Some(Value::Array(items.iter().filter_map(|n| fill(n, inputs, slots)).collect())),
+        Node::Object(entries) => Some(Value::Object(
+            entries.iter().filter_map(|(k, n)| Some((k.clone(), fill(n, inputs, slots)?))).collect(),
+        )),
+    }
+}
+
+/// An input's value; `all` takes every value of a repeated query parameter.
+fn read(input: &Input, all: bool, inputs: &Inputs<'_>, slots: &[Slot]) -> Option<Value> {
+    match input {
+        Input::Path(i) => inputs.path.get(*i).map(|v| Value::String(v.clone())),
+        Input::Query(name) => {
+            let mut values = inputs.query.iter().filter(|(k, _)| k == name).map(|(_, v)| Value::String(v.clone()));
+            if all {
+                let values: Vec<Value> = values.collect();
+                (!values.is_empty()).then_some(Value::Array(values))
+            } else {
+                values.next()
+            }
+        }
+        Input::Body(path) => walk(inputs.body.as_ref()?, path),
+        Input::Claim(name) => inputs.claims?.get(name).filter(|v| !v.is_null()).cloned(),
+        Input::Call { call, path } => match slots.get(*call)? {
+            Slot::Done { parsed: Some(parsed), .. } => walk(parsed, path),
+            _ => None,
+        },
+    }
+}
+
+fn walk(mut value: &Value, path: &[String]) -> Option<Value> {
+    for name in path {
+        value = value.get(name)?;
+    }
+    (!value.is_null()).then(|| value.clone())
+}
+
+/// The few conversions the JSON mapping does not make itself.
+fn coerce(value: Value, target: Target) -> Value {
+    let one = |value: Value| match (target.coerce, value) {
+        (Coerce::Text, Value::Number(n)) => Value::String(n.to_string()),
+        (Coerce::Text, Value::Bool(b)) => Value::String(b.to_string()),
+        (Coerce::Bool, Value::String(s)) if s == "true" || s == "false" => Value::Bool(s == "true"),
+        (_, value) => value,
+    };
+    match (target.repeated, value) {
+        (true, Value::Array(items)) => Value::Array(items.into_iter().map(one).collect()),
+        (true, value) => Value::Array(vec![one(value)]),
+        (false, value) => one(value),
+    }
+}
+
+/// A value written into text: strings as they are, other JSON as JSON.
+fn write_text(text: &mut String, value: &Value) {
+    match value {
+        Value::String(s) => text.push_str(s),
+        other => text.push_str(&other.to_string()),
+    }
+}
+
+/// The query string's parameters, percent-decoded, in order.
+fn parse_query(query: &str) -> Result<Vec<(String, String)>, GatewayError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((crate::transcode::request::form_decode(name)?, crate::transcode::request::form_decode(value)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn target(coerce: Coerce, repeated: bool) -> Target {
+        Target { coerce, repeated }
+    }
+
+    fn inputs<'a>(path: &'a [String], query: &[(&str, &str)], body: Value) -> Inputs<'a> {
+        let query = query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Inputs { path, query, body: Some(body), claims: None }
+    }
+
+    #[test]
+    fn values_take_the_type_their_field_needs() {
+        assert_eq!(coerce(json!(7), target(Coerce::Text, false)), json!("7"));
+        assert_eq!(coerce(json!(true), target(Coerce::Text, false)), json!("true"));
+        assert_eq!(coerce(json!("false"), target(Coerce::Bool, false)), json!(false));
+        assert_eq!(
+            coerce(json!("maybe"), target(Coerce::Bool, false)),
+            json!("maybe"),
+            "left for the mapping to refuse"
+        );
+        assert_eq!(coerce(json!("5"), target(Coerce::AsIs, true)), json!(["5"]));
+        assert_eq!(coerce(json!([1, 2]), target(Coerce::Text, true)), json!(["1", "2"]));
+    }
+
+    #[test]
+    fn a_missing_source_leaves_its_field_unset() {
+        let path = ["42".to_owned()];
+        let inputs = inputs(&path, &[("tag", "a"), ("tag", "b")], json!({"order": {"id": "o-1", "n": null}}));
+        let node = Node::Object(vec![
+            ("id".into(), Node::Single { input: Input::Path(0), target: target(Coerce::Text, false) }),
+            ("tags".into(), Node::Single { input: Input::Query("tag".into()), target: target(Coerce::Text, true) }),
+            ("first".into(), Node::Single { input: Input::Query("tag".into()), target: target(Coerce::Text, false) }),
+            ("absent".into(), Node::Single { input: Input::Query("nope".into()), target: target(Coerce::Text, false) }),
+            (
+                "null".into(),
+                Node::Single {
+                    input: Input::Body(vec!["order".into(), "n".into()]),
+                    target: target(Coerce::AsIs, false),
+                },
+            ),
+            (
+                "name".into(),
+                Node::Text {
+                    pieces: vec![
+                        TextPiece::Text("users/".into()),
+                        TextPiece::Value(Input::Path(0)),
+                        TextPiece::Text("/orders/".into()),
+                        TextPiece::Value(Input::Body(vec!["order".into(), "id".into()])),
+                    ],
+                    target: target(Coerce::Text, false),
+                },
+            ),
+            (
+                "half".into(),
+                Node::Text {
+                    pieces: vec![TextPiece::Text("x/".into()), TextPiece::Value(Input::Claim("sub".into()))],
+                    target: target(Coerce::Text, false),
+                },
+            ),
+        ]);
+        assert_eq!(
+            fill(&node, &inputs, &[]),
+            Some(json!({"id": "42", "tags": ["a", "b"], "first": "a", "name": "users/42/orders/o-1"}))
+        );
+    }
+
+    #[test]
+    fn a_call_field_is_read_from_its_rendered_answer() {
+        let slots = [Slot::Done { json: Vec::new(), parsed: Some(json!({"user": {"id": "u-1", "tags": ["x"]}})) }];
+        let read_at = |path: &[&str]| {
+            let input = Input::Call { call: 0, path: path.iter().map(|s| (*s).to_owned()).collect() };
+            read(&input, false, &inputs(&[], &[], Value::Null), &slots)
+        };
+        assert_eq!(read_at(&["user", "id"]), Some(json!("u-1")));
+        assert_eq!(read_at(&["user", "tags"]), Some(json!(["x"])));
+        assert_eq!(read_at(&["user", "email"]), None, "a default value is not rendered: the field stays unset");
+        assert_eq!(read_at(&[]), Some(json!({"user": {"id": "u-1", "tags": ["x"]}})));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            parse_query("a=1&b=x%20y+z&&c").unwrap(),
+            [("a".into(), "1".into()), ("b".into(), "x y z".into()), ("c".into(), String::new())]
+        );
+        assert!(parse_query("a=%FF").is_err());
+    }
+}
