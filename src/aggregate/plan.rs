@@ -42,6 +42,8 @@ pub struct Aggregate {
     pub reads_query: bool,
     /// The labels its requests are logged and counted under.
     pub labels: Arc<RouteLabels>,
+    /// The answer's top-level keys, each with the message under it (for `?fields=`).
+    pub answer_keys: Vec<(String, Option<MessageDescriptor>)>,
 }
 
 /// One call of a composite route.
@@ -330,6 +332,23 @@ fn build_one(
         let read = calls.iter().any(|c| c.needs.contains(&i));
         calls[i].parsed = read || calls[i].output != Output::Whole;
     }
+    let answer_keys = calls
+        .iter()
+        .flat_map(|call| {
+            let output = routes[call.route].method.output();
+            match &call.output {
+                Output::Whole => vec![(call.name.clone(), Some(output))],
+                Output::Fields(fields) => fields
+                    .iter()
+                    .map(|name| {
+                        let inner =
+                            find_field(&output, name).filter(|f| !f.is_map()).and_then(|f| structured_message(&f));
+                        (name.clone(), inner)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
     let reads = |f: fn(&Input) -> bool| calls.iter().any(|c| c.request.inputs().into_iter().any(f));
     let labels = Arc::new(RouteLabels {
         route: template.to_string().into(),
@@ -345,6 +364,7 @@ fn build_one(
         on_error: config.on_error,
         calls,
         labels,
+        answer_keys,
     })
 }
 

@@ -24,6 +24,7 @@ use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
 use crate::policy::Access;
 use crate::transcode::TranscodeError;
+use crate::transcode::fields;
 use crate::upstream::{UnaryResponse, UpstreamError};
 
 /// What the request gives the calls' templates.
@@ -66,6 +67,8 @@ pub(crate) async fn respond(
         (true, Some(query)) => parse_query(query)?,
         _ => Vec::new(),
     };
+    let always: &[&str] = if aggregate.on_error == OnError::Partial { &["errors"] } else { &[] };
+    let mask = fields::requested_composite(parts.uri.query(), &aggregate.answer_keys, always)?;
     let inputs = Inputs { path: values, query, body, claims: access.claims.as_ref() };
     let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.observer().request_id_header())?;
     gateway.forward_claims(access, &mut metadata);
@@ -126,7 +129,12 @@ pub(crate) async fn respond(
     }
     note_calls(parts, started.elapsed());
     let request_id = gateway.request_id(&parts.headers);
-    Ok(json_response(StatusCode::OK, answer(gateway, aggregate, slots, request_id)).map(Body::from))
+    let json = answer(gateway, aggregate, slots, request_id);
+    let json = match mask {
+        Some(mask) => mask.apply(&json)?,
+        None => json,
+    };
+    Ok(json_response(StatusCode::OK, json).map(Body::from))
 }
 
 /// For the access log: how long the calls took together.

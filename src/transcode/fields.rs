@@ -62,6 +62,47 @@ pub fn requested(
     input: &MessageDescriptor,
     output: Option<&MessageDescriptor>,
 ) -> Result<Option<FieldMask>, TranscodeError> {
+    let Some(paths) = asked(query, |name| is_parameter(name, input))? else { return Ok(None) };
+    let Some(output) = output else {
+        return Err(invalid("this route's response is not a JSON object, so it cannot be trimmed"));
+    };
+    FieldMask::parse(&paths, output).map(Some)
+}
+
+/// As [`requested`] for a composite route's answer, whose top-level keys are `keys`: each with
+/// the message under it, or `None` for a value with no fields to select inside. `fields` is
+/// always the gateway's parameter there (the answer is no one message). Keys in `always`
+/// (the `errors` of a partial answer) are kept whatever the mask says.
+pub fn requested_composite(
+    query: Option<&str>,
+    keys: &[(String, Option<MessageDescriptor>)],
+    always: &[&str],
+) -> Result<Option<FieldMask>, TranscodeError> {
+    let Some(paths) = asked(query, |name| name == PARAMETER || name == SYSTEM_PARAMETER)? else { return Ok(None) };
+    let mut root = Node::default();
+    for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if path.split('.').count() > MAX_DEPTH {
+            return Err(invalid(&format!("a path may name at most {MAX_DEPTH} nested fields")));
+        }
+        let (head, rest) = path.split_once('.').map_or((path, None), |(head, rest)| (head, Some(rest)));
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let (_, message) = keys
+            .iter()
+            .find(|(key, _)| key == head)
+            .ok_or_else(|| invalid(&format!("the answer has no key {head:?} (it has {})", names.join(", "))))?;
+        root.add_key(head, rest, message.as_ref())?;
+    }
+    if root.fields.is_empty() {
+        return Err(invalid("give at least one field path, e.g. fields=name,items.id"));
+    }
+    for key in always {
+        root.add_key(key, None, None)?;
+    }
+    Ok(Some(FieldMask { root }))
+}
+
+/// The comma-joined value of every query parameter `is_it` accepts, if there is one.
+fn asked(query: Option<&str>, is_it: impl Fn(&str) -> bool) -> Result<Option<String>, TranscodeError> {
     let Some(query) = query else { return Ok(None) };
     let mut paths: Option<String> = None;
     for pair in query.split('&') {
@@ -71,7 +112,7 @@ pub fn requested(
             continue;
         }
         let name = decode(raw_name)?;
-        if !is_parameter(&name, input) {
+        if !is_it(&name) {
             continue;
         }
         let value = decode(raw_value)?;
@@ -84,11 +125,7 @@ pub fn requested(
             None => paths = Some(value),
         }
     }
-    let Some(paths) = paths else { return Ok(None) };
-    let Some(output) = output else {
-        return Err(invalid("this route's response is not a JSON object, so it cannot be trimmed"));
-    };
-    FieldMask::parse(&paths, output).map(Some)
+    Ok(paths)
 }
 
 impl FieldMask {
@@ -149,6 +186,37 @@ impl Node {
             return Ok(());
         }
         kept.inner.add(rest, &inner)
+    }
+
+    /// A top-level key of a composite answer, and what is kept inside it.
+    fn add_key(
+        &mut self,
+        key: &str,
+        rest: Option<&str>,
+        message: Option<&MessageDescriptor>,
+    ) -> Result<(), TranscodeError> {
+        let index = match self.fields.iter().position(|k| k.name == key) {
+            Some(index) => index,
+            None => {
+                self.fields.push(Kept {
+                    json_name: key.to_owned(),
+                    name: key.to_owned(),
+                    whole: false,
+                    inner: Node::default(),
+                });
+                self.fields.len() - 1
+            }
+        };
+        let kept = &mut self.fields[index];
+        match (rest, message) {
+            (None, _) => (kept.whole, kept.inner) = (true, Node::default()),
+            (Some(_), _) if kept.whole => {}
+            (Some(rest), Some(message)) => kept.inner.add(rest, message)?,
+            (Some(rest), None) => {
+                return Err(invalid(&format!("{key} has no sub-fields to select (in \"{key}.{rest}\")")));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps only the listed keys of an object (of each object of an array).

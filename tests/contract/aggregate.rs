@@ -358,3 +358,35 @@ calls.other = { method = "example.users.v1.UserService/GetUser", merge = ["id", 
         ]
     );
 }
+
+#[tokio::test]
+async fn fields_trims_a_composite_answer_by_call_then_field() {
+    let config = format!(
+        "{DASHBOARD}calls.people = {{ method = \"example.users.v1.UserService/ListUsers\", merge = [\"total_size\"] }}\non_error = \"partial\"\n"
+    );
+    let (upstream, gateway) = start(&config).await;
+    upstream.script(|call| match call.path.as_str() {
+        GET_USER => Reply::json(user("5")),
+        LIST_USERS => Reply::json(json!({"users": [user("1")], "totalSize": 3})),
+        _ => Reply::status(Code::Unavailable, "orders are down"),
+    });
+    let response = gateway.client.request("GET", "/bff/users/5/dashboard?fields=user.email,totalSize").send().await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["user"], json!({"email": "5@example.com"}));
+    assert_eq!(body["totalSize"], 3);
+    assert_eq!(body["errors"]["orders"]["code"], Code::Unavailable as i32, "a partial answer's errors always stay");
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+
+    let calls_before = upstream.calls().len();
+    let unknown = gateway.client.request("GET", "/bff/users/5/dashboard?fields=profile").send().await;
+    let error = unknown.assert_error(400, Code::InvalidArgument as i32);
+    assert_eq!(
+        error["message"],
+        "query parameter \"fields\": the answer has no key \"profile\" (it has user, orders, totalSize)"
+    );
+    let deep = gateway.client.request("GET", "/bff/users/5/dashboard?fields=user.colour").send().await;
+    let error = deep.assert_error(400, Code::InvalidArgument as i32);
+    assert!(error["message"].as_str().unwrap().contains("example.users.v1.User has no field \"colour\""), "{error}");
+    assert_eq!(upstream.calls().len(), calls_before, "paths are checked before any call");
+}
