@@ -13,6 +13,10 @@
 //!   answer (moka coalesces the inserts). Failed answers are not shared: each waiter then calls
 //!   for itself.
 //! - Memory is bounded by `[cache] max_bytes` (bodies and keys), least recently used first out.
+//! - With `backend = "redis"` answers are also kept in Redis, under their key, for what is
+//!   left of their `ttl`: a replica that misses in memory looks there before calling the
+//!   upstream, so one replica's answer serves them all. Redis being slow or down never fails a
+//!   request: past `redis_timeout` the lookup is a miss and the store is skipped.
 
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -25,8 +29,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use moka::future::Cache;
 
+use crate::config::CacheSettings;
 use crate::error::GatewayError;
 use crate::policy::Access;
+use crate::redis_connection::RedisConnection;
 
 /// The `X-Cache` response header.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -34,7 +40,12 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The answers kept, shared by every request.
 pub struct ResponseCache {
     entries: Cache<String, Arc<Stored>>,
+    /// Where every replica's answers are kept too, with `backend = "redis"`.
+    shared: Option<RedisConnection>,
 }
+
+/// The prefix of the cache's Redis keys.
+const REDIS_PREFIX: &str = "protogate:cache:";
 
 /// A policy's `cache`: how long its answers are kept, and which request headers tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +75,14 @@ pub struct Stored {
     ttl: Duration,
 }
 
+/// How the request that filled a cache entry filled it.
+enum Filled {
+    /// With its own call: its answer.
+    Called(Result<Response<Body>, GatewayError>),
+    /// From Redis.
+    FromRedis,
+}
+
 /// How a request uses the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUse {
@@ -77,24 +96,33 @@ pub enum CacheUse {
 }
 
 impl ResponseCache {
-    /// An empty cache holding at most `max_bytes` of keys and bodies.
-    pub fn new(max_bytes: u64) -> ResponseCache {
-        let entries = Cache::builder()
+    /// An empty cache as `[cache]` says; `rate_limit_redis` is the Redis server to share
+    /// when `[cache]` names none.
+    pub fn new(settings: &CacheSettings, rate_limit_redis: Option<&str>) -> ResponseCache {
+        let shared = (settings.backend == "redis").then(|| {
+            let url = settings.redis_url.as_deref().or(rate_limit_redis).unwrap_or("redis://127.0.0.1:6379");
+            RedisConnection::new(url, settings.redis_timeout)
+        });
+        ResponseCache { entries: ResponseCache::memory(settings.max_bytes), shared }
+    }
+
+    fn memory(max_bytes: u64) -> Cache<String, Arc<Stored>> {
+        Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|key: &String, value: &Arc<Stored>| {
                 let bytes = key.len() + value.body.len() + header_bytes(&value.headers) + 64;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
-            .build();
-        ResponseCache { entries }
+            .build()
     }
 
-    /// How the request to a route with `rule` uses the cache. The key holds the route, its
-    /// path variable values, the query, the `vary` headers and the verified subject.
+    /// How the request to a route (`GET /v1/users/{id}`) with `rule` uses the cache. The key
+    /// holds the route, its path variable values, the query, the `vary` headers and the
+    /// verified subject.
     pub fn lookup(
         rule: &CacheRule,
-        route: usize,
+        route: &str,
         values: &[String],
         query: Option<&str>,
         headers: &HeaderMap,
@@ -114,11 +142,13 @@ impl ResponseCache {
         };
         // Every part is length-prefixed: path values are decoded and may hold any character,
         // so no separator could keep `/a%1Fb/c` and `/a/b%1Fc` apart.
-        let mut key = format!("{route}");
+        let mut key = String::new();
         let mut part = |text: &str| {
-            key.push_str(&format!("|{}:", text.len()));
+            key.push_str(&format!("{}:", text.len()));
             key.push_str(text);
+            key.push('|');
         };
+        part(route);
         values.iter().for_each(|value| part(value));
         part(query.unwrap_or(""));
         for name in &rule.vary {
@@ -149,6 +179,7 @@ impl ResponseCache {
                 let response = fetch().await?;
                 let (response, stored) = store(response, rule.ttl, key.private).await?;
                 if let Some(stored) = stored {
+                    self.save_shared(&key.text, &stored).await;
                     self.entries.insert(key.text, stored.clone()).await;
                     return Ok(respond(&stored, "MISS", request));
                 }
@@ -156,11 +187,18 @@ impl ResponseCache {
             }
             CacheUse::Use(key) => key,
         };
-        // The one request that runs its fetch leaves its own answer here (shared or not).
-        let own: Mutex<Option<Result<Response<Body>, GatewayError>>> = Mutex::new(None);
+        // The one request that fills the entry says here how it did: with its own call (its
+        // answer, shared or not), or from Redis.
+        let own: Mutex<Option<Filled>> = Mutex::new(None);
         let shared = self
             .entries
-            .optionally_get_with(key.text, async {
+            .optionally_get_with(key.text.clone(), async {
+                if let Some(stored) = self.load_shared(&key.text).await {
+                    if let Ok(mut own) = own.lock() {
+                        *own = Some(Filled::FromRedis);
+                    }
+                    return Some(stored);
+                }
                 let result = match fetch().await {
                     Ok(response) => store(response, rule.ttl, key.private).await,
                     Err(error) => Err(error),
@@ -169,8 +207,11 @@ impl ResponseCache {
                     Ok((response, stored)) => (Ok(response), stored),
                     Err(error) => (Err(error), None),
                 };
+                if let Some(stored) = &stored {
+                    self.save_shared(&key.text, stored).await;
+                }
                 if let Ok(mut own) = own.lock() {
-                    *own = Some(mine);
+                    *own = Some(Filled::Called(mine));
                 }
                 stored
             })
@@ -178,13 +219,52 @@ impl ResponseCache {
         let mine = own.lock().ok().and_then(|mut own| own.take());
         match (shared, mine) {
             // This request made the call and its answer was stored.
-            (Some(stored), Some(_)) => Ok(respond(&stored, "MISS", request)),
-            (Some(stored), None) => Ok(respond(&stored, "HIT", request)),
+            (Some(stored), Some(Filled::Called(_))) => Ok(respond(&stored, "MISS", request)),
+            (Some(stored), _) => Ok(respond(&stored, "HIT", request)),
             // This request made the call and its answer is not for sharing.
-            (None, Some(mine)) => mine,
+            (None, Some(Filled::Called(mine))) => mine,
             // The call this request waited for gave nothing to share (an error, not a 200):
             // it makes its own rather than answer with another request's failure.
-            (None, None) => fetch().await,
+            (None, _) => fetch().await,
+        }
+    }
+
+    /// The answer another replica (or this one) kept in Redis, aged by the time it has
+    /// been there; `None` on a miss, and when Redis does not answer in time.
+    async fn load_shared(&self, key: &str) -> Option<Arc<Stored>> {
+        let redis = self.shared.as_ref()?;
+        let mut connection = redis.get().await.map_err(|e| tracing::debug!("cache: Redis: {e}")).ok()?;
+        let mut pipe = redis::pipe();
+        pipe.get(format!("{REDIS_PREFIX}{key}")).pttl(format!("{REDIS_PREFIX}{key}"));
+        let reply: (Option<Vec<u8>>, i64) =
+            match tokio::time::timeout(redis.timeout, pipe.query_async(&mut connection)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    tracing::debug!("cache: Redis lookup failed: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!("cache: Redis lookup took longer than {:?}", redis.timeout);
+                    return None;
+                }
+            };
+        let (Some(bytes), left) = reply else { return None };
+        let left = Duration::from_millis(u64::try_from(left).ok().filter(|&ms| ms > 0)?);
+        Stored::decode(&bytes, left).map(Arc::new)
+    }
+
+    /// Keeps `stored` in Redis for what is left of its ttl; a failure is only logged.
+    async fn save_shared(&self, key: &str, stored: &Stored) {
+        let Some(redis) = &self.shared else { return };
+        let left = stored.ttl.saturating_sub(stored.stored.elapsed());
+        let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        if millis == 0 {
+            return;
+        }
+        let mut command = redis::cmd("SET");
+        command.arg(format!("{REDIS_PREFIX}{key}")).arg(stored.encode()).arg("PX").arg(millis);
+        if let Err(e) = redis.run::<()>(&command).await {
+            tracing::debug!("cache: Redis store failed: {e}");
         }
     }
 
@@ -202,6 +282,49 @@ impl ResponseCache {
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache").field("entries", &self.entries.entry_count()).finish()
+    }
+}
+
+impl Stored {
+    /// The Redis value: the length of a JSON header (headers, ETag, private, ttl) as four
+    /// bytes, the header, then the body.
+    fn encode(&self) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> =
+            self.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
+        let meta = serde_json::json!({
+            "headers": headers,
+            "etag": self.etag.to_str().unwrap_or_default(),
+            "private": self.private,
+            "ttl_ms": u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+        });
+        let meta = meta.to_string();
+        let mut out = Vec::with_capacity(4 + meta.len() + self.body.len());
+        out.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(meta.as_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// A value [`Stored::encode`] wrote, with `left` of its ttl to go; `None` if it is not one.
+    fn decode(bytes: &[u8], left: Duration) -> Option<Stored> {
+        let length = usize::try_from(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?)).ok()?;
+        let meta: serde_json::Value = serde_json::from_slice(bytes.get(4..4 + length)?).ok()?;
+        let body = Bytes::copy_from_slice(bytes.get(4 + length..)?);
+        let mut headers = HeaderMap::new();
+        for pair in meta["headers"].as_array()? {
+            let name = HeaderName::from_bytes(pair.get(0)?.as_str()?.as_bytes()).ok()?;
+            headers.append(name, HeaderValue::from_str(pair.get(1)?.as_str()?).ok()?);
+        }
+        let ttl = Duration::from_millis(meta["ttl_ms"].as_u64()?);
+        let stored = Instant::now().checked_sub(ttl.saturating_sub(left)).unwrap_or_else(Instant::now);
+        Some(Stored {
+            private: meta["private"].as_bool()?,
+            headers,
+            body,
+            etag: HeaderValue::from_str(meta["etag"].as_str()?).ok()?,
+            stored,
+            ttl,
+        })
     }
 }
 
@@ -309,7 +432,29 @@ mod tests {
     fn key_of(values: &[&str], query: Option<&str>) -> CacheUse {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
         let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        ResponseCache::lookup(&rule, 3, &values, query, &HeaderMap::new(), &Access::default())
+        ResponseCache::lookup(&rule, "GET /v1/a/{b}", &values, query, &HeaderMap::new(), &Access::default())
+    }
+
+    #[test]
+    fn a_stored_answer_survives_redis_with_its_age() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.append("grpc-metadata-x", HeaderValue::from_static("1"));
+        headers.append("grpc-metadata-x", HeaderValue::from_static("2"));
+        let stored = Stored {
+            private: true,
+            headers,
+            body: Bytes::from_static(b"{\"a\":1}"),
+            etag: HeaderValue::from_static("\"abc\""),
+            stored: Instant::now(),
+            ttl: Duration::from_secs(30),
+        };
+        let back = Stored::decode(&stored.encode(), Duration::from_secs(20)).unwrap();
+        assert_eq!((back.private, &back.body, &back.etag, back.ttl), (true, &stored.body, &stored.etag, stored.ttl));
+        assert_eq!(back.headers, stored.headers);
+        assert!(back.stored.elapsed() >= Duration::from_secs(10), "aged by the time it spent in Redis");
+        assert!(Stored::decode(b"\x00\x00\x00\x09{}", Duration::from_secs(1)).is_none());
+        assert!(Stored::decode(b"", Duration::from_secs(1)).is_none());
     }
 
     #[test]
@@ -325,13 +470,13 @@ mod tests {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_static("session=1"));
-        assert_eq!(ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        assert_eq!(ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()), CacheUse::Bypass);
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60, no-store"));
-        assert_eq!(ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        assert_eq!(ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()), CacheUse::Bypass);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         assert!(matches!(
-            ResponseCache::lookup(&rule, 0, &[], None, &headers, &Access::default()),
+            ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()),
             CacheUse::Refresh(_)
         ));
     }

@@ -267,15 +267,27 @@ pub struct PolicyCache {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
-    /// `memory` (each replica its own); `redis` is not in this build yet.
+    /// `memory` (each replica its own) or `redis` (shared by every replica, with each
+    /// replica's memory in front).
     pub backend: String,
     /// The most memory cached answers (bodies, headers and keys) may take, in bytes.
     pub max_bytes: u64,
+    /// The Redis server for `backend = "redis"`; `[rate_limit] redis_url` when absent.
+    #[serde(serialize_with = "url_without_password")]
+    pub redis_url: Option<String>,
+    /// How long a lookup or store may wait for Redis; past it, the request goes on without.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub redis_timeout: Duration,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        CacheSettings { backend: "memory".into(), max_bytes: 64 * 1024 * 1024 }
+        CacheSettings {
+            backend: "memory".into(),
+            max_bytes: 64 * 1024 * 1024,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(250),
+        }
     }
 }
 
@@ -886,12 +898,15 @@ impl Config {
             err("max_response_bytes".into(), "must be greater than 0".into());
         }
         match self.cache.backend.as_str() {
-            "memory" => {}
-            "redis" => err(
-                "cache.backend".into(),
-                "a response cache shared through Redis is not in this version of protogate; use \"memory\"".into(),
-            ),
-            other => err("cache.backend".into(), format!("{other:?} is not a cache backend: use \"memory\"")),
+            "memory" | "redis" => {}
+            other => {
+                err("cache.backend".into(), format!("{other:?} is not a cache backend: use \"memory\" or \"redis\""))
+            }
+        }
+        if let Some(url) = &self.cache.redis_url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            err("cache.redis_url".into(), format!("{url:?}: {e}"));
         }
         if self.cache.max_bytes == 0 {
             err("cache.max_bytes".into(), "must be greater than 0".into());

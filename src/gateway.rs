@@ -238,7 +238,11 @@ impl Gateway {
             route_labels,
             effective_config: serde_json::to_value(config).unwrap_or_default(),
             draining,
-            cache: config.policy.iter().any(|p| p.cache.is_some()).then(|| ResponseCache::new(config.cache.max_bytes)),
+            cache: config
+                .policy
+                .iter()
+                .any(|p| p.cache.is_some())
+                .then(|| ResponseCache::new(&config.cache, config.rate_limit.redis_url.as_deref())),
             aggregates,
         })
     }
@@ -433,7 +437,11 @@ impl Gateway {
             return self.call_unary(index, values, &parts, body, peer, access).await;
         };
         drop(body);
-        let lookup = ResponseCache::lookup(rule, index, values, parts.uri.query(), &parts.headers, access);
+        // By template, not table index: indexes move when descriptors change, and Redis
+        // outlives this gateway.
+        let route = self.route_at(index);
+        let route = format!("{} {}", route.http_method, route.template);
+        let lookup = ResponseCache::lookup(rule, &route, values, parts.uri.query(), &parts.headers, access);
         let bypass = match &lookup {
             CacheUse::Bypass => Some("bypass"),
             CacheUse::Refresh(_) => Some("refresh"),

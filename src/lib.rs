@@ -53,6 +53,7 @@ pub mod observability;
 pub mod policy;
 pub mod proxy;
 pub mod rate_limit;
+pub mod redis_connection;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -22,6 +22,7 @@ use ipnet::IpNet;
 
 use crate::auth::Claims;
 use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitSettings};
+use crate::redis_connection::RedisConnection;
 use crate::route::PathTemplate;
 
 type MemoryLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -332,20 +333,11 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
 
 // === Redis ===
 
-/// Counters in Redis: one GCRA script call per decision, on a connection opened on first use
-/// and reopened after failures.
+/// Counters in Redis: one GCRA script call per decision.
 struct RedisBackend {
-    client: Result<redis::Client, String>,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// After a failed connection attempt, the next is not made before this: while Redis is
-    /// down, decisions fail at once instead of each waiting for a timeout.
-    retry_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    connection: RedisConnection,
     script: redis::Script,
-    timeout: Duration,
 }
-
-/// How long to wait before trying to connect again after a failure.
-const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// GCRA over Redis's clock: the key holds the theoretical arrival time (ms) of the next
 /// request, and expires when the limit would be whole again.
@@ -369,71 +361,27 @@ return {1, 0, new_tat - now}
 impl RedisBackend {
     fn new(settings: &RateLimitSettings) -> RedisBackend {
         let url = settings.redis_url.as_deref().unwrap_or("redis://127.0.0.1:6379");
-        RedisBackend {
-            client: redis::Client::open(url).map_err(|e| e.to_string()),
-            connection: tokio::sync::Mutex::new(None),
-            retry_at: std::sync::Mutex::new(None),
-            script: redis::Script::new(GCRA),
-            timeout: settings.redis_timeout,
-        }
+        RedisBackend { connection: RedisConnection::new(url, settings.redis_timeout), script: redis::Script::new(GCRA) }
     }
 
     async fn check(&self, limit: &Limit, key: &str) -> Result<Result<(), Refusal>, String> {
         let interval_ms = limit.interval.as_millis().max(1) as u64;
         let redis_key = format!("{}:{key}", limit.id);
-        let mut connection = self.connection().await?;
+        let mut connection = self.connection.get().await?;
         let mut invocation = self.script.key(redis_key);
         invocation.arg(interval_ms).arg(limit.burst);
         let call = invocation.invoke_async(&mut connection);
-        let reply: Vec<i64> = match tokio::time::timeout(self.timeout, call).await {
+        let timeout = self.connection.timeout;
+        let reply: Vec<i64> = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => return Err(format!("no answer within {timeout:?}")),
         };
         let [allowed, retry_ms, _] = reply[..] else { return Err(format!("unexpected script reply {reply:?}")) };
         if allowed == 1 {
             return Ok(Ok(()));
         }
         Ok(Err(limit.refusal(Duration::from_millis(retry_ms.max(0) as u64))))
-    }
-
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
-        let mut current = self.connection.lock().await;
-        if let Some(connection) = current.as_ref() {
-            return Ok(connection.clone());
-        }
-        let now = tokio::time::Instant::now();
-        if let Ok(retry_at) = self.retry_at.lock()
-            && retry_at.is_some_and(|at| now < at)
-        {
-            return Err("unreachable at the last attempt; retrying shortly".into());
-        }
-        let client = self.client.as_ref().map_err(Clone::clone)?.clone();
-        // The manager reconnects by itself once connected; the first connection is ours to retry.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let connected =
-            match tokio::time::timeout(self.timeout, redis::aio::ConnectionManager::new_with_config(client, config))
-                .await
-            {
-                Ok(Ok(connection)) => Ok(connection),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no connection within {:?}", self.timeout)),
-            };
-        match connected {
-            Ok(connection) => {
-                *current = Some(connection.clone());
-                Ok(connection)
-            }
-            Err(reason) => {
-                if let Ok(mut retry_at) = self.retry_at.lock() {
-                    *retry_at = Some(now + RECONNECT_AFTER);
-                }
-                Err(reason)
-            }
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use tonic::Code;
 
-use crate::support::{Harness, Reply};
+use crate::support::{Gateway, Harness, Redis, Reply, Upstream, config as gateway_config};
 
 const SECRET: &str = "a cache test HMAC secret, 32 bytes";
 
@@ -138,4 +138,73 @@ async fn a_hundred_concurrent_misses_make_one_upstream_call() {
     let metrics = String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap();
     assert!(metrics.contains("protogate_cache_lookups_total{result=\"hit\"} 99"), "{metrics}");
     assert!(metrics.contains("protogate_cache_lookups_total{result=\"miss\"} 1"), "{metrics}");
+}
+
+/// Two replicas sharing Redis, in front of one upstream.
+async fn replicas(redis_url: &str) -> (Upstream, Gateway, Gateway) {
+    let upstream = Upstream::start().await;
+    let upstreams =
+        format!("[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n", upstream.url());
+    let settings = format!("{}\n[cache]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\n", config());
+    let a = Gateway::with_config(gateway_config(&settings, &upstreams)).await;
+    let b = Gateway::with_config(gateway_config(&settings, &upstreams)).await;
+    (upstream, a, b)
+}
+
+#[tokio::test]
+async fn with_redis_one_replicas_answer_serves_the_others() {
+    let redis = Redis::start().await;
+    let (upstream, a, b) = replicas(&redis.url()).await;
+    upstream.script(|call| match call.path.contains("GetBook") {
+        true => Reply::json(json!({"name": "books/1", "title": "for one reader"})),
+        false => Reply::json(json!({"id": "1", "theme": "poetry"})),
+    });
+    let first = a.client.request("GET", "/v1/shelves/1").send().await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let etag = first.header("etag").unwrap().to_owned();
+
+    let other = b.client.request("GET", "/v1/shelves/1").send().await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("x-cache"), Some("HIT"), "the other replica found it in Redis");
+    assert_eq!(other.header("etag"), Some(etag.as_str()));
+    assert_eq!(other.json(), first.json());
+    assert_eq!(other.header("content-type"), Some("application/json"));
+    let max_age: u64 = other.header("cache-control").unwrap().trim_start_matches("max-age=").parse().unwrap();
+    assert!((59..=60).contains(&max_age), "what is left of the ttl: {max_age}");
+    let unchanged = b.client.request("GET", "/v1/shelves/1").header("if-none-match", &etag).send().await;
+    assert_eq!(unchanged.status, 304);
+    assert_eq!(upstream.calls().len(), 1, "one upstream call for both replicas");
+
+    // A private answer is shared across replicas only with the same user.
+    let alice = a.client.request("GET", "/v1/books/1").header("authorization", &token("alice")).send().await;
+    assert_eq!(alice.header("x-cache"), Some("MISS"));
+    let alice_again = b.client.request("GET", "/v1/books/1").header("authorization", &token("alice")).send().await;
+    assert_eq!(alice_again.header("x-cache"), Some("HIT"));
+    assert_eq!(alice_again.header("cache-control"), Some("private, max-age=60"));
+    let bob = b.client.request("GET", "/v1/books/1").header("authorization", &token("bob")).send().await;
+    assert_eq!(bob.header("x-cache"), Some("MISS"), "never alice's answer");
+    assert_eq!(upstream.calls().len(), 3);
+
+    // no-cache on one replica refreshes the shared answer for the other.
+    upstream.script(|_| Reply::json(json!({"id": "1", "theme": "prose"})));
+    let fresh = a.client.request("GET", "/v1/shelves/2").header("cache-control", "no-cache").send().await;
+    assert_eq!(fresh.json()["theme"], "prose");
+    let seen = b.client.request("GET", "/v1/shelves/2").send().await;
+    assert_eq!((seen.header("x-cache"), seen.json()["theme"].clone()), (Some("HIT"), json!("prose")));
+}
+
+#[tokio::test]
+async fn with_redis_down_requests_are_answered_from_the_upstream() {
+    let closed = Upstream::closed_url().await.replace("http://", "redis://");
+    let (upstream, a, b) = replicas(&closed).await;
+    upstream.script(|_| Reply::json(json!({"id": "1", "theme": "poetry"})));
+    for gateway in [&a, &b] {
+        let response = gateway.client.request("GET", "/v1/shelves/1").send().await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-cache"), Some("MISS"));
+        // Each replica still keeps its own answers.
+        let again = gateway.client.request("GET", "/v1/shelves/1").send().await;
+        assert_eq!(again.header("x-cache"), Some("HIT"));
+    }
+    assert_eq!(upstream.calls().len(), 2);
 }
