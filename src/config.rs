@@ -73,6 +73,10 @@ pub struct Config {
     /// Composite routes: one HTTP request answered by several gRPC calls.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aggregate: Vec<AggregateConfig>,
+    /// Route groups under a path prefix, each with its own response shape (backends for
+    /// frontends).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<ProfileConfig>,
 }
 
 impl Default for Config {
@@ -99,6 +103,7 @@ impl Default for Config {
             tracing: TracingConfig::default(),
             cache: CacheSettings::default(),
             aggregate: Vec::new(),
+            profile: Vec::new(),
         }
     }
 }
@@ -406,6 +411,38 @@ pub struct AggregateConfig {
     pub on_error: OnError,
     /// The calls by name, in the order their results appear in the answer.
     pub calls: indexmap::IndexMap<String, AggregateCall>,
+}
+
+/// `[[profile]]`: routes exposed again under a prefix, shaped for one kind of client.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// A name for logs and errors.
+    pub name: String,
+    /// The path prefix, e.g. `/mobile`.
+    pub prefix: String,
+    /// JSON options of its answers, instead of `[json]`.
+    #[serde(default)]
+    pub json: Option<JsonConfig>,
+    /// The routes it exposes.
+    pub routes: Vec<ProfileRoute>,
+}
+
+/// One route a profile exposes, and how its answer is shaped.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRoute {
+    /// `METHOD /template` of a method route or a composite route, as `protogate routes` lists it.
+    pub route: String,
+    /// Only these fields (FieldMask paths) are kept.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These fields are removed.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Field path → new name of its last step.
+    #[serde(default)]
+    pub rename: indexmap::IndexMap<String, String>,
 }
 
 /// One call of a composite route.

@@ -1,6 +1,7 @@
 //! The gateway: built once from the configuration, then [`Gateway::handle`] runs the six steps
 //! of the pipeline for each request.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::observability::{Exchange, Observer, RouteLabels};
 use crate::policy::{self, Access, Policies};
+use crate::profile::{Profile, Profiles, Shape, View};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::fields::{self, FieldMask};
@@ -64,6 +66,9 @@ pub struct Gateway {
     cache: Option<ResponseCache>,
     /// Composite routes (`[[aggregate]]`), matched before the methods' routes.
     aggregates: Aggregates,
+    /// Route groups under a prefix (`[[profile]]`), with their labels by route index.
+    profiles: Profiles,
+    profile_labels: Vec<HashMap<usize, Arc<RouteLabels>>>,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -180,7 +185,16 @@ impl Gateway {
                 (observer.map_err(|e| errors.extend(e)).ok(), Default::default(), Default::default())
             }
         };
-        let (Some(observer), Some(policies), Ok(aggregates)) = (observer, policies, aggregates) else {
+        let profiles = aggregates.as_ref().ok().map(|aggregates| {
+            Profiles::build(&config.profile, &routes, aggregates).map_err(|problems| {
+                errors.extend(
+                    problems.into_iter().map(|(key, message)| BuildError::Config(ConfigError { key, message })),
+                );
+            })
+        });
+        let (Some(observer), Some(policies), Ok(aggregates), Some(Ok(profiles))) =
+            (observer, policies, aggregates, profiles)
+        else {
             return Err(errors);
         };
         if !errors.is_empty() {
@@ -192,7 +206,7 @@ impl Gateway {
         let upstreams = upstreams(&config.upstreams, config.max_response_bytes);
         let route_upstreams: Vec<Option<UpstreamId>> =
             table.routes().iter().map(|r| upstreams.select(r.method.parent_service().full_name())).collect();
-        let route_labels = table
+        let route_labels: Vec<Arc<RouteLabels>> = table
             .routes()
             .iter()
             .zip(&route_upstreams)
@@ -202,6 +216,20 @@ impl Gateway {
                     grpc_method: route.grpc_path.path().trim_start_matches('/').into(),
                     upstream: upstream.map(|id| upstreams.get(id).name.as_str().into()),
                 })
+            })
+            .collect();
+        let profile_labels = profiles
+            .iter()
+            .map(|profile| {
+                let exposed = (0..route_labels.len()).filter(|&i| profile.route_shape(i).is_some());
+                exposed
+                    .map(|i| {
+                        let labels: &RouteLabels = &route_labels[i];
+                        let route = format!("{}{}", profile.prefix, labels.route).into();
+                        let (grpc_method, upstream) = (labels.grpc_method.clone(), labels.upstream.clone());
+                        (i, Arc::new(RouteLabels { route, grpc_method, upstream }))
+                    })
+                    .collect()
             })
             .collect();
         observer.metrics().descriptors_loaded(true);
@@ -244,6 +272,8 @@ impl Gateway {
                 .any(|p| p.cache.is_some())
                 .then(|| ResponseCache::new(&config.cache, config.rate_limit.redis_url.as_deref())),
             aggregates,
+            profiles,
+            profile_labels,
         })
     }
 
@@ -365,49 +395,108 @@ impl Gateway {
     /// in [`aggregate::run`].
     async fn respond(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
         let (parts, body) = request.into_parts();
-        let also_allowed = match self.aggregates.lookup(&parts.method, parts.uri.path()) {
-            Lookup::Matched(matched) => return self.aggregate(matched, &parts, body, peer).await,
+        let profile = self.profiles.find(parts.uri.path());
+        let path = match profile {
+            Some((_, below)) => below,
+            None => parts.uri.path(),
+        };
+        let not_exposed = || GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() };
+        let also_allowed = match self.aggregates.lookup(&parts.method, path) {
+            Lookup::Matched(matched) => {
+                let view = match profile {
+                    Some((profile, _)) => {
+                        self.profile_view(profile, profile.aggregate_shape(matched.index).ok_or_else(not_exposed)?)
+                    }
+                    None => self.view(),
+                };
+                return self.aggregate(matched, &parts, path, body, peer, view).await;
+            }
             Lookup::MethodNotAllowed { allow } => allow,
             Lookup::NotFound | Lookup::InvalidPath { .. } => Vec::new(),
         };
-        let upgrade = websocket::is_upgrade(&parts);
-        let matched = self.route(&parts, upgrade).map_err(|error| allow_also(error, &parts, also_allowed))?;
+        let upgrade = websocket::is_upgrade(&parts) && profile.is_none();
+        let matched = self.route(&parts, path, upgrade).map_err(|error| allow_also(error, &parts, also_allowed))?;
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
-        self.note_route(&parts, index);
-        let access = self.authorize(index, &parts, peer).await?;
+        let view = match profile {
+            Some((profile, _)) => self.profile_view(profile, profile.route_shape(index).ok_or_else(not_exposed)?),
+            None => self.view(),
+        };
+        let access = match profile {
+            Some((profile, _)) => {
+                let labels = self.profiles.position(profile).and_then(|p| self.profile_labels.get(p)?.get(&index));
+                if let Some(labels) = labels {
+                    Exchange::of(&parts.extensions).matched(labels);
+                }
+                let request = policy::Request {
+                    http_method: &route.http_method,
+                    template: &route.template,
+                    path: parts.uri.path(),
+                    route_path: path,
+                    headers: &parts.headers,
+                    peer: peer.ip,
+                };
+                let grpc_method = route.grpc_path.path().trim_start_matches('/');
+                self.policies.check_all(&request, std::iter::once(grpc_method)).await?
+            }
+            None => {
+                self.note_route(&parts, index);
+                self.authorize(index, &parts, peer).await?
+            }
+        };
         if upgrade && (client_streams || server_streams) {
             return websocket::upgrade(self.clone(), index, values, parts, peer, &access).await;
         }
         match (client_streams, server_streams) {
-            (false, false) => self.unary(index, &values, parts, body, peer, &access).await,
+            (false, false) => self.unary(index, &values, parts, body, peer, &access, view).await,
             (false, true) => streaming::server_stream(self.clone(), index, &values, parts, body, peer, &access).await,
             (true, false) => streaming::client_stream(self, index, &values, parts, body, peer, &access).await,
             (true, true) => Err(GatewayError::WebSocketRequired { method: route.method.full_name().to_owned() }),
         }
     }
 
+    /// How requests outside profiles are answered: `[json]`, no reshaping.
+    pub(crate) fn view(&self) -> View<'_> {
+        View { transcoder: &self.transcoder, shape: None, prefix: "" }
+    }
+
+    fn profile_view<'g>(&'g self, profile: &'g Profile, shape: &'g Shape) -> View<'g> {
+        View { transcoder: profile.transcoder(&self.transcoder), shape: Some(shape), prefix: &profile.prefix }
+    }
+
     /// A composite route: every policy that fits one of its calls, then its calls.
+    #[allow(clippy::too_many_arguments)]
     async fn aggregate(
         &self,
         matched: RouteMatch<'_, Aggregate>,
         parts: &Parts,
+        route_path: &str,
         body: Body,
         peer: Peer,
+        view: View<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let aggregate = matched.route;
-        Exchange::of(&parts.extensions).matched(&aggregate.labels);
+        let exchange = Exchange::of(&parts.extensions);
+        match view.prefix {
+            "" => exchange.matched(&aggregate.labels),
+            prefix => exchange.matched(&Arc::new(RouteLabels {
+                route: format!("{prefix}{}", aggregate.labels.route).into(),
+                grpc_method: aggregate.labels.grpc_method.clone(),
+                upstream: None,
+            })),
+        }
         let request = policy::Request {
             http_method: &aggregate.http_method,
             template: &aggregate.template,
             path: parts.uri.path(),
+            route_path,
             headers: &parts.headers,
             peer: peer.ip,
         };
         let methods = aggregate.calls.iter().map(|c| c.grpc_method.as_str());
         let access = self.policies.check_all(&request, methods).await?;
-        aggregate::run::respond(self, aggregate, &matched.values, parts, body, peer, &access).await
+        aggregate::run::respond(self, aggregate, &matched.values, parts, body, peer, &access, view).await
     }
 
     /// The composite routes.
@@ -421,6 +510,7 @@ impl Gateway {
         Ok(self.policies.check(route, parts.uri.path(), &parts.headers, peer.ip).await?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn unary(
         &self,
         index: usize,
@@ -429,25 +519,26 @@ impl Gateway {
         body: Body,
         peer: Peer,
         access: &Access<'_>,
+        view: View<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         // Only GETs whose route takes nothing from a body: the key holds all the request says.
         let cacheable = parts.method == http::Method::GET && self.route_at(index).body == BodySelector::Empty;
         let rule = access.policy.and_then(|p| p.cache.as_ref()).filter(|_| cacheable);
         let (Some(cache), Some(rule)) = (&self.cache, rule) else {
-            return self.call_unary(index, values, &parts, body, peer, access).await;
+            return self.call_unary(index, values, &parts, body, peer, access, view).await;
         };
         drop(body);
         // By template, not table index: indexes move when descriptors change, and Redis
         // outlives this gateway.
         let route = self.route_at(index);
-        let route = format!("{} {}", route.http_method, route.template);
+        let route = format!("{} {}{}", route.http_method, view.prefix, route.template);
         let lookup = ResponseCache::lookup(rule, &route, values, parts.uri.query(), &parts.headers, access);
         let bypass = match &lookup {
             CacheUse::Bypass => Some("bypass"),
             CacheUse::Refresh(_) => Some("refresh"),
             CacheUse::Use(_) => None,
         };
-        let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access);
+        let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access, view);
         let response = cache.serve(lookup, rule, &parts.headers, fetch).await;
         let outcome = bypass.or_else(|| {
             let header = response.as_ref().ok()?.headers().get(crate::cache::X_CACHE)?;
@@ -458,6 +549,7 @@ impl Gateway {
     }
 
     /// Steps 2 to 6 of a unary call.
+    #[allow(clippy::too_many_arguments)]
     async fn call_unary(
         &self,
         index: usize,
@@ -466,18 +558,20 @@ impl Gateway {
         body: Body,
         peer: Peer,
         access: &Access<'_>,
+        view: View<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
         let query = parts.uri.query();
-        let message = match self.transcoder.raw_request(index) {
+        let transcoder = view.transcoder;
+        let message = match transcoder.raw_request(index) {
             Some(target) => {
                 let data = read_limited(&parts.headers, body, self.max_body_bytes).await?;
                 let content_type = content_type(&parts.headers);
-                self.transcoder.encode_raw(route, target, values, query, content_type, data)?
+                transcoder.encode_raw(route, target, values, query, content_type, data)?
             }
             None => {
                 let body = read_body(route, &parts.headers, body, self.max_body_bytes).await?;
-                self.transcoder.decode(index, route, values, query, &body)?
+                transcoder.decode(index, route, values, query, &body)?
             }
         };
         let mask = self.partial_response(index, parts)?;
@@ -486,7 +580,7 @@ impl Gateway {
         let idempotent = parts.method == http::Method::GET || call.upstream.is_idempotent(route.grpc_path.path());
         let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
         let reply = Exchange::of(&parts.extensions).time_call(reply).await?;
-        self.respond_with(index, &reply, mask.as_ref())
+        self.respond_with(index, &reply, mask.as_ref(), view)
     }
 
     /// The fields `?fields=` keeps of route `index`'s response, checked before any call.
@@ -503,23 +597,29 @@ impl Gateway {
         Ok(fields::requested(parts.uri.query(), &route.method.input(), output.as_ref())?)
     }
 
-    /// Steps 5 and 6 for a call's one response message, trimmed to `mask` when given.
+    /// Steps 5 and 6 for a call's one response message, trimmed to `mask` when given, shaped
+    /// as `view` says.
     pub(crate) fn respond_with(
         &self,
         index: usize,
         reply: &UnaryResponse,
         mask: Option<&FieldMask>,
+        view: View<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let route = self.route_at(index);
-        let mut response = match self.transcoder.raw_response(index) {
+        let mut response = match view.transcoder.raw_response(index) {
             Some(target) => {
                 let body = http_body::decode(target, &reply.message)?;
                 raw_response(body.content_type, Bytes::from(body.data))
             }
             None => {
-                let json = self.transcoder.render(index, route, &reply.message)?;
+                let json = view.transcoder.render(index, route, &reply.message)?;
                 let json = match mask {
                     Some(mask) => mask.apply(&json)?,
+                    None => json,
+                };
+                let json = match view.shape {
+                    Some(shape) => shape.apply(&json)?,
                     None => json,
                 };
                 json_response(StatusCode::OK, json).map(Body::from)
@@ -614,8 +714,7 @@ impl Gateway {
 
     /// Step 1: the route for this request. A WebSocket handshake is a GET whatever the
     /// method's HTTP rule says, so it also matches a POST route of a streaming method.
-    fn route<'t>(&'t self, parts: &Parts, upgrade: bool) -> Result<RouteMatch<'t>, GatewayError> {
-        let path = parts.uri.path();
+    fn route<'t>(&'t self, parts: &Parts, path: &str, upgrade: bool) -> Result<RouteMatch<'t>, GatewayError> {
         let mut lookup = self.table.lookup(&parts.method, path);
         if upgrade
             && matches!(lookup, Lookup::MethodNotAllowed { .. })
@@ -626,10 +725,14 @@ impl Gateway {
         }
         match lookup {
             Lookup::Matched(matched) => Ok(matched),
-            Lookup::NotFound => Err(GatewayError::NotFound { method: parts.method.clone(), path: path.to_owned() }),
-            Lookup::MethodNotAllowed { allow } => {
-                Err(GatewayError::MethodNotAllowed { method: parts.method.clone(), path: path.to_owned(), allow })
+            Lookup::NotFound => {
+                Err(GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() })
             }
+            Lookup::MethodNotAllowed { allow } => Err(GatewayError::MethodNotAllowed {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                allow,
+            }),
             Lookup::InvalidPath { reason } => Err(GatewayError::InvalidPath { reason }),
         }
     }

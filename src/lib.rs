@@ -51,6 +51,7 @@ pub mod layers;
 pub mod metadata;
 pub mod observability;
 pub mod policy;
+pub mod profile;
 pub mod proxy;
 pub mod rate_limit;
 pub mod redis_connection;

@@ -63,6 +63,8 @@ pub struct Request<'a> {
     pub template: &'a PathTemplate,
     /// The request path.
     pub path: &'a str,
+    /// The path the route matched: below a profile's prefix, else the request path.
+    pub route_path: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
     /// The socket peer.
@@ -128,20 +130,31 @@ impl Policies {
         let Some((index, policy)) = self.find(&route.http_method, path, grpc_method) else {
             return Ok(Access::default());
         };
-        let request = Request { http_method: &route.http_method, template: &route.template, path, headers, peer };
+        let request = Request {
+            http_method: &route.http_method,
+            template: &route.template,
+            path,
+            route_path: path,
+            headers,
+            peer,
+        };
         self.apply(index, policy, &request).await
     }
 
-    /// As [`Policies::check`] for a composite route, which calls each of `grpc_methods`: every
-    /// policy that fits one of its calls applies (a call's protection cannot be bypassed by
-    /// reaching it through a composite route). The first one decides the deadline.
-    pub async fn check_all(
+    /// As [`Policies::check`] for a request that reaches its methods another way: a composite
+    /// route, which calls each of `grpc_methods`, or a route under a profile's prefix. Every
+    /// policy that fits one of the calls, by the request's path or the route's own path,
+    /// applies: a method's protection cannot be bypassed by reaching it through a composite
+    /// route or a profile. The first one (in config order) decides the deadline.
+    pub async fn check_all<'m>(
         &self,
         request: &Request<'_>,
-        grpc_methods: impl Iterator<Item = &str>,
+        grpc_methods: impl Iterator<Item = &'m str>,
     ) -> Result<Access<'_>, Denied> {
+        let paths = [request.path, request.route_path];
         let mut fitting: Vec<usize> = grpc_methods
-            .filter_map(|grpc_method| self.find(request.http_method, request.path, grpc_method).map(|(i, _)| i))
+            .flat_map(|grpc_method| paths.map(|path| (grpc_method, path)))
+            .filter_map(|(grpc_method, path)| self.find(request.http_method, path, grpc_method).map(|(i, _)| i))
             .collect();
         fitting.sort_unstable();
         fitting.dedup();

@@ -23,6 +23,7 @@ use crate::gateway::{CallKind, Gateway, deadline, read_body_json};
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
 use crate::policy::Access;
+use crate::profile::View;
 use crate::transcode::TranscodeError;
 use crate::transcode::fields;
 use crate::upstream::{UnaryResponse, UpstreamError};
@@ -49,7 +50,8 @@ enum Slot {
 
 type Pending<'g> = Pin<Box<dyn Future<Output = (usize, Result<UnaryResponse, UpstreamError>)> + Send + 'g>>;
 
-/// Runs `aggregate`'s calls for one request and writes the answer.
+/// Runs `aggregate`'s calls for one request and writes the answer, shaped as `view` says.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn respond(
     gateway: &Gateway,
     aggregate: &Aggregate,
@@ -58,6 +60,7 @@ pub(crate) async fn respond(
     body: Body,
     peer: Peer,
     access: &Access<'_>,
+    view: View<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let body = match aggregate.reads_body {
         true => Some(read_body_json(&parts.headers, body, gateway.max_body_bytes()).await?),
@@ -92,7 +95,7 @@ pub(crate) async fn respond(
             if !call.needs.iter().all(|&n| matches!(slots[n], Slot::Done { .. })) {
                 continue;
             }
-            let start = build_request(gateway, call, &inputs, &slots).and_then(|message| {
+            let start = build_request(gateway, view, call, &inputs, &slots).and_then(|message| {
                 let upstream = gateway.upstream_for(call.route)?;
                 let path = gateway.route_at(call.route).grpc_path.clone();
                 let limit = deadline(requested, CallKind::Unary, access, upstream);
@@ -117,7 +120,7 @@ pub(crate) async fn respond(
         }
         let Some((index, reply)) = running.next().await else { break };
         let outcome =
-            reply.map_err(GatewayError::from).and_then(|reply| render(gateway, &aggregate.calls[index], &reply));
+            reply.map_err(GatewayError::from).and_then(|reply| render(gateway, view, &aggregate.calls[index], &reply));
         match outcome {
             Ok(slot) => slots[index] = slot,
             Err(error) if aggregate.on_error == OnError::Fail => {
@@ -132,6 +135,10 @@ pub(crate) async fn respond(
     let json = answer(gateway, aggregate, slots, request_id);
     let json = match mask {
         Some(mask) => mask.apply(&json)?,
+        None => json,
+    };
+    let json = match view.shape {
+        Some(shape) => shape.apply(&json)?,
         None => json,
     };
     Ok(json_response(StatusCode::OK, json).map(Body::from))
@@ -150,17 +157,23 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 }
 
 /// The call's request message, encoded.
-fn build_request(gateway: &Gateway, call: &Call, inputs: &Inputs<'_>, slots: &[Slot]) -> Result<Bytes, GatewayError> {
+fn build_request(
+    gateway: &Gateway,
+    view: View<'_>,
+    call: &Call,
+    inputs: &Inputs<'_>,
+    slots: &[Slot],
+) -> Result<Bytes, GatewayError> {
     let json = fill(&call.request, inputs, slots).unwrap_or_else(|| Value::Object(Default::default()));
     let body =
         serde_json::to_vec(&json).map_err(|e| TranscodeError::InvalidJson { field: None, reason: e.to_string() })?;
     let route = gateway.route_at(call.route);
-    Ok(gateway.transcoder().decode(call.route, route, &[], None, &body)?)
+    Ok(view.transcoder.decode(call.route, route, &[], None, &body)?)
 }
 
 /// The call's response as JSON, parsed when another call or a merge reads into it.
-fn render(gateway: &Gateway, call: &Call, reply: &UnaryResponse) -> Result<Slot, GatewayError> {
-    let json = gateway.transcoder().render(call.route, gateway.route_at(call.route), &reply.message)?;
+fn render(gateway: &Gateway, view: View<'_>, call: &Call, reply: &UnaryResponse) -> Result<Slot, GatewayError> {
+    let json = view.transcoder.render(call.route, gateway.route_at(call.route), &reply.message)?;
     let parsed = match call.parsed {
         true => Some(
             serde_json::from_slice(&json)

@@ -79,6 +79,16 @@ pub fn requested_composite(
     always: &[&str],
 ) -> Result<Option<FieldMask>, TranscodeError> {
     let Some(paths) = asked(query, |name| name == PARAMETER || name == SYSTEM_PARAMETER)? else { return Ok(None) };
+    composite_mask(&paths, keys, always).map(Some)
+}
+
+/// The mask `paths` (comma-separated) make over a composite answer with these `keys`; `always`
+/// are kept whatever the paths say.
+pub fn composite_mask(
+    paths: &str,
+    keys: &[(String, Option<MessageDescriptor>)],
+    always: &[&str],
+) -> Result<FieldMask, TranscodeError> {
     let mut root = Node::default();
     for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if path.split('.').count() > MAX_DEPTH {
@@ -98,7 +108,7 @@ pub fn requested_composite(
     for key in always {
         root.add_key(key, None, None)?;
     }
-    Ok(Some(FieldMask { root }))
+    Ok(FieldMask { root })
 }
 
 /// The comma-joined value of every query parameter `is_it` accepts, if there is one.
@@ -142,6 +152,11 @@ impl FieldMask {
             return Err(invalid("give at least one field path, e.g. fields=name,items.id"));
         }
         Ok(FieldMask { root })
+    }
+
+    /// Keeps only the masked fields of a parsed answer.
+    pub fn trim_value(&self, value: &mut Value) {
+        self.root.trim(value);
     }
 
     /// The response JSON with only the masked fields.

@@ -10,7 +10,7 @@ use protogate::config::Config;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{Gateway, Reply, Upstream, example_descriptors};
+use crate::support::{Gateway, Reply, Upstream, examples_config, start_examples};
 
 const GET_USER: &str = "/example.users.v1.UserService/GetUser";
 const LIST_USERS: &str = "/example.users.v1.UserService/ListUsers";
@@ -25,19 +25,6 @@ route = "GET /bff/users/{id}/dashboard"
 calls.user   = { method = "example.users.v1.UserService/GetUser",     request = { id = "{path.id}" } }
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{path.id}" } }
 "#;
-
-fn config_text(upstream: &str, extra: &str) -> String {
-    format!(
-        "[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"services\"\nservices = [\"*\"]\nendpoints = [{upstream:?}]\n{extra}",
-        example_descriptors().display().to_string()
-    )
-}
-
-async fn start(extra: &str) -> (Upstream, Gateway) {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::with_config(Config::from_toml(&config_text(&upstream.url(), extra)).unwrap()).await;
-    (upstream, gateway)
-}
 
 fn user(id: &str) -> Value {
     json!({"id": id, "email": format!("{id}@example.com"), "displayName": format!("User {id}")})
@@ -62,7 +49,7 @@ fn calls_to(upstream: &Upstream, path: &str) -> Vec<crate::support::Call> {
 
 #[tokio::test]
 async fn the_dashboard_calls_overlap_and_their_results_sit_under_their_names() {
-    let (upstream, gateway) = start(DASHBOARD).await;
+    let (upstream, gateway) = start_examples(DASHBOARD).await;
     answer_both(&upstream, Duration::from_millis(300));
     let response = gateway.client.request("GET", "/bff/users/42/dashboard").send().await;
     assert_eq!(response.status, 200, "{}", response.text());
@@ -86,7 +73,7 @@ route = "GET /bff/users/{id}/dashboard"
 calls.user   = { method = "example.users.v1.UserService/GetUser",     request = { id = "{path.id}" } }
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{user.id}", page_size = "{query.limit}" } }
 "#;
-    let (upstream, gateway) = start(config).await;
+    let (upstream, gateway) = start_examples(config).await;
     // The user service knows the user by another id than the path's.
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::json(user("u-7")).delay(Duration::from_millis(150)),
@@ -107,7 +94,7 @@ calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request =
 
 #[tokio::test]
 async fn on_error_fail_answers_the_first_error_and_cancels_the_calls_in_flight() {
-    let (upstream, gateway) = start(DASHBOARD).await;
+    let (upstream, gateway) = start_examples(DASHBOARD).await;
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::status(Code::NotFound, "no user 42"),
         _ => Reply::json(orders("42")).delay(Duration::from_secs(30)),
@@ -119,7 +106,7 @@ async fn on_error_fail_answers_the_first_error_and_cancels_the_calls_in_flight()
 
     // An upstream that cannot be reached is the contract's 502.
     let closed = Upstream::closed_url().await;
-    let gateway = Gateway::with_config(Config::from_toml(&config_text(&closed, DASHBOARD)).unwrap()).await;
+    let gateway = Gateway::with_config(Config::from_toml(&examples_config(&closed, DASHBOARD)).unwrap()).await;
     let response = gateway.client.request("GET", "/bff/users/42/dashboard").send().await;
     response.assert_error(502, Code::Unavailable as i32);
 }
@@ -134,7 +121,7 @@ calls.user   = { method = "example.users.v1.UserService/GetUser",     request = 
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{user.id}" } }
 calls.people = { method = "example.users.v1.UserService/ListUsers",   request = { page_size = 2 } }
 "#;
-    let (upstream, gateway) = start(config).await;
+    let (upstream, gateway) = start_examples(config).await;
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::status(Code::Unavailable, "users database is down"),
         LIST_USERS => Reply::json(json!({"users": [user("1")], "totalSize": 1})),
@@ -165,7 +152,7 @@ calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request =
     let config = format!(
         "[[aggregate]]\nroute = \"GET /fail/{{id}}\"\n{calls}\n[[aggregate]]\nroute = \"GET /partial/{{id}}\"\non_error = \"partial\"\n{calls}"
     );
-    let (upstream, gateway) = start(&config).await;
+    let (upstream, gateway) = start_examples(&config).await;
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::json(user("3")).delay(Duration::from_millis(200)),
         _ => Reply::json(orders("3")).delay(Duration::from_secs(30)),
@@ -210,7 +197,7 @@ calls.order = {{ method = "example.orders.v1.OrderService/CreateOrder", request 
 calls.audit = {{ method = "example.users.v1.UserService/ListUsers", request = {{ page_token = "{{body.note}}" }}, merge = [] }}
 "#
     );
-    let (upstream, gateway) = start(&config).await;
+    let (upstream, gateway) = start_examples(&config).await;
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::json(json!({"id": "u-1", "email": "ada@example.com", "displayName": "Ada", "tags": ["x"]})),
         CREATE_ORDER => Reply::json(json!({"id": "o-9", "userId": "u-1", "currency": "EUR"})),
@@ -272,7 +259,7 @@ async fn a_policy_that_fits_any_call_applies_to_the_composite_route() {
     let config = format!(
         "{DASHBOARD}\n[[policy]]\nname = \"orders\"\nmatch = {{ grpc = [\"example.orders.v1.*\"] }}\nrate_limits = [{{ key = \"ip\", per_minute = 1 }}]\n"
     );
-    let (upstream, gateway) = start(&config).await;
+    let (upstream, gateway) = start_examples(&config).await;
     answer_both(&upstream, Duration::ZERO);
     assert_eq!(gateway.client.request("GET", "/bff/users/1/dashboard").send().await.status, 200);
     let refused = gateway.client.request("GET", "/bff/users/1/dashboard").send().await;
@@ -285,7 +272,7 @@ async fn a_policy_that_fits_any_call_applies_to_the_composite_route() {
 }
 
 fn build_errors(extra: &str) -> Vec<String> {
-    let config = Config::from_toml(&config_text("http://127.0.0.1:1", extra)).unwrap();
+    let config = Config::from_toml(&examples_config("http://127.0.0.1:1", extra)).unwrap();
     match protogate::gateway::Gateway::build(&config) {
         Ok(_) => Vec::new(),
         Err(errors) => errors.iter().map(ToString::to_string).collect(),
@@ -364,7 +351,7 @@ async fn fields_trims_a_composite_answer_by_call_then_field() {
     let config = format!(
         "{DASHBOARD}calls.people = {{ method = \"example.users.v1.UserService/ListUsers\", merge = [\"total_size\"] }}\non_error = \"partial\"\n"
     );
-    let (upstream, gateway) = start(&config).await;
+    let (upstream, gateway) = start_examples(&config).await;
     upstream.script(|call| match call.path.as_str() {
         GET_USER => Reply::json(user("5")),
         LIST_USERS => Reply::json(json!({"users": [user("1")], "totalSize": 3})),

@@ -24,6 +24,7 @@ mod json_mapping;
 mod limits;
 mod observability;
 mod partial_responses;
+mod profiles;
 mod rate_limits;
 mod reload;
 mod routing;

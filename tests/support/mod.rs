@@ -894,6 +894,22 @@ impl Traffic {
     }
 }
 
+/// A scripted upstream serving the example services' methods, and a gateway over their
+/// descriptors with `extra` appended to its config.
+pub async fn start_examples(extra: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::with_config(Config::from_toml(&examples_config(&upstream.url(), extra)).unwrap()).await;
+    (upstream, gateway)
+}
+
+/// The config of [`start_examples`], its upstream at `upstream`.
+pub fn examples_config(upstream: &str, extra: &str) -> String {
+    format!(
+        "[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"services\"\nservices = [\"*\"]\nendpoints = [{upstream:?}]\n{extra}",
+        example_descriptors().display().to_string()
+    )
+}
+
 /// A config over the test fixtures: `top` (top-level keys and sections) then `upstreams`
 /// (`[[upstreams]]` tables).
 pub fn config(top: &str, upstreams: &str) -> Config {

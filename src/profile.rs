@@ -1,0 +1,400 @@
+//! Backends-for-frontends: `[[profile]]` route groups under a path prefix (`/mobile`, `/web`),
+//! each exposing chosen routes — method routes and composite routes — with its own response
+//! shape (fields allowed, denied, renamed) and JSON options. `/mobile/v1/users/7` is
+//! `/v1/users/7` answered the mobile way; a route the profile does not list is 404 under its
+//! prefix. Policies apply by the full path, so `match = { path_prefix = "/mobile" }` gives a
+//! profile its own auth and rate limits.
+
+use std::collections::HashMap;
+
+use http::Method;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value};
+
+use crate::aggregate::Aggregates;
+use crate::config::ProfileConfig;
+use crate::route::{PathTemplate, Route};
+use crate::transcode::fields::FieldMask;
+use crate::transcode::{JsonOptions, TranscodeError, Transcoder};
+
+/// Every profile.
+#[derive(Debug, Default)]
+pub struct Profiles {
+    profiles: Vec<Profile>,
+}
+
+/// One profile, ready to serve.
+#[derive(Debug)]
+pub struct Profile {
+    /// Its name.
+    pub name: String,
+    /// Its path prefix, without a trailing `/`.
+    pub prefix: String,
+    /// Its own JSON options, when it has them.
+    transcoder: Option<Transcoder>,
+    /// The method routes it exposes (by table index), with their shapes.
+    routes: HashMap<usize, Shape>,
+    /// The composite routes it exposes (by index), with their shapes.
+    aggregates: HashMap<usize, Shape>,
+}
+
+/// How a profile reshapes a route's JSON answer.
+#[derive(Debug, Default)]
+pub struct Shape {
+    /// Only these fields are kept.
+    allow: Option<FieldMask>,
+    /// These fields are removed.
+    deny: Vec<FieldPath>,
+    /// These fields are renamed (the last step of the path).
+    rename: Vec<(FieldPath, String)>,
+}
+
+/// A path of fields into an answer; each step is a field's JSON name and proto name (the
+/// answer uses one or the other), and a list is walked element by element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FieldPath(Vec<Step>);
+
+/// A field's JSON name and proto name.
+type Step = (String, String);
+
+/// What is done to the object holding a path's last step.
+type Edit<'e> = dyn FnMut(&mut Map<String, Value>, &Step) + 'e;
+
+/// How one request is answered: which transcoder renders it, and how it is then reshaped.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'g> {
+    /// Renders (and decodes) the messages.
+    pub transcoder: &'g Transcoder,
+    /// The profile's shape for the route, under a profile.
+    pub shape: Option<&'g Shape>,
+    /// The profile's prefix (`""` outside profiles): part of a cache key.
+    pub prefix: &'g str,
+}
+
+impl Profiles {
+    /// Every profile bound to the routes; every problem keyed `profile[i]...`.
+    pub fn build(
+        configs: &[ProfileConfig],
+        routes: &[Route],
+        aggregates: &Aggregates,
+    ) -> Result<Profiles, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut profiles = Vec::new();
+        for (i, config) in configs.iter().enumerate() {
+            let mut problems = Vec::new();
+            let profile = Profile::build(config, routes, aggregates, &mut problems);
+            if profiles.iter().any(|p: &Profile| p.prefix == profile.prefix) {
+                problems.push(("prefix".into(), format!("{:?} is another profile's prefix", config.prefix)));
+            }
+            errors.extend(problems.into_iter().map(|(k, m)| (format!("profile[{i}].{k}"), m)));
+            profiles.push(profile);
+        }
+        if errors.is_empty() { Ok(Profiles { profiles }) } else { Err(errors) }
+    }
+
+    /// The profile whose prefix the path is under, and the path below it.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(&Profile, &'p str)> {
+        self.profiles.iter().find_map(|profile| {
+            let rest = path.strip_prefix(profile.prefix.as_str())?;
+            rest.starts_with('/').then_some((profile, rest))
+        })
+    }
+
+    /// Where `profile` is among them.
+    pub fn position(&self, profile: &Profile) -> Option<usize> {
+        self.profiles.iter().position(|p| std::ptr::eq(p, profile))
+    }
+
+    /// Every profile.
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.iter()
+    }
+}
+
+impl Profile {
+    fn build(
+        config: &ProfileConfig,
+        routes: &[Route],
+        aggregates: &Aggregates,
+        errors: &mut Vec<(String, String)>,
+    ) -> Profile {
+        if config.name.trim().is_empty() {
+            errors.push(("name".into(), "must not be empty".into()));
+        }
+        let prefix = config.prefix.trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains(['{', '}', '*', ':', '?', '#']) {
+            errors.push((
+                "prefix".into(),
+                format!("{:?} is not a literal path prefix such as \"/mobile\"", config.prefix),
+            ));
+        }
+        let json = config.json.as_ref().map(JsonOptions::from_config);
+        let mut profile = Profile {
+            name: config.name.clone(),
+            prefix,
+            transcoder: json.as_ref().map(|j| Transcoder::build(routes, j.clone())),
+            routes: HashMap::new(),
+            aggregates: HashMap::new(),
+        };
+        for (j, exposed) in config.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{j}]{k}");
+            let Some((method, template)) = parse_route(&exposed.route) else {
+                errors.push((key(".route"), format!("{:?} is not \"METHOD /path/template\"", exposed.route)));
+                continue;
+            };
+            let found_route = routes.iter().position(|r| r.http_method == method && r.template == template);
+            let found_aggregate =
+                aggregates.routes().iter().position(|a| a.http_method == method && a.template == template);
+            let mut problems = Vec::new();
+            match (found_aggregate, found_route) {
+                (Some(index), _) => {
+                    let keys = &aggregates.routes()[index].answer_keys;
+                    let shape = Shape::build(exposed, &Answer::Composite(keys), &mut problems);
+                    profile.aggregates.insert(index, shape);
+                }
+                (None, Some(index)) => {
+                    let route = &routes[index];
+                    if route.method.is_client_streaming() || route.method.is_server_streaming() {
+                        problems.push((
+                            "route".into(),
+                            format!("{} streams: profiles expose unary and composite routes", route.method.full_name()),
+                        ));
+                    }
+                    let shape = Shape::build(exposed, &Answer::Message(route.method.output()), &mut problems);
+                    profile.routes.insert(index, shape);
+                }
+                (None, None) => problems.push(("route".into(), format!("no route is {method} {template}"))),
+            }
+            errors.extend(problems.into_iter().map(|(k, m)| (key(&format!(".{k}")), m)));
+        }
+        profile
+    }
+
+    /// The shape of method route `index`, if the profile exposes it.
+    pub fn route_shape(&self, index: usize) -> Option<&Shape> {
+        self.routes.get(&index)
+    }
+
+    /// The shape of composite route `index`, if the profile exposes it.
+    pub fn aggregate_shape(&self, index: usize) -> Option<&Shape> {
+        self.aggregates.get(&index)
+    }
+
+    /// The transcoder with the profile's JSON options, or `default`.
+    pub fn transcoder<'t>(&'t self, default: &'t Transcoder) -> &'t Transcoder {
+        self.transcoder.as_ref().unwrap_or(default)
+    }
+
+    /// Every route it exposes, as `METHOD /template` under its prefix.
+    pub fn exposed(&self, routes: &[Route], aggregates: &Aggregates) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .aggregates
+            .keys()
+            .filter_map(|&i| aggregates.routes().get(i))
+            .map(|a| format!("{} {}{}", a.http_method, self.prefix, a.template))
+            .chain(
+                self.routes
+                    .keys()
+                    .filter_map(|&i| routes.get(i))
+                    .map(|r| format!("{} {}{}", r.http_method, self.prefix, r.template)),
+            )
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn parse_route(text: &str) -> Option<(Method, PathTemplate)> {
+    let (method, path) = text.trim().split_once(' ')?;
+    Some((Method::from_bytes(method.as_bytes()).ok()?, PathTemplate::parse(path.trim()).ok()?))
+}
+
+/// What a route answers, for checking a shape's paths.
+enum Answer<'a> {
+    /// One message.
+    Message(MessageDescriptor),
+    /// A composite answer: its keys, each with the message under it.
+    Composite(&'a [(String, Option<MessageDescriptor>)]),
+}
+
+impl Shape {
+    fn build(config: &crate::config::ProfileRoute, answer: &Answer<'_>, errors: &mut Vec<(String, String)>) -> Shape {
+        let allow = match (&config.allow[..], answer) {
+            ([], _) => None,
+            (paths, Answer::Message(message)) => match FieldMask::parse(&paths.join(","), message) {
+                Ok(mask) => Some(mask),
+                Err(e) => {
+                    errors.push(("allow".into(), reason(&e)));
+                    None
+                }
+            },
+            (paths, Answer::Composite(keys)) => {
+                match crate::transcode::fields::composite_mask(&paths.join(","), keys, &[]) {
+                    Ok(mask) => Some(mask),
+                    Err(e) => {
+                        errors.push(("allow".into(), reason(&e)));
+                        None
+                    }
+                }
+            }
+        };
+        let mut resolve = |what: &str, path: &str| match resolve(answer, path) {
+            Ok(path) => Some(path),
+            Err(message) => {
+                errors.push((what.to_owned(), format!("{path:?}: {message}")));
+                None
+            }
+        };
+        let deny = config.deny.iter().filter_map(|path| resolve("deny", path)).collect();
+        let rename = config
+            .rename
+            .iter()
+            .filter_map(|(path, to)| Some((resolve("rename", path)?, to.clone())))
+            .collect::<Vec<_>>();
+        for (path, to) in &config.rename {
+            if to.trim().is_empty() {
+                errors.push(("rename".into(), format!("{path:?}: the new name is empty")));
+            }
+        }
+        Shape { allow, deny, rename }
+    }
+
+    /// The answer JSON reshaped: allowed fields kept, denied ones removed, renames made.
+    pub fn apply(&self, json: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+        let mut value: Value = serde_json::from_slice(json)
+            .map_err(|e| TranscodeError::Render { reason: format!("shaping the response: {e}") })?;
+        if let Some(allow) = &self.allow {
+            allow.trim_value(&mut value);
+        }
+        for path in &self.deny {
+            edit(&mut value, &path.0, &mut |object, (json, proto)| {
+                object.remove(json.as_str());
+                object.remove(proto.as_str());
+            });
+        }
+        for (path, to) in &self.rename {
+            edit(&mut value, &path.0, &mut |object, (json, proto)| {
+                // Rebuilt in order: the renamed field keeps its place.
+                *object = std::mem::take(object)
+                    .into_iter()
+                    .map(|(key, value)| if key == *json || key == *proto { (to.clone(), value) } else { (key, value) })
+                    .collect();
+            });
+        }
+        serde_json::to_vec(&value).map_err(|e| TranscodeError::Render { reason: format!("shaping the response: {e}") })
+    }
+}
+
+fn reason(error: &TranscodeError) -> String {
+    match error {
+        TranscodeError::InvalidQueryParameter { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Calls `last` with the object holding the path's last step (each of them, through lists).
+fn edit(value: &mut Value, path: &[Step], last: &mut Edit<'_>) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|item| edit(item, path, last)),
+        Value::Object(object) => match path {
+            [] => {}
+            [step] => last(object, step),
+            [(json, proto), rest @ ..] => {
+                let inner = match object.get_mut(json.as_str()) {
+                    Some(inner) => Some(inner),
+                    None => object.get_mut(proto.as_str()),
+                };
+                if let Some(inner) = inner {
+                    edit(inner, rest, last);
+                }
+            }
+        },
+        _ => {}
+    }
+}
+
+/// `a.b` resolved into the answer: for a composite answer, the first step is one of its keys.
+fn resolve(answer: &Answer<'_>, path: &str) -> Result<FieldPath, String> {
+    let steps: Vec<&str> = path.split('.').map(str::trim).collect();
+    if steps.iter().any(|s| s.is_empty()) {
+        return Err("not a field path such as \"address.city\"".into());
+    }
+    let (mut out, mut message, rest) = match answer {
+        Answer::Message(message) => (Vec::new(), Some(message.clone()), &steps[..]),
+        Answer::Composite(keys) => {
+            let (key, message) = keys
+                .iter()
+                .find(|(key, _)| key == steps[0])
+                .ok_or_else(|| format!("the answer has no key {:?}", steps[0]))?;
+            (vec![(key.clone(), key.clone())], message.clone(), &steps[1..])
+        }
+    };
+    for step in rest {
+        let Some(current) = message else {
+            return Err(format!("{:?} has no fields inside it", out.last().map_or("", |(j, _): &(String, String)| j)));
+        };
+        let field = current
+            .get_field_by_name(step)
+            .or_else(|| current.get_field_by_json_name(step))
+            .ok_or_else(|| format!("{} has no field {step:?}", current.full_name()))?;
+        message = inner_message(&field);
+        out.push((field.json_name().to_owned(), field.name().to_owned()));
+    }
+    Ok(FieldPath(out))
+}
+
+fn inner_message(field: &FieldDescriptor) -> Option<MessageDescriptor> {
+    match field.kind() {
+        Kind::Message(m) if !field.is_map() && !m.full_name().starts_with("google.protobuf.") => Some(m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(steps: &[(&str, &str)]) -> FieldPath {
+        FieldPath(steps.iter().map(|(j, p)| ((*j).to_owned(), (*p).to_owned())).collect())
+    }
+
+    #[test]
+    fn deny_and_rename_reach_into_lists_by_either_name() {
+        let shape = Shape {
+            allow: None,
+            deny: vec![path(&[("orders", "orders"), ("items", "items")]), path(&[("email", "email")])],
+            rename: vec![
+                (path(&[("displayName", "display_name")]), "name".into()),
+                (path(&[("orders", "orders"), ("totalMicros", "total_micros")]), "total".into()),
+            ],
+        };
+        let json =
+            br#"{"display_name":"Ada","email":"a@x","orders":[{"id":"1","items":[1],"total_micros":"5"},{"id":"2"}]}"#;
+        let shaped: Value = serde_json::from_slice(&shape.apply(json).unwrap()).unwrap();
+        assert_eq!(shaped, serde_json::json!({"name": "Ada", "orders": [{"id": "1", "total": "5"}, {"id": "2"}]}));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_json_is_an_error_not_a_panic() {
+        assert!(Shape::default().apply(b"not json").is_err());
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        let profile = |prefix: &str| Profile {
+            name: "p".into(),
+            prefix: prefix.into(),
+            transcoder: None,
+            routes: HashMap::new(),
+            aggregates: HashMap::new(),
+        };
+        let profiles = Profiles { profiles: vec![profile("/m"), profile("/mobile")] };
+        assert_eq!(
+            profiles.find("/mobile/v1/users/1").map(|(p, rest)| (p.prefix.as_str(), rest)),
+            Some(("/mobile", "/v1/users/1"))
+        );
+        assert_eq!(profiles.find("/m/v1").map(|(p, rest)| (p.prefix.as_str(), rest)), Some(("/m", "/v1")));
+        assert!(profiles.find("/mobile").is_none(), "the prefix alone names no route");
+        assert!(profiles.find("/mob/v1").is_none());
+    }
+}
