@@ -229,8 +229,14 @@ pub fn route_table(gateway: &Gateway) -> serde_json::Value {
             "on_error": aggregate.on_error,
         })
     });
+    let profiles = gateway.profiles().iter().flat_map(|profile| {
+        profile.exposed(gateway.table().routes(), gateway.aggregates()).into_iter().map(move |route| {
+            let (method, path) = route.split_once(' ').unwrap_or(("", route.as_str()));
+            json!({"method": method, "path": path, "profile": profile.name})
+        })
+    });
     // Composite routes first: they are matched first.
-    serde_json::Value::Array(aggregates.chain(routes).collect())
+    serde_json::Value::Array(aggregates.chain(routes).chain(profiles).collect())
 }
 
 /// `server`, `client`, `bidi`, or null for a unary method.

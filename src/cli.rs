@@ -287,6 +287,13 @@ fn routes(args: RoutesArgs) -> ExitCode {
             upstreams.join(" + "),
         ]
     });
+    let profiles = gateway.profiles().iter().flat_map(|profile| {
+        let exposed = profile.exposed(gateway.table().routes(), gateway.aggregates());
+        exposed.into_iter().map(move |route| {
+            let (method, path) = route.split_once(' ').unwrap_or(("", route.as_str()));
+            [method.to_owned(), path.to_owned(), format!("(profile {})", profile.name), "-".to_owned(), "-".to_owned()]
+        })
+    });
     let rows: Vec<[String; 5]> = aggregates
         .chain(gateway.table().routes().iter().enumerate().map(|(i, route)| {
             [
@@ -297,6 +304,7 @@ fn routes(args: RoutesArgs) -> ExitCode {
                 gateway.upstream_of(i).map_or("-", |u| u.name.as_str()).to_owned(),
             ]
         }))
+        .chain(profiles)
         .collect();
     if args.json {
         let routes = protogate::admin::route_table(&gateway);

@@ -504,6 +504,11 @@ impl Gateway {
         &self.aggregates
     }
 
+    /// The profiles.
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
     /// Step 1b: the policy that fits the request to route `index`, and whether it may go on.
     pub(crate) async fn authorize(&self, index: usize, parts: &Parts, peer: Peer) -> Result<Access<'_>, GatewayError> {
         let route = self.route_at(index);

@@ -79,6 +79,21 @@ async fn each_profile_shapes_the_same_route_its_own_way() {
     assert_eq!(error["message"], "no route matches GET /mobile/v1/users/7/orders");
     get("/web/bff/users/7/dashboard").await.assert_error(404, Code::NotFound as i32);
     get("/mobilex/v1/users/7").await.assert_error(404, Code::NotFound as i32);
+    let admin = gateway.admin().await;
+    let table = admin.request("GET", "/routes").send().await.json();
+    let table = table.as_array().unwrap();
+    assert_eq!(table[0]["path"], "/bff/users/{id}/dashboard", "composite routes first: they match first");
+    assert_eq!(table[0]["aggregate"][1]["grpc_method"], "example.orders.v1.OrderService/ListOrders");
+    let exposed: Vec<(&str, &str)> =
+        table.iter().filter_map(|r| Some((r["profile"].as_str()?, r["path"].as_str()?))).collect();
+    assert_eq!(
+        exposed,
+        [
+            ("mobile", "/mobile/bff/users/{id}/dashboard"),
+            ("mobile", "/mobile/v1/users/{id}"),
+            ("web", "/web/v1/users/{id}")
+        ]
+    );
     let log = gateway.access_log(8).await;
     let routes: Vec<&str> = log.iter().filter_map(|l| l["route"].as_str()).collect();
     assert!(routes.contains(&"/mobile/v1/users/{id}"), "{routes:?}");
