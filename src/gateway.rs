@@ -397,14 +397,14 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let profile = self.profiles.find(parts.uri.path());
         let path = match profile {
-            Some((_, below)) => below,
+            Some((_, _, below)) => below,
             None => parts.uri.path(),
         };
         let not_exposed = || GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() };
         let also_allowed = match self.aggregates.lookup(&parts.method, path) {
             Lookup::Matched(matched) => {
                 let view = match profile {
-                    Some((profile, _)) => {
+                    Some((_, profile, _)) => {
                         self.profile_view(profile, profile.aggregate_shape(matched.index).ok_or_else(not_exposed)?)
                     }
                     None => self.view(),
@@ -419,30 +419,14 @@ impl Gateway {
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
-        let view = match profile {
-            Some((profile, _)) => self.profile_view(profile, profile.route_shape(index).ok_or_else(not_exposed)?),
-            None => self.view(),
-        };
-        let access = match profile {
-            Some((profile, _)) => {
-                let labels = self.profiles.position(profile).and_then(|p| self.profile_labels.get(p)?.get(&index));
-                if let Some(labels) = labels {
-                    Exchange::of(&parts.extensions).matched(labels);
-                }
-                let request = policy::Request {
-                    http_method: &route.http_method,
-                    template: &route.template,
-                    path: parts.uri.path(),
-                    route_path: path,
-                    headers: &parts.headers,
-                    peer: peer.ip,
-                };
-                let grpc_method = route.grpc_path.path().trim_start_matches('/');
-                self.policies.check_all(&request, std::iter::once(grpc_method)).await?
+        let (view, access) = match profile {
+            Some((at, profile, _)) => {
+                let view = self.profile_view(profile, profile.route_shape(index).ok_or_else(not_exposed)?);
+                (view, self.authorize_in_profile(at, index, &parts, path, peer).await?)
             }
             None => {
                 self.note_route(&parts, index);
-                self.authorize(index, &parts, peer).await?
+                (self.view(), self.authorize(index, &parts, peer).await?)
             }
         };
         if upgrade && (client_streams || server_streams) {
@@ -507,6 +491,32 @@ impl Gateway {
     /// The profiles.
     pub fn profiles(&self) -> &Profiles {
         &self.profiles
+    }
+
+    /// Step 1b for route `index` reached under profile `at` (below it at `route_path`): the
+    /// policies of the whole path and those of the route's own path and method all apply.
+    async fn authorize_in_profile(
+        &self,
+        at: usize,
+        index: usize,
+        parts: &Parts,
+        route_path: &str,
+        peer: Peer,
+    ) -> Result<Access<'_>, GatewayError> {
+        if let Some(labels) = self.profile_labels.get(at).and_then(|labels| labels.get(&index)) {
+            Exchange::of(&parts.extensions).matched(labels);
+        }
+        let route = self.route_at(index);
+        let request = policy::Request {
+            http_method: &route.http_method,
+            template: &route.template,
+            path: parts.uri.path(),
+            route_path,
+            headers: &parts.headers,
+            peer: peer.ip,
+        };
+        let grpc_method = route.grpc_path.path().trim_start_matches('/');
+        Ok(self.policies.check_all(&request, std::iter::once(grpc_method)).await?)
     }
 
     /// Step 1b: the policy that fits the request to route `index`, and whether it may go on.

@@ -92,17 +92,12 @@ impl Profiles {
         if errors.is_empty() { Ok(Profiles { profiles }) } else { Err(errors) }
     }
 
-    /// The profile whose prefix the path is under, and the path below it.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(&Profile, &'p str)> {
-        self.profiles.iter().find_map(|profile| {
+    /// The profile whose prefix the path is under (and its index), and the path below it.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, &Profile, &'p str)> {
+        self.profiles.iter().enumerate().find_map(|(index, profile)| {
             let rest = path.strip_prefix(profile.prefix.as_str())?;
-            rest.starts_with('/').then_some((profile, rest))
+            rest.starts_with('/').then_some((index, profile, rest))
         })
-    }
-
-    /// Where `profile` is among them.
-    pub fn position(&self, profile: &Profile) -> Option<usize> {
-        self.profiles.iter().position(|p| std::ptr::eq(p, profile))
     }
 
     /// Every profile.
@@ -389,11 +384,9 @@ mod tests {
             aggregates: HashMap::new(),
         };
         let profiles = Profiles { profiles: vec![profile("/m"), profile("/mobile")] };
-        assert_eq!(
-            profiles.find("/mobile/v1/users/1").map(|(p, rest)| (p.prefix.as_str(), rest)),
-            Some(("/mobile", "/v1/users/1"))
-        );
-        assert_eq!(profiles.find("/m/v1").map(|(p, rest)| (p.prefix.as_str(), rest)), Some(("/m", "/v1")));
+        let found = |path| profiles.find(path).map(|(i, p, rest)| (i, p.prefix.as_str(), rest));
+        assert_eq!(found("/mobile/v1/users/1"), Some((1, "/mobile", "/v1/users/1")));
+        assert_eq!(found("/m/v1"), Some((0, "/m", "/v1")));
         assert!(profiles.find("/mobile").is_none(), "the prefix alone names no route");
         assert!(profiles.find("/mob/v1").is_none());
     }
