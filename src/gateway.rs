@@ -869,7 +869,8 @@ pub(crate) fn deadline(
     }
 }
 
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+/// The sooner of two deadlines, either of which may be absent.
+pub(crate) fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

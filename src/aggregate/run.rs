@@ -19,7 +19,7 @@ use crate::aggregate::plan::{Aggregate, Call, Coerce, Input, Node, Output, Targe
 use crate::auth::Claims;
 use crate::config::OnError;
 use crate::error::{GatewayError, json_response};
-use crate::gateway::{CallKind, Gateway, deadline, read_body_json};
+use crate::gateway::{CallKind, Gateway, deadline, earliest, read_body_json};
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
 use crate::policy::Access;
@@ -72,67 +72,25 @@ pub(crate) async fn respond(
     };
     let always: &[&str] = if aggregate.on_error == OnError::Partial { &["errors"] } else { &[] };
     let mask = fields::requested_composite(parts.uri.query(), &aggregate.answer_keys, always)?;
-    let inputs = Inputs { path: values, query, body, claims: access.claims.as_ref() };
     let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.observer().request_id_header())?;
     gateway.forward_claims(access, &mut metadata);
-    let requested = metadata::grpc_timeout(&parts.headers)?;
+    let mut run = Run {
+        gateway,
+        aggregate,
+        view,
+        access,
+        inputs: Inputs { path: values, query, body, claims: access.claims.as_ref() },
+        metadata,
+        requested: metadata::grpc_timeout(&parts.headers)?,
+        idempotent: parts.method == http::Method::GET,
+        slots: aggregate.calls.iter().map(|_| Slot::Waiting).collect(),
+    };
     let started = Instant::now();
-    let mut slots: Vec<Slot> = aggregate.calls.iter().map(|_| Slot::Waiting).collect();
-    let mut running: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
-    let idempotent = parts.method == http::Method::GET;
-    loop {
-        let mut progressed = false;
-        for (index, call) in aggregate.calls.iter().enumerate() {
-            if !matches!(slots[index], Slot::Waiting) {
-                continue;
-            }
-            if let Some(failed) = call.needs.iter().find(|&&n| matches!(slots[n], Slot::Failed(_))) {
-                let needs = aggregate.calls[*failed].name.clone();
-                slots[index] = Slot::Failed(GatewayError::NotCalled { needs });
-                progressed = true;
-                continue;
-            }
-            if !call.needs.iter().all(|&n| matches!(slots[n], Slot::Done { .. })) {
-                continue;
-            }
-            let start = build_request(gateway, view, call, &inputs, &slots).and_then(|message| {
-                let upstream = gateway.upstream_for(call.route)?;
-                let path = gateway.route_at(call.route).grpc_path.clone();
-                let limit = deadline(requested, CallKind::Unary, access, upstream);
-                let limit = earliest(limit, call.timeout);
-                let idempotent = idempotent || upstream.is_idempotent(path.path());
-                let reply = upstream.unary(path, message, metadata.clone(), limit, idempotent);
-                Ok(Box::pin(async move { (index, reply.await) }) as Pending<'_>)
-            });
-            progressed = true;
-            match start {
-                Ok(pending) => {
-                    running.push(pending);
-                    slots[index] = Slot::Running;
-                }
-                Err(error) if aggregate.on_error == OnError::Fail => return Err(error),
-                Err(error) => slots[index] = Slot::Failed(error),
-            }
-        }
-        if progressed && running.is_empty() {
-            // Calls failed without a call in flight: the next pass marks the calls that read them.
-            continue;
-        }
-        let Some((index, reply)) = running.next().await else { break };
-        let outcome =
-            reply.map_err(GatewayError::from).and_then(|reply| render(gateway, view, &aggregate.calls[index], &reply));
-        match outcome {
-            Ok(slot) => slots[index] = slot,
-            Err(error) if aggregate.on_error == OnError::Fail => {
-                note_calls(parts, started.elapsed());
-                return Err(error);
-            }
-            Err(error) => slots[index] = Slot::Failed(error),
-        }
-    }
-    note_calls(parts, started.elapsed());
-    let request_id = gateway.request_id(&parts.headers);
-    let json = answer(gateway, aggregate, slots, request_id);
+    let ran = run.all().await;
+    // For the access log: how long the calls took together.
+    Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), None);
+    ran?;
+    let json = answer(gateway, aggregate, run.slots, gateway.request_id(&parts.headers));
     let json = match mask {
         Some(mask) => mask.apply(&json)?,
         None => json,
@@ -144,15 +102,90 @@ pub(crate) async fn respond(
     Ok(json_response(StatusCode::OK, json).map(Body::from))
 }
 
-/// For the access log: how long the calls took together.
-fn note_calls(parts: &Parts, elapsed: Duration) {
-    Exchange::of(&parts.extensions).upstream_answered(elapsed, None);
+/// One request's calls.
+struct Run<'r> {
+    gateway: &'r Gateway,
+    aggregate: &'r Aggregate,
+    view: View<'r>,
+    access: &'r Access<'r>,
+    inputs: Inputs<'r>,
+    /// The request's metadata, sent with every call.
+    metadata: http::HeaderMap,
+    /// The client's `Grpc-Timeout`.
+    requested: Option<Duration>,
+    /// A GET: any call may be retried.
+    idempotent: bool,
+    slots: Vec<Slot>,
 }
 
-fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+impl<'r> Run<'r> {
+    /// Makes every call, each once the calls it reads have answered. With `on_error = "fail"`
+    /// the first failure ends it (dropping the calls in flight cancels them).
+    async fn all(&mut self) -> Result<(), GatewayError> {
+        let mut running: FuturesUnordered<Pending<'r>> = FuturesUnordered::new();
+        loop {
+            let progressed = self.start_ready(&mut running)?;
+            if progressed && running.is_empty() {
+                // Calls failed without a call in flight: the next pass marks the calls that read them.
+                continue;
+            }
+            let Some((index, reply)) = running.next().await else { return Ok(()) };
+            let call = &self.aggregate.calls[index];
+            let outcome =
+                reply.map_err(GatewayError::from).and_then(|reply| render(self.gateway, self.view, call, &reply));
+            self.slots[index] = match outcome {
+                Ok(slot) => slot,
+                Err(error) => self.failed(error)?,
+            };
+        }
+    }
+
+    /// Starts every waiting call whose inputs are in, and marks those whose inputs failed;
+    /// whether any changed.
+    fn start_ready(&mut self, running: &mut FuturesUnordered<Pending<'r>>) -> Result<bool, GatewayError> {
+        let mut progressed = false;
+        let calls = &self.aggregate.calls;
+        for (index, call) in calls.iter().enumerate() {
+            if !matches!(self.slots[index], Slot::Waiting) {
+                continue;
+            }
+            if let Some(&failed) = call.needs.iter().find(|&&n| matches!(self.slots[n], Slot::Failed(_))) {
+                self.slots[index] = Slot::Failed(GatewayError::NotCalled { needs: calls[failed].name.clone() });
+                progressed = true;
+                continue;
+            }
+            if !call.needs.iter().all(|&n| matches!(self.slots[n], Slot::Done { .. })) {
+                continue;
+            }
+            progressed = true;
+            self.slots[index] = match self.start(index, call) {
+                Ok(pending) => {
+                    running.push(pending);
+                    Slot::Running
+                }
+                Err(error) => self.failed(error)?,
+            };
+        }
+        Ok(progressed)
+    }
+
+    /// Call `index`'s request built and sent.
+    fn start(&self, index: usize, call: &'r Call) -> Result<Pending<'r>, GatewayError> {
+        let message = build_request(self.gateway, self.view, call, &self.inputs, &self.slots)?;
+        let upstream = self.gateway.upstream_for(call.route)?;
+        let path = self.gateway.route_at(call.route).grpc_path.clone();
+        let limit = earliest(deadline(self.requested, CallKind::Unary, self.access, upstream), call.timeout);
+        let idempotent = self.idempotent || upstream.is_idempotent(path.path());
+        let reply = upstream.unary(path, message, self.metadata.clone(), limit, idempotent);
+        Ok(Box::pin(async move { (index, reply.await) }))
+    }
+
+    /// A failed call: the end of the run with `on_error = "fail"`, else its slot.
+    fn failed(&self, error: GatewayError) -> Result<Slot, GatewayError> {
+        match self.aggregate.on_error {
+            OnError::Fail => Err(error),
+            OnError::Partial => Ok(Slot::Failed(error)),
+        }
     }
 }
 
