@@ -628,15 +628,7 @@ impl Gateway {
                 raw_response(body.content_type, Bytes::from(body.data))
             }
             None => {
-                let json = view.transcoder.render(index, route, &reply.message)?;
-                let json = match mask {
-                    Some(mask) => mask.apply(&json)?,
-                    None => json,
-                };
-                let json = match view.shape {
-                    Some(shape) => shape.apply(&json)?,
-                    None => json,
-                };
+                let json = view.finish(mask, view.transcoder.render(index, route, &reply.message)?)?;
                 json_response(StatusCode::OK, json).map(Body::from)
             }
         };

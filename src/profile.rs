@@ -254,21 +254,19 @@ impl Shape {
         Shape { allow, deny, rename }
     }
 
-    /// The answer JSON reshaped: allowed fields kept, denied ones removed, renames made.
-    pub fn apply(&self, json: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        let mut value: Value = serde_json::from_slice(json)
-            .map_err(|e| TranscodeError::Render { reason: format!("shaping the response: {e}") })?;
+    /// Reshapes an answer: allowed fields kept, denied ones removed, renames made.
+    fn apply(&self, value: &mut Value) {
         if let Some(allow) = &self.allow {
-            allow.trim_value(&mut value);
+            allow.trim_value(value);
         }
         for path in &self.deny {
-            edit(&mut value, &path.0, &mut |object, (json, proto)| {
+            edit(value, &path.0, &mut |object, (json, proto)| {
                 object.remove(json.as_str());
                 object.remove(proto.as_str());
             });
         }
         for (path, to) in &self.rename {
-            edit(&mut value, &path.0, &mut |object, (json, proto)| {
+            edit(value, &path.0, &mut |object, (json, proto)| {
                 // Rebuilt in order: the renamed field keeps its place.
                 *object = std::mem::take(object)
                     .into_iter()
@@ -276,7 +274,29 @@ impl Shape {
                     .collect();
             });
         }
-        serde_json::to_vec(&value).map_err(|e| TranscodeError::Render { reason: format!("shaping the response: {e}") })
+    }
+}
+
+impl View<'_> {
+    /// A rendered answer trimmed to the client's `?fields=` (`mask`), then reshaped as the
+    /// profile says: parsed once, only when either applies.
+    pub fn finish(&self, mask: Option<&FieldMask>, json: Vec<u8>) -> Result<Vec<u8>, TranscodeError> {
+        View::reshape(mask, self.shape, json)
+    }
+
+    fn reshape(mask: Option<&FieldMask>, shape: Option<&Shape>, json: Vec<u8>) -> Result<Vec<u8>, TranscodeError> {
+        if mask.is_none() && shape.is_none() {
+            return Ok(json);
+        }
+        let failed = |e: serde_json::Error| TranscodeError::Render { reason: format!("shaping the response: {e}") };
+        let mut value: Value = serde_json::from_slice(&json).map_err(failed)?;
+        if let Some(mask) = mask {
+            mask.trim_value(&mut value);
+        }
+        if let Some(shape) = shape {
+            shape.apply(&mut value);
+        }
+        serde_json::to_vec(&value).map_err(failed)
     }
 }
 
@@ -365,13 +385,13 @@ mod tests {
         };
         let json =
             br#"{"display_name":"Ada","email":"a@x","orders":[{"id":"1","items":[1],"total_micros":"5"},{"id":"2"}]}"#;
-        let shaped: Value = serde_json::from_slice(&shape.apply(json).unwrap()).unwrap();
+        let shaped: Value = serde_json::from_slice(&View::reshape(None, Some(&shape), json.to_vec()).unwrap()).unwrap();
         assert_eq!(shaped, serde_json::json!({"name": "Ada", "orders": [{"id": "1", "total": "5"}, {"id": "2"}]}));
     }
 
     #[test]
     fn an_answer_that_is_not_json_is_an_error_not_a_panic() {
-        assert!(Shape::default().apply(b"not json").is_err());
+        assert!(View::reshape(None, Some(&Shape::default()), b"not json".to_vec()).is_err());
     }
 
     #[test]

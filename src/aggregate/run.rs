@@ -90,15 +90,7 @@ pub(crate) async fn respond(
     // For the access log: how long the calls took together.
     Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), None);
     ran?;
-    let json = answer(gateway, aggregate, run.slots, gateway.request_id(&parts.headers));
-    let json = match mask {
-        Some(mask) => mask.apply(&json)?,
-        None => json,
-    };
-    let json = match view.shape {
-        Some(shape) => shape.apply(&json)?,
-        None => json,
-    };
+    let json = view.finish(mask.as_ref(), answer(gateway, aggregate, run.slots, gateway.request_id(&parts.headers)))?;
     Ok(json_response(StatusCode::OK, json).map(Body::from))
 }
 
