@@ -12,7 +12,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value};
 
 use crate::aggregate::Aggregates;
-use crate::config::ProfileConfig;
+use crate::config::{ProfileConfig, ProfileRoute};
 use crate::route::{PathTemplate, Route};
 use crate::transcode::fields::FieldMask;
 use crate::transcode::{JsonOptions, TranscodeError, Transcoder};
@@ -132,37 +132,42 @@ impl Profile {
             aggregates: HashMap::new(),
         };
         for (j, exposed) in config.routes.iter().enumerate() {
-            let key = |k: &str| format!("routes[{j}]{k}");
-            let Some((method, template)) = parse_route(&exposed.route) else {
-                errors.push((key(".route"), format!("{:?} is not \"METHOD /path/template\"", exposed.route)));
-                continue;
-            };
-            let found_route = routes.iter().position(|r| r.http_method == method && r.template == template);
-            let found_aggregate =
-                aggregates.routes().iter().position(|a| a.http_method == method && a.template == template);
-            let mut problems = Vec::new();
-            match (found_aggregate, found_route) {
-                (Some(index), _) => {
-                    let keys = &aggregates.routes()[index].answer_keys;
-                    let shape = Shape::build(exposed, &Answer::Composite(keys), &mut problems);
-                    profile.aggregates.insert(index, shape);
-                }
-                (None, Some(index)) => {
-                    let route = &routes[index];
-                    if route.method.is_client_streaming() || route.method.is_server_streaming() {
-                        problems.push((
-                            "route".into(),
-                            format!("{} streams: profiles expose unary and composite routes", route.method.full_name()),
-                        ));
-                    }
-                    let shape = Shape::build(exposed, &Answer::Message(route.method.output()), &mut problems);
-                    profile.routes.insert(index, shape);
-                }
-                (None, None) => problems.push(("route".into(), format!("no route is {method} {template}"))),
-            }
-            errors.extend(problems.into_iter().map(|(k, m)| (key(&format!(".{k}")), m)));
+            let problems = profile.expose(exposed, routes, aggregates);
+            errors.extend(problems.into_iter().map(|(k, m)| (format!("routes[{j}].{k}"), m)));
         }
         profile
+    }
+
+    /// Adds the route `exposed` names, with its shape; the problems, by key below it.
+    fn expose(&mut self, exposed: &ProfileRoute, routes: &[Route], aggregates: &Aggregates) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let Some((method, template)) = parse_route(&exposed.route) else {
+            problems.push(("route".into(), format!("{:?} is not \"METHOD /path/template\"", exposed.route)));
+            return problems;
+        };
+        let found_aggregate =
+            aggregates.routes().iter().position(|a| a.http_method == method && a.template == template);
+        let found_route = routes.iter().position(|r| r.http_method == method && r.template == template);
+        match (found_aggregate, found_route) {
+            (Some(index), _) => {
+                let keys = &aggregates.routes()[index].answer_keys;
+                self.aggregates.insert(index, Shape::build(exposed, &Answer::Composite(keys), &mut problems));
+            }
+            (None, Some(index)) => {
+                let route = &routes[index];
+                if route.method.is_client_streaming() || route.method.is_server_streaming() {
+                    let method = route.method.full_name();
+                    problems.push((
+                        "route".into(),
+                        format!("{method} streams: profiles expose unary and composite routes"),
+                    ));
+                }
+                self.routes
+                    .insert(index, Shape::build(exposed, &Answer::Message(route.method.output()), &mut problems));
+            }
+            (None, None) => problems.push(("route".into(), format!("no route is {method} {template}"))),
+        }
+        problems
     }
 
     /// The shape of method route `index`, if the profile exposes it.
@@ -213,7 +218,7 @@ enum Answer<'a> {
 }
 
 impl Shape {
-    fn build(config: &crate::config::ProfileRoute, answer: &Answer<'_>, errors: &mut Vec<(String, String)>) -> Shape {
+    fn build(config: &ProfileRoute, answer: &Answer<'_>, errors: &mut Vec<(String, String)>) -> Shape {
         let allow = match (&config.allow[..], answer) {
             ([], _) => None,
             (paths, Answer::Message(message)) => match FieldMask::parse(&paths.join(","), message) {
