@@ -256,33 +256,14 @@ fn build_one(
     let variables: Vec<String> = template.variables().iter().map(|v| v.field_path.join(".")).collect();
     let mut errors = Vec::new();
     // Each call's implicit route, found first: other calls read its output type.
-    let methods: Vec<Option<&Route>> = config
-        .calls
-        .iter()
-        .map(|(name, call)| {
-            let path = format!("/{}", call.method);
-            let route = routes.iter().find(|r| r.origin == RouteOrigin::Default && r.grpc_path.path() == path);
-            let problem = match route {
-                None => Some(format!("no method {} in the descriptors", call.method)),
-                Some(r) if r.method.is_client_streaming() || r.method.is_server_streaming() => {
-                    Some(format!("{} streams: composite routes call unary methods", call.method))
-                }
-                Some(_) => None,
-            };
-            if let Some(message) = problem {
-                errors.push((format!("calls.{name}.method"), message));
-                return None;
-            }
-            route
-        })
-        .collect();
-    let outputs: Vec<Option<MessageDescriptor>> = methods.iter().map(|r| r.map(|r| r.method.output())).collect();
+    let methods = find_methods(config, routes, &mut errors);
+    let outputs: Vec<Option<MessageDescriptor>> = methods.iter().map(|m| m.map(|(_, r)| r.method.output())).collect();
     let names = config.calls.keys().map(String::as_str).collect();
     let mut binder =
         Binder { json, names, outputs: &outputs, variables: &variables, errors: &mut errors, needs: Vec::new() };
     let mut calls = Vec::new();
-    for ((name, call), route) in config.calls.iter().zip(&methods) {
-        let Some(route) = route else { continue };
+    for ((name, call), method) in config.calls.iter().zip(&methods) {
+        let Some((index, route)) = *method else { continue };
         let key = format!("calls.{name}.request");
         let entries = match Template::parse(&Value::Object(call.request.clone())) {
             Ok(Template::Object(entries)) => entries,
@@ -295,31 +276,15 @@ fn build_one(
         let mut needs = std::mem::take(&mut binder.needs);
         needs.sort_unstable();
         needs.dedup();
-        let output = match &call.merge {
-            None => Output::Whole,
-            Some(names) => Output::Fields(
-                names
-                    .iter()
-                    .filter_map(|field| match find_field(&route.method.output(), field) {
-                        Some(f) => Some(json.output_name(&f).to_owned()),
-                        None => {
-                            binder.errors.push((
-                                format!("calls.{name}.merge"),
-                                format!("{} has no field {field:?}", route.method.output().full_name()),
-                            ));
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
-        };
+        let output = output_of(name, call.merge.as_deref(), &route.method.output(), json, binder.errors);
+        let (grpc_method, timeout) = (call.method.clone(), call.timeout);
         calls.push(Call {
             name: name.clone(),
-            route: routes.iter().position(|r| std::ptr::eq(r, *route)).unwrap_or_default(),
-            grpc_method: call.method.clone(),
+            route: index,
+            grpc_method,
             request,
             needs,
-            timeout: call.timeout,
+            timeout,
             parsed: false,
             output,
         });
@@ -332,23 +297,6 @@ fn build_one(
         let read = calls.iter().any(|c| c.needs.contains(&i));
         calls[i].parsed = read || calls[i].output != Output::Whole;
     }
-    let answer_keys = calls
-        .iter()
-        .flat_map(|call| {
-            let output = routes[call.route].method.output();
-            match &call.output {
-                Output::Whole => vec![(call.name.clone(), Some(output))],
-                Output::Fields(fields) => fields
-                    .iter()
-                    .map(|name| {
-                        let inner =
-                            find_field(&output, name).filter(|f| !f.is_map()).and_then(|f| structured_message(&f));
-                        (name.clone(), inner)
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
     let reads = |f: fn(&Input) -> bool| calls.iter().any(|c| c.request.inputs().into_iter().any(f));
     let labels = Arc::new(RouteLabels {
         route: template.to_string().into(),
@@ -358,14 +306,80 @@ fn build_one(
     Ok(Aggregate {
         reads_body: reads(|i| matches!(i, Input::Body(_))),
         reads_query: reads(|i| matches!(i, Input::Query(_))),
+        answer_keys: answer_keys(&calls, routes),
         http_method,
         template,
         variables,
         on_error: config.on_error,
         calls,
         labels,
-        answer_keys,
     })
+}
+
+/// Each call's method as its implicit route (and that route's index), or `None` with the
+/// problem noted: unknown, or streaming.
+fn find_methods<'r>(
+    config: &AggregateConfig,
+    routes: &'r [Route],
+    errors: &mut Vec<(String, String)>,
+) -> Vec<Option<(usize, &'r Route)>> {
+    let find = |method: &str| {
+        let path = format!("/{method}");
+        routes.iter().enumerate().find(|(_, r)| r.origin == RouteOrigin::Default && r.grpc_path.path() == path)
+    };
+    config
+        .calls
+        .iter()
+        .map(|(name, call)| {
+            let found = find(&call.method);
+            let problem = match found {
+                None => format!("no method {} in the descriptors", call.method),
+                Some((_, r)) if r.method.is_client_streaming() || r.method.is_server_streaming() => {
+                    format!("{} streams: composite routes call unary methods", call.method)
+                }
+                Some(found) => return Some(found),
+            };
+            errors.push((format!("calls.{name}.method"), problem));
+            None
+        })
+        .collect()
+}
+
+/// Where call `name`'s result goes: whole under its name, or its `merge` fields at the top.
+fn output_of(
+    name: &str,
+    merge: Option<&[String]>,
+    output: &MessageDescriptor,
+    json: &JsonOptions,
+    errors: &mut Vec<(String, String)>,
+) -> Output {
+    let Some(fields) = merge else { return Output::Whole };
+    let mut names = Vec::new();
+    for field in fields {
+        match find_field(output, field) {
+            Some(f) => names.push(json.output_name(&f).to_owned()),
+            None => {
+                errors.push((format!("calls.{name}.merge"), format!("{} has no field {field:?}", output.full_name())))
+            }
+        }
+    }
+    Output::Fields(names)
+}
+
+/// The answer's top-level keys, each with the message under it (for `?fields=` and profiles).
+fn answer_keys(calls: &[Call], routes: &[Route]) -> Vec<(String, Option<MessageDescriptor>)> {
+    let mut keys = Vec::new();
+    for call in calls {
+        let output = routes[call.route].method.output();
+        match &call.output {
+            Output::Whole => keys.push((call.name.clone(), Some(output))),
+            Output::Fields(fields) => keys.extend(fields.iter().map(|name| {
+                let inner = find_field(&output, name).filter(|f| !f.is_map()).and_then(|f| structured_message(&f));
+                (name.clone(), inner)
+            })),
+        }
+    }
+    keys
 }
 
 /// Two results may not land on one key of the answer.
