@@ -177,3 +177,48 @@ routes = []"#,
         r#"config: profile[0].prefix: "m/{x}" is not a literal path prefix such as "/mobile""#
     );
 }
+
+#[tokio::test]
+async fn a_profile_has_its_own_auth_and_its_own_cache_entries() {
+    let secret = "a profile test HMAC secret, 32 bytes";
+    let config = format!(
+        r#"{PROFILES}
+[jwt]
+algorithms = ["HS256"]
+keys = [{{ alg = "HS256", secret = "{secret}" }}]
+
+[[policy]]
+name = "mobile-app"
+match = {{ path_prefix = "/mobile" }}
+auth = "required"
+
+[[policy]]
+name = "reads"
+match = {{ methods = ["GET"] }}
+cache = {{ ttl = "60s" }}
+"#
+    );
+    let (upstream, gateway) = start_examples(&config).await;
+    answer(&upstream);
+    let refused = gateway.client.request("GET", "/mobile/v1/users/7").send().await;
+    refused.assert_error(401, Code::Unauthenticated as i32);
+    assert!(upstream.calls().is_empty());
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": "ada", "exp": exp}), &key).unwrap();
+    let mobile =
+        gateway.client.request("GET", "/mobile/v1/users/7").header("authorization", &format!("Bearer {token}"));
+    let mobile = mobile.send().await;
+    assert_eq!(mobile.status, 200, "{}", mobile.text());
+
+    // The web profile needs no token, and the same route's cached answer is its own shape.
+    let web = gateway.client.request("GET", "/web/v1/users/7").send().await;
+    assert_eq!((web.status.as_u16(), web.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(web.json()["displayName"], "Ada");
+    let again = gateway.client.request("GET", "/web/v1/users/7").send().await;
+    assert_eq!((again.header("x-cache"), again.json()), (Some("HIT"), web.json()));
+    let plain = gateway.client.request("GET", "/v1/users/7").send().await;
+    assert_eq!(plain.header("x-cache"), Some("MISS"), "outside the profile: an entry of its own");
+    assert_eq!(plain.json(), user("7"));
+}
