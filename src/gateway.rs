@@ -16,7 +16,7 @@ use prost_reflect::DescriptorPool;
 
 use crate::aggregate::{self, Aggregate, Aggregates};
 use crate::auth::Verifier;
-use crate::cache::{CacheUse, ResponseCache};
+use crate::cache::{CacheRule, CacheUse, ResponseCache};
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::{GatewayError, json_response};
@@ -480,7 +480,17 @@ impl Gateway {
         };
         let methods = aggregate.calls.iter().map(|c| c.grpc_method.as_str());
         let access = self.policies.check_all(&request, methods).await?;
-        aggregate::run::respond(self, aggregate, &matched.values, parts, body, peer, &access, view).await
+        let values = &matched.values;
+        // A GET takes nothing from a body (`check` refuses `{body}` there): the key holds
+        // everything the calls read, but the claims, which a verified subject keys.
+        let rule = access.policy.and_then(|p| p.cache.as_ref()).filter(|_| parts.method == http::Method::GET);
+        let (Some(cache), Some(rule)) = (&self.cache, rule) else {
+            return aggregate::run::respond(self, aggregate, values, parts, body, peer, &access, view).await;
+        };
+        drop(body);
+        let route = format!("{} {}{}", aggregate.http_method, view.prefix, aggregate.template);
+        let fetch = || aggregate::run::respond(self, aggregate, values, parts, Body::empty(), peer, &access, view);
+        self.through_cache(cache, rule, &route, values, parts, &access, fetch).await
     }
 
     /// The composite routes.
@@ -547,13 +557,33 @@ impl Gateway {
         // outlives this gateway.
         let route = self.route_at(index);
         let route = format!("{} {}{}", route.http_method, view.prefix, route.template);
-        let lookup = ResponseCache::lookup(rule, &route, values, parts.uri.query(), &parts.headers, access);
+        let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access, view);
+        self.through_cache(cache, rule, &route, values, &parts, access, fetch).await
+    }
+
+    /// The answer from `cache` under `rule` for the route named `route`, or from `fetch`
+    /// (kept when it is a 200); counted in the cache metric.
+    #[allow(clippy::too_many_arguments)]
+    async fn through_cache<F, Fut>(
+        &self,
+        cache: &ResponseCache,
+        rule: &CacheRule,
+        route: &str,
+        values: &[String],
+        parts: &Parts,
+        access: &Access<'_>,
+        fetch: F,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Response<Body>, GatewayError>>,
+    {
+        let lookup = ResponseCache::lookup(rule, route, values, parts.uri.query(), &parts.headers, access);
         let bypass = match &lookup {
             CacheUse::Bypass => Some("bypass"),
             CacheUse::Refresh(_) => Some("refresh"),
             CacheUse::Use(_) => None,
         };
-        let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access, view);
         let response = cache.serve(lookup, rule, &parts.headers, fetch).await;
         let outcome = bypass.or_else(|| {
             let header = response.as_ref().ok()?.headers().get(crate::cache::X_CACHE)?;

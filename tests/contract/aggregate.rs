@@ -377,3 +377,21 @@ async fn fields_trims_a_composite_answer_by_call_then_field() {
     assert!(error["message"].as_str().unwrap().contains("example.users.v1.User has no field \"colour\""), "{error}");
     assert_eq!(upstream.calls().len(), calls_before, "paths are checked before any call");
 }
+
+#[tokio::test]
+async fn a_cached_composite_answer_makes_no_calls() {
+    let config = format!(
+        "{DASHBOARD}\n[[policy]]\nname = \"bff\"\nmatch = {{ path_prefix = \"/bff\" }}\ncache = {{ ttl = \"60s\" }}\n"
+    );
+    let (upstream, gateway) = start_examples(&config).await;
+    answer_both(&upstream, Duration::ZERO);
+    let first = gateway.client.request("GET", "/bff/users/4/dashboard").send().await;
+    assert_eq!((first.status.as_u16(), first.header("x-cache")), (200, Some("MISS")));
+    let second = gateway.client.request("GET", "/bff/users/4/dashboard").send().await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.json(), first.json());
+    assert_eq!(upstream.calls().len(), 2, "both calls once");
+    let other = gateway.client.request("GET", "/bff/users/5/dashboard").send().await;
+    assert_eq!(other.header("x-cache"), Some("MISS"), "another path value, another entry");
+    assert_eq!(other.json()["user"], user("5"));
+}
