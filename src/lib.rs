@@ -31,6 +31,11 @@
 //! [`connect`] answers Connect's unary calls. [`transcode::http_body`] carries
 //! `google.api.HttpBody` as raw bytes.
 //!
+//! Before step 1, [`profile`] finds a profile's prefix (its routes are answered with its JSON
+//! options and reshaped), and [`aggregate`]'s composite routes are matched first: their calls
+//! run steps 2 to 5 each, concurrently where they can. [`cache`] answers GETs a policy caches,
+//! in memory and, shared by replicas, in Redis ([`redis_connection`]).
+//!
 //! Everything a request looks up is decided once, when the gateway is built: [`config`] and
 //! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
 //! routes that [`route::table`] freezes into a trie.
