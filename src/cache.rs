@@ -117,11 +117,12 @@ impl ResponseCache {
             .build()
     }
 
-    /// How the request to a route (`GET /v1/users/{id}`) with `rule` uses the cache. The key
-    /// holds the route, its path variable values, the query, the `vary` headers and the
-    /// verified subject.
+    /// How the request to a route (`GET` and `/v1/users/{id}`) with `rule` uses the cache.
+    /// The key holds the route, its path variable values, the query, the `vary` headers and
+    /// the verified subject.
     pub fn lookup(
         rule: &CacheRule,
+        method: &http::Method,
         route: &str,
         values: &[String],
         query: Option<&str>,
@@ -148,6 +149,7 @@ impl ResponseCache {
             key.push_str(text);
             key.push('|');
         };
+        part(method.as_str());
         part(route);
         values.iter().for_each(|value| part(value));
         part(query.unwrap_or(""));
@@ -432,7 +434,15 @@ mod tests {
     fn key_of(values: &[&str], query: Option<&str>) -> CacheUse {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
         let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        ResponseCache::lookup(&rule, "GET /v1/a/{b}", &values, query, &HeaderMap::new(), &Access::default())
+        ResponseCache::lookup(
+            &rule,
+            &http::Method::GET,
+            "/v1/a/{b}",
+            &values,
+            query,
+            &HeaderMap::new(),
+            &Access::default(),
+        )
     }
 
     #[test]
@@ -470,13 +480,19 @@ mod tests {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_static("session=1"));
-        assert_eq!(ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        assert_eq!(
+            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
+            CacheUse::Bypass
+        );
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60, no-store"));
-        assert_eq!(ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()), CacheUse::Bypass);
+        assert_eq!(
+            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
+            CacheUse::Bypass
+        );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         assert!(matches!(
-            ResponseCache::lookup(&rule, "GET /", &[], None, &headers, &Access::default()),
+            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
             CacheUse::Refresh(_)
         ));
     }

@@ -1,7 +1,6 @@
 //! The gateway: built once from the configuration, then [`Gateway::handle`] runs the six steps
 //! of the pipeline for each request.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use crate::error::{GatewayError, json_response};
 use crate::metadata::{self, Peer};
 use crate::observability::{Exchange, Observer, RouteLabels};
 use crate::policy::{self, Access, Policies};
-use crate::profile::{Profile, Profiles, Shape, View};
+use crate::profile::{Exposed, Profile, Profiles, View};
 use crate::route::{BodySelector, Lookup, Route, RouteError, RouteMatch, RouteOrigin, Table, TableBuilder, rule};
 use crate::streaming::{self, websocket};
 use crate::transcode::fields::{self, FieldMask};
@@ -66,9 +65,8 @@ pub struct Gateway {
     cache: Option<ResponseCache>,
     /// Composite routes (`[[aggregate]]`), matched before the methods' routes.
     aggregates: Aggregates,
-    /// Route groups under a prefix (`[[profile]]`), with their labels by route index.
+    /// Route groups under a prefix (`[[profile]]`).
     profiles: Profiles,
-    profile_labels: Vec<HashMap<usize, Arc<RouteLabels>>>,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -192,7 +190,7 @@ impl Gateway {
                 );
             })
         });
-        let (Some(observer), Some(policies), Ok(aggregates), Some(Ok(profiles))) =
+        let (Some(observer), Some(policies), Ok(aggregates), Some(Ok(mut profiles))) =
             (observer, policies, aggregates, profiles)
         else {
             return Err(errors);
@@ -218,20 +216,7 @@ impl Gateway {
                 })
             })
             .collect();
-        let profile_labels = profiles
-            .iter()
-            .map(|profile| {
-                let exposed = (0..route_labels.len()).filter(|&i| profile.route_shape(i).is_some());
-                exposed
-                    .map(|i| {
-                        let labels: &RouteLabels = &route_labels[i];
-                        let route = format!("{}{}", profile.prefix, labels.route).into();
-                        let (grpc_method, upstream) = (labels.grpc_method.clone(), labels.upstream.clone());
-                        (i, Arc::new(RouteLabels { route, grpc_method, upstream }))
-                    })
-                    .collect()
-            })
-            .collect();
+        profiles.name_upstreams(&route_labels);
         observer.metrics().descriptors_loaded(true);
         let transcoder = Transcoder::build(table.routes(), json);
         // The implicit `POST /pkg.Service/Method` route of each method: the whole message in
@@ -273,7 +258,6 @@ impl Gateway {
                 .then(|| ResponseCache::new(&config.cache, config.rate_limit.redis_url.as_deref())),
             aggregates,
             profiles,
-            profile_labels,
         })
     }
 
@@ -396,18 +380,16 @@ impl Gateway {
     async fn respond(self: &Arc<Self>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
         let (parts, body) = request.into_parts();
         let profile = self.profiles.find(parts.uri.path());
-        let path = match profile {
-            Some((_, _, below)) => below,
-            None => parts.uri.path(),
-        };
+        let path = profile.map_or(parts.uri.path(), |(_, below)| below);
         let not_exposed = || GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() };
         let also_allowed = match self.aggregates.lookup(&parts.method, path) {
             Lookup::Matched(matched) => {
+                let aggregate = matched.route;
                 let view = match profile {
-                    Some((_, profile, _)) => {
-                        self.profile_view(profile, profile.aggregate_shape(matched.index).ok_or_else(not_exposed)?)
+                    Some((profile, _)) => {
+                        self.profile_view(profile, profile.aggregate(matched.index).ok_or_else(not_exposed)?)
                     }
-                    None => self.view(),
+                    None => View { transcoder: &self.transcoder, shape: None, labels: &aggregate.labels },
                 };
                 return self.aggregate(matched, &parts, path, body, peer, view).await;
             }
@@ -419,15 +401,14 @@ impl Gateway {
         let route = matched.route;
         let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
         let (index, values) = (matched.index, matched.values);
-        let (view, access) = match profile {
-            Some((at, profile, _)) => {
-                let view = self.profile_view(profile, profile.route_shape(index).ok_or_else(not_exposed)?);
-                (view, self.authorize_in_profile(at, index, &parts, path, peer).await?)
-            }
-            None => {
-                self.note_route(&parts, index);
-                (self.view(), self.authorize(index, &parts, peer).await?)
-            }
+        let view = match profile {
+            Some((profile, _)) => self.profile_view(profile, profile.route(index).ok_or_else(not_exposed)?),
+            None => self.view(index),
+        };
+        Exchange::of(&parts.extensions).matched(view.labels);
+        let access = match profile {
+            Some(_) => self.authorize_in_profile(index, &parts, path, peer).await?,
+            None => self.authorize(index, &parts, peer).await?,
         };
         if upgrade && (client_streams || server_streams) {
             return websocket::upgrade(self.clone(), index, values, parts, peer, &access).await;
@@ -440,13 +421,13 @@ impl Gateway {
         }
     }
 
-    /// How requests outside profiles are answered: `[json]`, no reshaping.
-    pub(crate) fn view(&self) -> View<'_> {
-        View { transcoder: &self.transcoder, shape: None, prefix: "" }
+    /// How route `index` is answered outside profiles: `[json]`, no reshaping.
+    pub(crate) fn view(&self, index: usize) -> View<'_> {
+        View { transcoder: &self.transcoder, shape: None, labels: &self.route_labels[index] }
     }
 
-    fn profile_view<'g>(&'g self, profile: &'g Profile, shape: &'g Shape) -> View<'g> {
-        View { transcoder: profile.transcoder(&self.transcoder), shape: Some(shape), prefix: &profile.prefix }
+    fn profile_view<'g>(&'g self, profile: &'g Profile, exposed: &'g Exposed) -> View<'g> {
+        View { transcoder: profile.transcoder(&self.transcoder), shape: Some(&exposed.shape), labels: &exposed.labels }
     }
 
     /// A composite route: every policy that fits one of its calls, then its calls.
@@ -461,15 +442,7 @@ impl Gateway {
         view: View<'_>,
     ) -> Result<Response<Body>, GatewayError> {
         let aggregate = matched.route;
-        let exchange = Exchange::of(&parts.extensions);
-        match view.prefix {
-            "" => exchange.matched(&aggregate.labels),
-            prefix => exchange.matched(&Arc::new(RouteLabels {
-                route: format!("{prefix}{}", aggregate.labels.route).into(),
-                grpc_method: aggregate.labels.grpc_method.clone(),
-                upstream: None,
-            })),
-        }
+        Exchange::of(&parts.extensions).matched(view.labels);
         let request = policy::Request {
             http_method: &aggregate.http_method,
             template: &aggregate.template,
@@ -488,9 +461,8 @@ impl Gateway {
             return aggregate::run::respond(self, aggregate, values, parts, body, peer, &access, view).await;
         };
         drop(body);
-        let route = format!("{} {}{}", aggregate.http_method, view.prefix, aggregate.template);
         let fetch = || aggregate::run::respond(self, aggregate, values, parts, Body::empty(), peer, &access, view);
-        self.through_cache(cache, rule, &route, values, parts, &access, fetch).await
+        self.through_cache(cache, rule, &view.labels.route, values, parts, &access, fetch).await
     }
 
     /// The composite routes.
@@ -503,19 +475,15 @@ impl Gateway {
         &self.profiles
     }
 
-    /// Step 1b for route `index` reached under profile `at` (below it at `route_path`): the
+    /// Step 1b for route `index` reached under a profile (below it at `route_path`): the
     /// policies of the whole path and those of the route's own path and method all apply.
     async fn authorize_in_profile(
         &self,
-        at: usize,
         index: usize,
         parts: &Parts,
         route_path: &str,
         peer: Peer,
     ) -> Result<Access<'_>, GatewayError> {
-        if let Some(labels) = self.profile_labels.get(at).and_then(|labels| labels.get(&index)) {
-            Exchange::of(&parts.extensions).matched(labels);
-        }
         let route = self.route_at(index);
         let request = policy::Request {
             http_method: &route.http_method,
@@ -553,16 +521,14 @@ impl Gateway {
             return self.call_unary(index, values, &parts, body, peer, access, view).await;
         };
         drop(body);
-        // By template, not table index: indexes move when descriptors change, and Redis
-        // outlives this gateway.
-        let route = self.route_at(index);
-        let route = format!("{} {}{}", route.http_method, view.prefix, route.template);
         let fetch = || self.call_unary(index, values, &parts, Body::empty(), peer, access, view);
-        self.through_cache(cache, rule, &route, values, &parts, access, fetch).await
+        self.through_cache(cache, rule, &view.labels.route, values, &parts, access, fetch).await
     }
 
-    /// The answer from `cache` under `rule` for the route named `route`, or from `fetch`
-    /// (kept when it is a 200); counted in the cache metric.
+    /// The answer from `cache` under `rule` for the route whose template (with a profile's
+    /// prefix) is `route`, or from `fetch` (kept when it is a 200); counted in the cache
+    /// metric. Keyed by template, not table index: indexes move when descriptors change, and
+    /// Redis outlives this gateway.
     #[allow(clippy::too_many_arguments)]
     async fn through_cache<F, Fut>(
         &self,
@@ -578,7 +544,8 @@ impl Gateway {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Response<Body>, GatewayError>>,
     {
-        let lookup = ResponseCache::lookup(rule, route, values, parts.uri.query(), &parts.headers, access);
+        let lookup =
+            ResponseCache::lookup(rule, &parts.method, route, values, parts.uri.query(), &parts.headers, access);
         let bypass = match &lookup {
             CacheUse::Bypass => Some("bypass"),
             CacheUse::Refresh(_) => Some("refresh"),

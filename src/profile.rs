@@ -6,6 +6,7 @@
 //! profile its own auth and rate limits.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::Method;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::aggregate::Aggregates;
 use crate::config::{ProfileConfig, ProfileRoute};
+use crate::observability::RouteLabels;
 use crate::route::{PathTemplate, Route};
 use crate::transcode::fields::FieldMask;
 use crate::transcode::{JsonOptions, TranscodeError, Transcoder};
@@ -32,10 +34,20 @@ pub struct Profile {
     pub prefix: String,
     /// Its own JSON options, when it has them.
     transcoder: Option<Transcoder>,
-    /// The method routes it exposes (by table index), with their shapes.
-    routes: HashMap<usize, Shape>,
-    /// The composite routes it exposes (by index), with their shapes.
-    aggregates: HashMap<usize, Shape>,
+    /// The method routes it exposes (by table index).
+    routes: HashMap<usize, Exposed>,
+    /// The composite routes it exposes (by index).
+    aggregates: HashMap<usize, Exposed>,
+}
+
+/// A route a profile exposes: how its answer is shaped, and what its requests are logged and
+/// counted under (the template with the prefix).
+#[derive(Debug)]
+pub struct Exposed {
+    /// The profile's shape of the answer.
+    pub shape: Shape,
+    /// Its labels.
+    pub labels: Arc<RouteLabels>,
 }
 
 /// How a profile reshapes a route's JSON answer.
@@ -67,8 +79,9 @@ pub struct View<'g> {
     pub transcoder: &'g Transcoder,
     /// The profile's shape for the route, under a profile.
     pub shape: Option<&'g Shape>,
-    /// The profile's prefix (`""` outside profiles): part of a cache key.
-    pub prefix: &'g str,
+    /// The route's labels (its template, under a profile with the prefix): for the access log
+    /// and metrics, and part of a cache key.
+    pub labels: &'g Arc<RouteLabels>,
 }
 
 impl Profiles {
@@ -92,17 +105,31 @@ impl Profiles {
         if errors.is_empty() { Ok(Profiles { profiles }) } else { Err(errors) }
     }
 
-    /// The profile whose prefix the path is under (and its index), and the path below it.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(usize, &Profile, &'p str)> {
-        self.profiles.iter().enumerate().find_map(|(index, profile)| {
+    /// The profile whose prefix the path is under, and the path below it.
+    pub fn find<'p>(&self, path: &'p str) -> Option<(&Profile, &'p str)> {
+        self.profiles.iter().find_map(|profile| {
             let rest = path.strip_prefix(profile.prefix.as_str())?;
-            rest.starts_with('/').then_some((index, profile, rest))
+            rest.starts_with('/').then_some((profile, rest))
         })
     }
 
     /// Every profile.
     pub fn iter(&self) -> impl Iterator<Item = &Profile> {
         self.profiles.iter()
+    }
+
+    /// Gives each exposed method route the upstream of its route (`route_labels`, by table
+    /// index), known once the upstreams are.
+    pub fn name_upstreams(&mut self, route_labels: &[Arc<RouteLabels>]) {
+        for profile in &mut self.profiles {
+            for (index, exposed) in &mut profile.routes {
+                if let Some(own) = route_labels.get(*index) {
+                    let labels = &exposed.labels;
+                    let (route, grpc_method) = (labels.route.clone(), labels.grpc_method.clone());
+                    exposed.labels = Arc::new(RouteLabels { route, grpc_method, upstream: own.upstream.clone() });
+                }
+            }
+        }
     }
 }
 
@@ -148,10 +175,16 @@ impl Profile {
         let found_aggregate =
             aggregates.routes().iter().position(|a| a.http_method == method && a.template == template);
         let found_route = routes.iter().position(|r| r.http_method == method && r.template == template);
+        let labels = |grpc_method: Arc<str>| {
+            let route = format!("{}{template}", self.prefix).into();
+            Arc::new(RouteLabels { route, grpc_method, upstream: None })
+        };
         match (found_aggregate, found_route) {
             (Some(index), _) => {
-                let keys = &aggregates.routes()[index].answer_keys;
-                self.aggregates.insert(index, Shape::build(exposed, &Answer::Composite(keys), &mut problems));
+                let aggregate = &aggregates.routes()[index];
+                let shape = Shape::build(exposed, &Answer::Composite(&aggregate.answer_keys), &mut problems);
+                let labels = labels(aggregate.labels.grpc_method.clone());
+                self.aggregates.insert(index, Exposed { shape, labels });
             }
             (None, Some(index)) => {
                 let route = &routes[index];
@@ -162,21 +195,22 @@ impl Profile {
                         format!("{method} streams: profiles expose unary and composite routes"),
                     ));
                 }
-                self.routes
-                    .insert(index, Shape::build(exposed, &Answer::Message(route.method.output()), &mut problems));
+                let shape = Shape::build(exposed, &Answer::Message(route.method.output()), &mut problems);
+                let labels = labels(route.grpc_path.path().trim_start_matches('/').into());
+                self.routes.insert(index, Exposed { shape, labels });
             }
             (None, None) => problems.push(("route".into(), format!("no route is {method} {template}"))),
         }
         problems
     }
 
-    /// The shape of method route `index`, if the profile exposes it.
-    pub fn route_shape(&self, index: usize) -> Option<&Shape> {
+    /// Method route `index`, if the profile exposes it.
+    pub fn route(&self, index: usize) -> Option<&Exposed> {
         self.routes.get(&index)
     }
 
-    /// The shape of composite route `index`, if the profile exposes it.
-    pub fn aggregate_shape(&self, index: usize) -> Option<&Shape> {
+    /// Composite route `index`, if the profile exposes it.
+    pub fn aggregate(&self, index: usize) -> Option<&Exposed> {
         self.aggregates.get(&index)
     }
 
@@ -409,9 +443,9 @@ mod tests {
             aggregates: HashMap::new(),
         };
         let profiles = Profiles { profiles: vec![profile("/m"), profile("/mobile")] };
-        let found = |path| profiles.find(path).map(|(i, p, rest)| (i, p.prefix.as_str(), rest));
-        assert_eq!(found("/mobile/v1/users/1"), Some((1, "/mobile", "/v1/users/1")));
-        assert_eq!(found("/m/v1"), Some((0, "/m", "/v1")));
+        let found = |path| profiles.find(path).map(|(p, rest)| (p.prefix.as_str(), rest));
+        assert_eq!(found("/mobile/v1/users/1"), Some(("/mobile", "/v1/users/1")));
+        assert_eq!(found("/m/v1"), Some(("/m", "/v1")));
         assert!(profiles.find("/mobile").is_none(), "the prefix alone names no route");
         assert!(profiles.find("/mob/v1").is_none());
     }

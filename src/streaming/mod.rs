@@ -141,7 +141,7 @@ fn respond_unary(
     reply: Result<UnaryResponse, UpstreamError>,
     mask: Option<&FieldMask>,
 ) -> Result<Response<Body>, GatewayError> {
-    gateway.respond_with(index, &reply?, mask, gateway.view())
+    gateway.respond_with(index, &reply?, mask, gateway.view(index))
 }
 
 /// The route as a client stream's lines and WebSocket frames see it: each is a whole request

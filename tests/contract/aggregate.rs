@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
 use protogate::config::Config;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{Gateway, Reply, Upstream, examples_config, start_examples};
+use crate::support::{Gateway, Reply, Upstream, examples_config, hs256_bearer, hs256_jwt, start_examples};
 
 const GET_USER: &str = "/example.users.v1.UserService/GetUser";
 const LIST_USERS: &str = "/example.users.v1.UserService/ListUsers";
@@ -181,10 +180,7 @@ calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request =
 async fn requests_are_built_from_body_query_claims_and_text_and_fields_merge_at_the_top() {
     let config = format!(
         r#"
-[jwt]
-algorithms = ["HS256"]
-keys = [{{ alg = "HS256", secret = "{SECRET}" }}]
-
+{}
 [[policy]]
 name = "bff"
 match = {{ path_prefix = "/bff" }}
@@ -195,7 +191,8 @@ route = "POST /bff/checkout"
 calls.buyer = {{ method = "example.users.v1.UserService/GetUser", request = {{ id = "users/{{claim.sub}}" }}, merge = ["display_name", "email"] }}
 calls.order = {{ method = "example.orders.v1.OrderService/CreateOrder", request = {{ user_id = "{{buyer.id}}", order = {{ currency = "{{query.currency}}", items = "{{body.items}}", cancel_reason = "{{{{none}}}}" }} }} }}
 calls.audit = {{ method = "example.users.v1.UserService/ListUsers", request = {{ page_token = "{{body.note}}" }}, merge = [] }}
-"#
+"#,
+        hs256_jwt(SECRET)
     );
     let (upstream, gateway) = start_examples(&config).await;
     upstream.script(|call| match call.path.as_str() {
@@ -203,18 +200,12 @@ calls.audit = {{ method = "example.users.v1.UserService/ListUsers", request = {{
         CREATE_ORDER => Reply::json(json!({"id": "o-9", "userId": "u-1", "currency": "EUR"})),
         _ => Reply::json(json!({})),
     });
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token = jsonwebtoken::encode(
-        &Header::default(),
-        &json!({"sub": "ada", "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let token = hs256_bearer(SECRET, "ada");
     let body = json!({"items": [{"sku": "book", "quantity": 2}], "note": "gift"});
     let response = gateway
         .client
         .request("POST", "/bff/checkout?currency=EUR")
-        .header("authorization", &format!("Bearer {token}"))
+        .header("authorization", &token)
         .json(&body)
         .send()
         .await;
@@ -237,7 +228,7 @@ calls.audit = {{ method = "example.users.v1.UserService/ListUsers", request = {{
     let response = gateway
         .client
         .request("POST", "/bff/checkout")
-        .header("authorization", &format!("Bearer {token}"))
+        .header("authorization", &token)
         .json(&json!({"items": "many"}))
         .send()
         .await;
@@ -246,7 +237,7 @@ calls.audit = {{ method = "example.users.v1.UserService/ListUsers", request = {{
     let response = gateway
         .client
         .request("POST", "/bff/checkout")
-        .header("authorization", &format!("Bearer {token}"))
+        .header("authorization", &token)
         .header("content-type", "application/json")
         .body("{not json")
         .send()

@@ -3,21 +3,17 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use tonic::Code;
 
-use crate::support::{Gateway, Harness, Redis, Reply, Upstream, config as gateway_config};
+use crate::support::{Gateway, Harness, Redis, Reply, Upstream, config as gateway_config, hs256_bearer, hs256_jwt};
 
 const SECRET: &str = "a cache test HMAC secret, 32 bytes";
 
 fn config() -> String {
     format!(
         r#"
-[jwt]
-algorithms = ["HS256"]
-keys = [{{ alg = "HS256", secret = "{SECRET}" }}]
-
+{}
 [[policy]]
 name = "private"
 match = {{ path_prefix = "/v1/books" }}
@@ -28,15 +24,13 @@ cache = {{ ttl = "60s" }}
 name = "public"
 match = {{ path_prefix = "/v1/shelves" }}
 cache = {{ ttl = "60s", vary = ["Accept-Language"] }}
-"#
+"#,
+        hs256_jwt(SECRET)
     )
 }
 
 fn token(subject: &str) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
-    let claims = json!({"sub": subject, "exp": exp});
-    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
-    format!("Bearer {}", jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap())
+    hs256_bearer(SECRET, subject)
 }
 
 #[tokio::test]

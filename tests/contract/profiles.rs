@@ -6,7 +6,7 @@ use protogate::config::Config;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{Reply, Upstream, examples_config, start_examples};
+use crate::support::{Reply, Upstream, examples_config, hs256_bearer, hs256_jwt, start_examples};
 
 const GET_USER: &str = "/example.users.v1.UserService/GetUser";
 
@@ -181,12 +181,10 @@ routes = []"#,
 #[tokio::test]
 async fn a_profile_has_its_own_auth_and_its_own_cache_entries() {
     let secret = "a profile test HMAC secret, 32 bytes";
+    let jwt = hs256_jwt(secret);
     let config = format!(
         r#"{PROFILES}
-[jwt]
-algorithms = ["HS256"]
-keys = [{{ alg = "HS256", secret = "{secret}" }}]
-
+{jwt}
 [[policy]]
 name = "mobile-app"
 match = {{ path_prefix = "/mobile" }}
@@ -203,12 +201,8 @@ cache = {{ ttl = "60s" }}
     let refused = gateway.client.request("GET", "/mobile/v1/users/7").send().await;
     refused.assert_error(401, Code::Unauthenticated as i32);
     assert!(upstream.calls().is_empty());
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    let token =
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"sub": "ada", "exp": exp}), &key).unwrap();
-    let mobile =
-        gateway.client.request("GET", "/mobile/v1/users/7").header("authorization", &format!("Bearer {token}"));
+    let token = hs256_bearer(secret, "ada");
+    let mobile = gateway.client.request("GET", "/mobile/v1/users/7").header("authorization", &token);
     let mobile = mobile.send().await;
     assert_eq!(mobile.status, 200, "{}", mobile.text());
 

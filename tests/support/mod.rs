@@ -894,6 +894,20 @@ impl Traffic {
     }
 }
 
+/// A `[jwt]` section that verifies HS256 tokens signed with `secret`.
+pub fn hs256_jwt(secret: &str) -> String {
+    format!("[jwt]\nalgorithms = [\"HS256\"]\nkeys = [{{ alg = \"HS256\", secret = \"{secret}\" }}]\n")
+}
+
+/// An `Authorization` value: a bearer token for `subject`, valid for five minutes, signed
+/// HS256 with `secret`.
+pub fn hs256_bearer(secret: &str, subject: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = serde_json::json!({"sub": subject, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
+}
+
 /// A scripted upstream serving the example services' methods, and a gateway over their
 /// descriptors with `extra` appended to its config.
 pub async fn start_examples(extra: &str) -> (Upstream, Gateway) {
