@@ -224,6 +224,9 @@ fn log_startup(gateway: &Gateway) {
     for conflict in gateway.table().conflicts() {
         tracing::warn!("{}", describe_conflict(gateway, conflict.winner, conflict.shadowed));
     }
+    for warning in gateway.warnings() {
+        tracing::warn!("{warning}");
+    }
     tracing::info!("{gateway}");
 }
 
@@ -345,6 +348,9 @@ fn check(source: SourceArgs) -> ExitCode {
     }
     for service in gateway.unserved_services() {
         eprintln!("warning: no upstream serves {service}: its routes would answer 502");
+    }
+    for warning in gateway.warnings() {
+        eprintln!("warning: {warning}");
     }
     if !conflicts.is_empty() {
         return ExitCode::FAILURE;

@@ -77,6 +77,8 @@ pub struct Config {
     /// frontends).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<ProfileConfig>,
+    /// Which ways of reaching a method besides its annotated routes are open.
+    pub doors: DoorsConfig,
 }
 
 impl Default for Config {
@@ -104,7 +106,49 @@ impl Default for Config {
             cache: CacheSettings::default(),
             aggregate: Vec::new(),
             profile: Vec::new(),
+            doors: DoorsConfig::default(),
         }
+    }
+}
+
+/// `[doors]`: the ways a method is reached other than its annotated routes, each open unless
+/// closed here. A closed door answers as if the method were not there (404, or UNIMPLEMENTED
+/// to gRPC clients); the policies hold at every open one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DoorsConfig {
+    /// `POST /pkg.Service/Method` with the request message as the JSON body.
+    pub rest_fallback: bool,
+    /// Services (`pkg.Service`, `pkg.*`) whose methods have no `POST /pkg.Service/Method`
+    /// route, even with `rest_fallback` open: internal methods stay unexposed.
+    pub rest_fallback_exclude: Vec<ServiceSelector>,
+    /// Connect's unary calls.
+    pub connect: bool,
+    /// Native gRPC, passed through.
+    pub grpc: bool,
+    /// gRPC-Web, translated to gRPC.
+    pub grpc_web: bool,
+    /// WebSocket upgrades on streaming methods' routes.
+    pub websocket: bool,
+}
+
+impl Default for DoorsConfig {
+    fn default() -> Self {
+        DoorsConfig {
+            rest_fallback: true,
+            rest_fallback_exclude: Vec::new(),
+            connect: true,
+            grpc: true,
+            grpc_web: true,
+            websocket: true,
+        }
+    }
+}
+
+impl DoorsConfig {
+    /// Whether `service`'s methods answer on `POST /pkg.Service/Method`.
+    pub fn rest_fallback_for(&self, service: &str) -> bool {
+        self.rest_fallback && !self.rest_fallback_exclude.iter().any(|selector| selector.matches(service))
     }
 }
 

@@ -8,6 +8,8 @@
 //! Hop-by-hop headers, the headers a `Connection` header names, and keys that gRPC or HTTP/2
 //! reserve are never forwarded in either direction. `-bin` values are base64 on the HTTP side.
 
+pub mod origin;
+
 use std::net::IpAddr;
 use std::time::Duration;
 

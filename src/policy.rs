@@ -1,17 +1,32 @@
-//! Policies: which requests need what. Step 1's route match is followed by the first
-//! `[[policy]]` whose `match` fits the request (path prefix, HTTP method, gRPC method); its
-//! `auth`, `scopes` and `claims` decide whether the request may go on, its `timeout` bounds the
-//! upstream call, its `cache` keeps GET answers ([`crate::cache`]). A request no policy fits needs nothing.
+//! Policies: which requests need what. A policy protects *methods*: whichever door a request
+//! uses to reach a gRPC method, it is held to the policies of that method's routes.
+//!
+//! - A request on one of a method's annotated routes is held to the first `[[policy]]` whose
+//!   `match` fits it: the route's HTTP method, the request path percent-decoded and compared
+//!   segment by segment (as routing reads it), the gRPC method.
+//! - A request that reaches a method any other way (`POST /pkg.Service/Method`, Connect, gRPC,
+//!   gRPC-Web, a composite route's call, a profile) is held to every policy that could be the
+//!   first to fit a request on *any* of the method's routes, its `POST /pkg.Service/Method`
+//!   route included ([`Policies::method_guards`]); a profile's or composite route's own path
+//!   adds the first policy that fits it. Each of them must admit the request.
+//!
+//! A policy's `auth`, `scopes` and `claims` decide whether the request may go on, its rate
+//! limits count it, its `timeout` bounds the upstream call and its `cache` keeps GET answers.
+//! When several hold a request, the first in config order gives the timeout and the cache. A
+//! request no policy fits needs nothing.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
+use smallvec::SmallVec;
 
 use crate::auth::{AuthError, Claims, Verifier};
 use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
 use crate::rate_limit::{Limiter, Refusal, Subject};
+use crate::route::template::Segment;
 use crate::route::{PathTemplate, Route};
 
 /// The policies, in configuration order, and the verifier they need.
@@ -27,7 +42,7 @@ pub struct Policies {
 pub struct Policy {
     /// Its name.
     pub name: String,
-    path_prefix: Option<String>,
+    path_prefix: Option<Prefix>,
     methods: Vec<Method>,
     grpc: Vec<GrpcSelector>,
     auth: AuthRequirement,
@@ -45,26 +60,38 @@ enum GrpcSelector {
     Method(String),
 }
 
+/// A `path_prefix`, split into percent-decoded segments: `/v1/users/%61dmin` and
+/// `/v1/users/admin` are the same prefix, as they are the same route to the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Prefix(Vec<String>);
+
+/// How many of the paths a template matches lie under a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    None,
+    Some,
+    All,
+}
+
+/// The policies a request is held to, as indexes in configuration order.
+pub type Guard = SmallVec<[usize; 4]>;
+
 /// What a request may do: the policy that applied and the claims of its verified token.
 #[derive(Debug, Default)]
 pub struct Access<'p> {
-    /// The policy that applied, if any did.
+    /// The first (in config order) of the policies that held the request, if any did.
     pub policy: Option<&'p Policy>,
-    /// The verified token's claims, when the policy required one.
+    /// The verified token's claims, when a policy required one.
     pub claims: Option<Claims>,
 }
 
-/// What a policy decision looks at.
+/// What a policy decision looks at besides which policies apply.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// The route's HTTP method.
+    /// The HTTP method of the route the request arrived on.
     pub http_method: &'a Method,
-    /// The route's path template.
+    /// That route's path template (the `route` rate-limit key).
     pub template: &'a PathTemplate,
-    /// The request path.
-    pub path: &'a str,
-    /// The path the route matched: below a profile's prefix, else the request path.
-    pub route_path: &'a str,
     /// The request headers.
     pub headers: &'a HeaderMap,
     /// The socket peer.
@@ -111,84 +138,95 @@ impl Policies {
         self.verifier.as_ref()
     }
 
-    /// The first policy that fits a request for `grpc_method` (`pkg.Service/Method`), and its
-    /// index.
-    pub fn find(&self, method: &Method, path: &str, grpc_method: &str) -> Option<(usize, &Policy)> {
-        self.policies.iter().enumerate().find(|(_, p)| p.fits(method, path, grpc_method))
+    /// The first policy that fits a request on a route of `http_method` for `grpc_method`
+    /// (`pkg.Service/Method`) at `path` (the raw request path: it is percent-decoded here).
+    pub fn first_fit(&self, http_method: &Method, path: &str, grpc_method: &str) -> Option<usize> {
+        self.policies.iter().position(|p| p.fits(http_method, path, grpc_method))
     }
 
-    /// Decides whether a request to `route` may go on: its token verified when its policy
-    /// requires one, then its rate limits counted.
-    pub async fn check(
-        &self,
-        route: &Route,
-        path: &str,
-        headers: &HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> Result<Access<'_>, Denied> {
+    /// The policies that could be the first to fit some request on `route`: those whose
+    /// `match` fits some path the route's template matches, up to the first one that fits
+    /// every such path.
+    fn reaching<'a>(&'a self, route: &'a Route) -> impl Iterator<Item = usize> + 'a {
         let grpc_method = route.grpc_path.path().trim_start_matches('/');
-        let Some((index, policy)) = self.find(&route.http_method, path, grpc_method) else {
-            return Ok(Access::default());
-        };
-        let request = Request {
-            http_method: &route.http_method,
-            template: &route.template,
-            path,
-            route_path: path,
-            headers,
-            peer,
-        };
-        self.apply(index, policy, &request).await
+        let mut shadowed = false;
+        self.policies.iter().enumerate().filter_map(move |(index, policy)| {
+            if shadowed {
+                return None;
+            }
+            let reach = policy.reach(&route.http_method, &route.template, grpc_method);
+            shadowed = reach == Reach::All;
+            (reach != Reach::None).then_some(index)
+        })
     }
 
-    /// As [`Policies::check`] for a request that reaches its methods another way: a composite
-    /// route, which calls each of `grpc_methods`, or a route under a profile's prefix. Every
-    /// policy that fits one of the calls, by the request's path or the route's own path,
-    /// applies: a method's protection cannot be bypassed by reaching it through a composite
-    /// route or a profile. The first one (in config order) decides the deadline.
-    pub async fn check_all<'m>(
-        &self,
-        request: &Request<'_>,
-        grpc_methods: impl Iterator<Item = &'m str>,
-    ) -> Result<Access<'_>, Denied> {
-        let paths = [request.path, request.route_path];
-        let mut fitting: Vec<usize> = grpc_methods
-            .flat_map(|grpc_method| paths.map(|path| (grpc_method, path)))
-            .filter_map(|(grpc_method, path)| self.find(request.http_method, path, grpc_method).map(|(i, _)| i))
-            .collect();
-        fitting.sort_unstable();
-        fitting.dedup();
-        let mut access = Access::default();
-        for index in fitting {
-            let next = self.apply(index, &self.policies[index], request).await?;
-            access.policy = access.policy.or(next.policy);
-            access.claims = access.claims.or(next.claims);
+    /// For each route (by index), the policies a request that reaches its method through
+    /// another door is held to: every policy that could be first on any route of the method.
+    pub fn method_guards(&self, routes: &[Route]) -> Vec<Guard> {
+        let mut by_method: rustc_hash::FxHashMap<&str, Guard> = Default::default();
+        for route in routes {
+            let guard = by_method.entry(route.grpc_path.path()).or_default();
+            guard.extend(self.reaching(route));
+            guard.sort_unstable();
+            guard.dedup();
         }
-        Ok(access)
+        routes.iter().map(|route| by_method.get(route.grpc_path.path()).cloned().unwrap_or_default()).collect()
     }
 
-    async fn apply<'p>(
-        &'p self,
-        index: usize,
-        policy: &'p Policy,
-        request: &Request<'_>,
-    ) -> Result<Access<'p>, Denied> {
-        let Request { http_method, template, headers, peer, .. } = *request;
-        let claims = match policy.auth {
-            AuthRequirement::None => None,
-            AuthRequirement::Required => {
+    /// Decides whether a request held to `guard` may go on: its token verified once if any of
+    /// the policies requires one, each policy's scopes and claims checked, then each one's
+    /// rate limits counted (only once every policy has let it through).
+    pub async fn admit(&self, guard: &[usize], request: &Request<'_>) -> Result<Access<'_>, Denied> {
+        let policies = guard.iter().filter_map(|&i| self.policies.get(i).map(|p| (i, p)));
+        let claims = match policies.clone().any(|(_, p)| p.auth == AuthRequirement::Required) {
+            true => {
                 let verifier = self
                     .verifier
                     .as_ref()
                     .ok_or_else(|| AuthError::Invalid { reason: "no keys are configured to verify it".into() })?;
-                let claims = verifier.verify_request(headers).await?;
-                policy.authorize(&claims)?;
-                Some(claims)
+                Some(verifier.verify_request(request.headers).await?)
             }
+            false => None,
         };
+        for (_, policy) in policies.clone().filter(|(_, p)| p.auth == AuthRequirement::Required) {
+            if let Some(claims) = &claims {
+                policy.authorize(claims)?;
+            }
+        }
+        let Request { http_method, template, headers, peer } = *request;
         let subject = Subject { peer, headers, claims: claims.as_ref(), http_method, template };
-        self.limiter.check(index, &subject).await?;
-        Ok(Access { policy: Some(policy), claims })
+        for (index, _) in policies.clone() {
+            self.limiter.check(index, &subject).await?;
+        }
+        Ok(Access { policy: policies.map(|(_, p)| p).next(), claims })
+    }
+
+    /// What in the policies selects nothing that is loaded: a `grpc` selector no method fits,
+    /// a `path_prefix` no route can reach (`routes`: the methods' routes; `others`: composite
+    /// and profile routes, as HTTP method and full template).
+    pub fn unmatched(&self, routes: &[Route], others: &[(Method, PathTemplate)]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            for (j, selector) in policy.grpc.iter().enumerate() {
+                let selects = |route: &Route| selector.fits(route.grpc_path.path().trim_start_matches('/'));
+                if !routes.iter().any(selects) {
+                    warnings.push(format!(
+                        "policy[{i}].match.grpc[{j}] ({:?}): {selector} selects no loaded method",
+                        policy.name
+                    ));
+                }
+            }
+            if let Some(prefix) = &policy.path_prefix {
+                let reaches = |template: &PathTemplate| prefix.reach(template) != Reach::None;
+                if !routes.iter().any(|r| reaches(&r.template)) && !others.iter().any(|(_, t)| reaches(t)) {
+                    warnings.push(format!(
+                        "policy[{i}].match.path_prefix ({:?}): no route is at or below {prefix}",
+                        policy.name
+                    ));
+                }
+            }
+        }
+        warnings
     }
 }
 
@@ -205,8 +243,8 @@ impl Policy {
             .collect();
         Policy {
             name: config.name.clone(),
-            path_prefix: config.matches.path_prefix.clone(),
-            methods: config.matches.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+            path_prefix: config.matches.path_prefix.as_deref().map(Prefix::parse),
+            methods: config.matches.methods.iter().filter_map(|m| parse_method(m).ok()).collect(),
             grpc,
             auth: config.auth,
             scopes: config.scopes.clone(),
@@ -219,16 +257,22 @@ impl Policy {
         }
     }
 
-    fn fits(&self, method: &Method, path: &str, grpc_method: &str) -> bool {
-        let path_fits = self.path_prefix.as_deref().is_none_or(|prefix| under(path, prefix));
-        let method_fits = self.methods.is_empty() || self.methods.contains(method);
-        let service = grpc_method.split_once('/').map_or(grpc_method, |(service, _)| service);
-        let grpc_fits = self.grpc.is_empty()
-            || self.grpc.iter().any(|g| match g {
-                GrpcSelector::Service(selector) => selector.matches(service),
-                GrpcSelector::Method(full) => full == grpc_method,
-            });
-        path_fits && method_fits && grpc_fits
+    /// Whether the conditions other than the path hold.
+    fn fits_method(&self, http_method: &Method, grpc_method: &str) -> bool {
+        let method_fits = self.methods.is_empty() || self.methods.contains(http_method);
+        method_fits && (self.grpc.is_empty() || self.grpc.iter().any(|g| g.fits(grpc_method)))
+    }
+
+    fn fits(&self, http_method: &Method, path: &str, grpc_method: &str) -> bool {
+        self.fits_method(http_method, grpc_method) && self.path_prefix.as_ref().is_none_or(|p| p.covers(path))
+    }
+
+    /// How many requests on a route of `template` this policy fits.
+    fn reach(&self, http_method: &Method, template: &PathTemplate, grpc_method: &str) -> Reach {
+        if !self.fits_method(http_method, grpc_method) {
+            return Reach::None;
+        }
+        self.path_prefix.as_ref().map_or(Reach::All, |prefix| prefix.reach(template))
     }
 
     fn authorize(&self, claims: &Claims) -> Result<(), Denied> {
@@ -244,14 +288,100 @@ impl Policy {
     }
 }
 
-/// Whether `path` is `prefix` or below it: `/v1/orders` covers `/v1/orders/7` and
-/// `/v1/orders:cancel`, not `/v1/ordersx`.
-fn under(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') || prefix.is_empty(),
-        None => false,
+// === impl GrpcSelector ===
+
+impl GrpcSelector {
+    fn fits(&self, grpc_method: &str) -> bool {
+        match self {
+            GrpcSelector::Service(selector) => {
+                selector.matches(grpc_method.split_once('/').map_or(grpc_method, |(service, _)| service))
+            }
+            GrpcSelector::Method(full) => full == grpc_method,
+        }
     }
+}
+
+impl std::fmt::Display for GrpcSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrpcSelector::Service(selector) => write!(f, "\"{selector}\""),
+            GrpcSelector::Method(full) => write!(f, "{full:?}"),
+        }
+    }
+}
+
+// === impl Prefix ===
+
+impl Prefix {
+    fn parse(prefix: &str) -> Prefix {
+        let segments = prefix.trim_matches('/').split('/').filter(|s| !s.is_empty());
+        Prefix(segments.map(|s| decode(s).into_owned()).collect())
+    }
+
+    /// Whether `path` (raw, as requested) is this prefix or below it, segment by segment once
+    /// percent-decoded: `/v1/orders` covers `/v1/orders/7`, `/v1/%6Frders/7` and
+    /// `/v1/orders:cancel`, not `/v1/ordersx`.
+    fn covers(&self, path: &str) -> bool {
+        let mut segments = path.strip_prefix('/').unwrap_or(path).split('/');
+        for (i, wanted) in self.0.iter().enumerate() {
+            let Some(segment) = segments.next() else { return false };
+            let segment = decode(segment);
+            let last = i + 1 == self.0.len() && segments.clone().next().is_none();
+            if segment != *wanted && !(last && is_verb_of(&segment, wanted)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// How many of the paths `template` matches this prefix covers.
+    fn reach(&self, template: &PathTemplate) -> Reach {
+        let segments = template.segments();
+        let mut reach = Reach::All;
+        for (i, wanted) in self.0.iter().enumerate() {
+            let last_of_template = i + 1 == segments.len();
+            match segments.get(i) {
+                None => return Reach::None,
+                Some(Segment::DeepWildcard) => return Reach::Some,
+                Some(Segment::Wildcard) => reach = Reach::Some,
+                Some(Segment::Literal(text)) => {
+                    let text = decode(text);
+                    let with_verb = match template.verb() {
+                        Some(verb) if last_of_template => Cow::Owned(format!("{text}:{verb}")),
+                        _ => text,
+                    };
+                    let prefix_ends = i + 1 == self.0.len();
+                    let matches =
+                        with_verb == *wanted || (prefix_ends && last_of_template && is_verb_of(&with_verb, wanted));
+                    if !matches {
+                        return Reach::None;
+                    }
+                }
+            }
+        }
+        reach
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}", self.0.join("/"))
+    }
+}
+
+/// `orders:cancel` is `orders` with a custom verb.
+fn is_verb_of(segment: &str, stem: &str) -> bool {
+    segment.strip_prefix(stem).is_some_and(|rest| rest.starts_with(':'))
+}
+
+/// A path segment percent-decoded; invalid UTF-8 stays as sent (it matches no prefix).
+fn decode(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8().unwrap_or(Cow::Borrowed(segment))
+}
+
+/// An HTTP method named in a policy, whatever its case (`get` is `GET`).
+fn parse_method(method: &str) -> Result<Method, http::method::InvalidMethod> {
+    Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
 }
 
 /// Every problem in a policy that `Config::validate` does not see, as (key, message).
@@ -260,13 +390,18 @@ pub fn validate(config: &PolicyConfig) -> Vec<(String, String)> {
     if config.name.trim().is_empty() {
         errors.push(("name".into(), "must not be empty".into()));
     }
-    if let Some(prefix) = &config.matches.path_prefix
-        && !prefix.starts_with('/')
-    {
-        errors.push(("match.path_prefix".into(), format!("{prefix:?} must start with /")));
+    if let Some(prefix) = &config.matches.path_prefix {
+        if !prefix.starts_with('/') {
+            errors.push(("match.path_prefix".into(), format!("{prefix:?} must start with /")));
+        } else if prefix.split('/').any(|s| s == "." || s == "..") {
+            errors.push((
+                "match.path_prefix".into(),
+                format!("{prefix:?} has a '.' or '..' segment, which no request path routes through"),
+            ));
+        }
     }
     for (i, method) in config.matches.methods.iter().enumerate() {
-        if Method::from_bytes(method.as_bytes()).is_err() {
+        if parse_method(method).is_err() || method.trim().is_empty() {
             errors.push((format!("match.methods[{i}]"), format!("{method:?} is not an HTTP method")));
         }
     }
@@ -307,6 +442,99 @@ mod tests {
         assert!(one.fits(&Method::DELETE, "/v1/users/1", "example.users.v1.UserService/DeleteUser"));
         assert!(!one.fits(&Method::GET, "/v1/users/1", "example.users.v1.UserService/GetUser"));
         assert!(policy("").fits(&get, "/anything", "a.B/C"), "no match: every request");
+    }
+
+    #[test]
+    fn prefixes_compare_percent_decoded_segments() {
+        let p = policy(r#"match = { path_prefix = "/v1/users/admin" }"#);
+        let get = Method::GET;
+        assert!(p.fits(&get, "/v1/users/admin", "a.B/C"));
+        assert!(p.fits(&get, "/v1/users/%61dmin", "a.B/C"), "the router decodes the variable to \"admin\"");
+        assert!(p.fits(&get, "/v1/%75sers/admin/x", "a.B/C"));
+        assert!(p.fits(&get, "/v1/users/admin:promote", "a.B/C"), "a custom verb on the last segment");
+        assert!(!p.fits(&get, "/v1/users/administrators", "a.B/C"), "segment-wise");
+        assert!(!p.fits(&get, "/v1/users/admin%2Fx", "a.B/C"), "one segment whose value is admin/x");
+        assert!(!p.fits(&get, "/v1/users", "a.B/C"));
+        let encoded = policy(r#"match = { path_prefix = "/v1/users/%61dmin/" }"#);
+        assert!(encoded.fits(&get, "/v1/users/admin", "a.B/C"), "the configured prefix is decoded too");
+    }
+
+    #[test]
+    fn methods_are_case_insensitive() {
+        let p = policy(r#"match = { methods = ["get", "Delete"] }"#);
+        assert!(p.fits(&Method::GET, "/", "a.B/C"));
+        assert!(p.fits(&Method::DELETE, "/", "a.B/C"));
+        assert!(!p.fits(&Method::POST, "/", "a.B/C"));
+    }
+
+    #[test]
+    fn a_prefix_reaches_all_some_or_none_of_a_template() {
+        let reach = |prefix: &str, template: &str| Prefix::parse(prefix).reach(&PathTemplate::parse(template).unwrap());
+        assert_eq!(reach("/v1/shelves", "/v1/shelves/{shelf}"), Reach::All);
+        assert_eq!(reach("/v1/shelves/7", "/v1/shelves/{shelf}"), Reach::Some);
+        assert_eq!(reach("/v1/shelves/7/books", "/v1/shelves/{shelf}"), Reach::None, "longer than any path");
+        assert_eq!(reach("/v1/files/secret/x", "/v1/files/{path=**}"), Reach::Some);
+        assert_eq!(reach("/v2", "/v1/shelves"), Reach::None);
+        assert_eq!(reach("/v1/books", "/v1/{name=shelves/*/books/*}:archive"), Reach::None);
+        assert_eq!(reach("/v1/shelves", "/v1/shelves:batch"), Reach::All, "the verb rides on the last segment");
+        assert_eq!(reach("/v1/shelves:batch", "/v1/shelves:batch"), Reach::All);
+        assert_eq!(reach("/", "/anything/{x}"), Reach::All);
+    }
+
+    fn policies(toml: &str) -> Policies {
+        let config = crate::config::Config::from_toml(toml).unwrap();
+        Policies::new(&config.policy, None, &config.rate_limit)
+    }
+
+    fn names(policies: &Policies, guard: &[usize]) -> Vec<String> {
+        guard.iter().map(|&i| policies.policies[i].name.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn another_door_is_held_to_every_policy_of_the_methods_routes() {
+        let p = policies(
+            r#"
+[[policy]]
+name = "admin shelf"
+match = { path_prefix = "/v1/shelves/admin" }
+auth = "none"
+[[policy]]
+name = "shelves"
+match = { path_prefix = "/v1/shelves", methods = ["get"] }
+[[policy]]
+name = "deletes"
+match = { methods = ["DELETE"] }
+[[policy]]
+name = "unloaded"
+match = { grpc = ["nothing.Here"] }
+[[policy]]
+name = "everything else"
+"#,
+        );
+        let routes = crate::test_util::routes();
+        let guards = p.method_guards(&routes);
+        let guard_of = |grpc: &str, origin: crate::route::RouteOrigin| {
+            let index = routes.iter().position(|r| r.grpc_path.path() == grpc && r.origin == origin).unwrap();
+            names(&p, &guards[index])
+        };
+        use crate::route::RouteOrigin::{Annotation, Default};
+        // GET /v1/shelves/{shelf}: "admin shelf" for one value, "shelves" for the rest (which
+        // covers every path, so nothing later could be first); POST /…/GetShelf: everything else.
+        let get_shelf = guard_of("/protogate.testing.v1.Bookstore/GetShelf", Annotation);
+        assert_eq!(get_shelf, ["admin shelf", "shelves", "everything else"]);
+        assert_eq!(guard_of("/protogate.testing.v1.Bookstore/GetShelf", Default), get_shelf, "one guard per method");
+        let delete = guard_of("/protogate.testing.v1.Bookstore/DeleteShelf", Annotation);
+        assert_eq!(delete, ["admin shelf", "deletes", "everything else"]);
+        let warnings = p.unmatched(&routes, &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("policy[3].match.grpc[0]"), "{warnings:?}");
+        let shelf_guard = &guards[routes.iter().position(|r| r.grpc_path.path().ends_with("/GetShelf")).unwrap()];
+        let headers = HeaderMap::new();
+        let request =
+            Request { http_method: &Method::GET, template: &routes[0].template, headers: &headers, peer: None };
+        let admission = p.admit(shelf_guard, &request);
+        let access = admission.await.unwrap();
+        assert_eq!(access.policy.map(|p| p.name.as_str()), Some("admin shelf"), "the first in config order");
     }
 
     #[test]

@@ -145,6 +145,9 @@ impl Live {
         }
         let current = self.gateway();
         let rebuilt = current.rebuild(&next, &config).map_err(ReloadError::Build)?;
+        for warning in rebuilt.warnings() {
+            tracing::warn!("{warning}");
+        }
         let reloaded = Reloaded::between(&current, &rebuilt);
         self.current.store(Arc::new(rebuilt));
         *config = next;

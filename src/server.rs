@@ -38,7 +38,7 @@ async fn handle(State(live): State<Arc<Live>>, request: Request) -> Response {
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
-    live.gateway().handle(request, Peer { ip, tls }).await
+    crate::doors::handle(&live.gateway(), request, Peer { ip, tls }).await
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` — over TLS when `[tls]` is configured — until

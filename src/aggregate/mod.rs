@@ -4,12 +4,11 @@
 //!
 //! Each call builds its request from a [`template`]: path variables, query parameters, the JSON
 //! body, verified claims and fields of other calls' responses. A call that reads another's
-//! response waits for it; the rest run at once ([`run`]). The calls form a DAG, checked when
+//! response waits for it; the rest run at once ([`crate::doors::composite`]). The calls form a DAG, checked when
 //! the config is read ([`validate`]: names, placeholders, cycles) and when the gateway is built
 //! ([`plan`]: methods, fields and types against the descriptors).
 
 pub mod plan;
-pub mod run;
 pub mod template;
 
 use http::Method;

@@ -7,80 +7,16 @@
 //! (CORS has no prefix wildcard, so that list is made per response).
 
 use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS};
-use http::{HeaderName, HeaderValue, Method, Response, Uri};
+use http::{HeaderName, HeaderValue, Method, Response};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
 
 use crate::config::CorsConfig;
+use crate::metadata::origin::OriginPattern;
 use crate::metadata::{METADATA_PREFIX, TRAILER_PREFIX};
 
 /// Headers every allowed origin may read, with the request id header.
 const ALWAYS_EXPOSED: [HeaderName; 2] =
     [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message")];
-
-/// One entry of `allow_origins`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OriginPattern {
-    /// `*`: every origin.
-    Any,
-    /// One origin, `scheme://host[:port]`.
-    Exact(Origin),
-    /// `scheme://*.domain[:port]`: any subdomain of `domain`, at any depth (not `domain` itself).
-    Subdomain(Origin),
-}
-
-/// An origin's parts, lowercased.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-}
-
-impl Origin {
-    fn parse(text: &str) -> Result<Origin, String> {
-        let uri: Uri = text.parse().map_err(|e| format!("{text:?} is not an origin: {e}"))?;
-        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-            return Err(format!("{text:?} is not an origin: write scheme://host[:port]"));
-        };
-        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") || text.ends_with('/') {
-            return Err(format!("{text:?} is not an origin: an origin has no path"));
-        }
-        Ok(Origin { scheme: scheme.to_ascii_lowercase(), host: host.to_ascii_lowercase(), port: uri.port_u16() })
-    }
-}
-
-impl OriginPattern {
-    /// Parses an `allow_origins` entry.
-    pub fn parse(text: &str) -> Result<OriginPattern, String> {
-        if text == "*" {
-            return Ok(OriginPattern::Any);
-        }
-        match text.split_once("://*.") {
-            Some((scheme, rest)) => {
-                let origin = Origin::parse(&format!("{scheme}://{rest}"))?;
-                Ok(OriginPattern::Subdomain(origin))
-            }
-            None if text.contains('*') => {
-                Err(format!("{text:?}: a wildcard may only stand for subdomains, as in \"https://*.example.org\""))
-            }
-            None => Origin::parse(text).map(OriginPattern::Exact),
-        }
-    }
-
-    /// Whether a request's `Origin` header value fits.
-    pub fn matches(&self, origin: &str) -> bool {
-        let Ok(origin) = Origin::parse(origin) else { return false };
-        match self {
-            OriginPattern::Any => true,
-            OriginPattern::Exact(allowed) => *allowed == origin,
-            OriginPattern::Subdomain(parent) => {
-                parent.scheme == origin.scheme
-                    && parent.port == origin.port
-                    && origin.host.strip_suffix(&parent.host).is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
-            }
-        }
-    }
-}
 
 /// Every problem in `[cors]`, as (key, message).
 pub fn validate(config: &CorsConfig) -> Vec<(String, String)> {

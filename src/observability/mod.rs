@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod streams;
 pub mod trace_context;
 
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
 pub use exchange::{Exchange, Record, RouteLabels};
 use metrics::{Label, Metrics, Observation, Refusal, UpstreamCall, UpstreamErrorKind};
+pub use streams::{InFlight, StreamCounter};
 use trace_context::TraceContext;
 
 /// Everything that records requests, shared by all of them.

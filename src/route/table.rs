@@ -141,9 +141,17 @@ impl<R: Routable> TableBuilder<R> {
 
     /// Builds the trie.
     pub fn build(self) -> Table<R> {
+        self.build_where(|_| true)
+    }
+
+    /// Builds the trie of the routes that `routed` keeps; the others stay in
+    /// [`Table::routes`] (a door other than the table may reach them) but no lookup finds them.
+    pub fn build_where(self, routed: impl Fn(&R) -> bool) -> Table<R> {
         let mut table = Table { routes: self.routes, nodes: vec![Node::default()], conflicts: Vec::new() };
         for index in 0..table.routes.len() {
-            table.insert(index);
+            if routed(&table.routes[index]) {
+                table.insert(index);
+            }
         }
         table
     }

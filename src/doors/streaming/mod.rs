@@ -1,63 +1,32 @@
-//! Streaming methods over HTTP, after step 1 has matched their route.
+//! The HTTP streaming door: streaming methods over plain HTTP, after step 1 has matched their
+//! route. (Over WebSocket they are [`crate::doors::websocket`]'s.)
 //!
 //! | method | HTTP | module |
 //! |---|---|---|
 //! | server streaming | NDJSON response, or Server-Sent Events with `Accept: text/event-stream` | [`response`] |
 //! | client streaming | NDJSON (or a JSON array) request body | [`request`] |
-//! | any streaming method | WebSocket, one JSON message per text frame each way | [`websocket`] |
 //!
 //! Messages are transcoded one at a time as they pass, by the route's transcoder: nothing
 //! waits for the whole stream, and HTTP/2 flow control to the upstream is the backpressure.
 
 pub mod request;
 pub mod response;
-pub mod websocket;
 
-use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use http::request::Parts;
 use http::{HeaderMap, Response};
 
 use crate::error::GatewayError;
-use crate::gateway::{self, CallKind, Gateway};
+use crate::gateway::Gateway;
 use crate::metadata::Peer;
 use crate::observability::Exchange;
+use crate::pipeline::{self, CallKind};
 use crate::policy::Access;
-use crate::route::{BodySelector, Route};
 use crate::transcode::fields::FieldMask;
 use crate::upstream::{PendingResponse, UnaryResponse, UpstreamError};
 use request::RequestFormat;
-
-/// Streams in progress, for operators and for tests that check nothing is left behind when
-/// a client goes away.
-#[derive(Debug, Default, Clone)]
-pub struct StreamCounter(Arc<AtomicUsize>);
-
-/// One stream in progress: counted until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl StreamCounter {
-    /// Counts a stream until the returned guard is dropped.
-    pub fn start(&self) -> InFlight {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.0.clone())
-    }
-
-    /// How many are in progress.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// A server-streaming call: the request message from the path, query and body; the response
 /// streamed as NDJSON or Server-Sent Events.
@@ -71,10 +40,10 @@ pub async fn server_stream(
     access: &Access<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let route = gateway.route_at(index);
-    let body = gateway::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
+    let body = pipeline::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
     let message = gateway.transcoder().decode(index, route, values, parts.uri.query(), &body)?;
-    let mask = gateway.partial_response(index, &parts)?;
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
+    let mask = pipeline::partial_response(&gateway, index, &parts)?;
+    let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
     let started = std::time::Instant::now();
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     sink.send(&message).await?;
@@ -101,8 +70,8 @@ pub async fn client_stream(
         Some(target) => RequestFormat::Raw(target),
         None => RequestFormat::of(&parts.headers)?,
     };
-    let mask = gateway.partial_response(index, &parts)?;
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
+    let mask = pipeline::partial_response(gateway, index, &parts)?;
+    let call = pipeline::http_call_target(gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
     let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
     let exchange = Exchange::of(&parts.extensions);
     let answer = exchange.time_call(single_response(pending));
@@ -110,10 +79,10 @@ pub async fn client_stream(
     let messages = request::Messages {
         gateway,
         index,
-        route: message_route(route),
+        route: pipeline::message_route(route),
         values,
         query: parts.uri.query(),
-        content_type: gateway::content_type(&parts.headers),
+        content_type: pipeline::content_type(&parts.headers),
     };
     let pumped = tokio::select! {
         // The upstream may answer before it has read everything: its answer stands.
@@ -141,19 +110,7 @@ fn respond_unary(
     reply: Result<UnaryResponse, UpstreamError>,
     mask: Option<&FieldMask>,
 ) -> Result<Response<Body>, GatewayError> {
-    gateway.respond_with(index, &reply?, mask, gateway.view(index))
-}
-
-/// The route as a client stream's lines and WebSocket frames see it: each is a whole request
-/// message, unless the HTTP rule binds the body to one field.
-pub fn message_route(route: &Route) -> Cow<'_, Route> {
-    if route.body == BodySelector::Empty {
-        let mut whole = route.clone();
-        whole.body = BodySelector::Whole;
-        Cow::Owned(whole)
-    } else {
-        Cow::Borrowed(route)
-    }
+    pipeline::respond_with(gateway, index, &reply?, mask, gateway.view(index))
 }
 
 /// Whether the client asked for HTTP trailers (`TE: trailers`).

@@ -20,9 +20,10 @@ use serde::Serialize;
 use tonic::Code;
 
 use crate::error::GatewayError;
-use crate::gateway::{self, CallKind, Gateway};
+use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::pb::google::rpc;
+use crate::pipeline::{self, Arrival, CallKind, MediaType};
 use crate::upstream::{UnaryResponse, UpstreamError};
 
 const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("connect-protocol-version");
@@ -47,11 +48,8 @@ impl Codec {
 /// Whether a request is a Connect call: it says so in `Connect-Protocol-Version`, or sends a
 /// binary message, which no REST route takes.
 pub fn is_connect(headers: &HeaderMap) -> bool {
-    let proto = || {
-        let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        Some(value.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/proto"))
-    };
-    headers.contains_key(PROTOCOL_VERSION) || proto().unwrap_or(false)
+    headers.contains_key(PROTOCOL_VERSION)
+        || MediaType::of(headers).is_some_and(|media| media.essence() == "application/proto")
 }
 
 /// Answers a Connect unary call.
@@ -62,37 +60,41 @@ pub async fn unary(gateway: Arc<Gateway>, request: Request<Body>, peer: Peer) ->
     }
 }
 
+/// Answers a Connect call that came to a closed door: as if the method were not there.
+pub fn closed<B>(request: &Request<B>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    error_response(GatewayError::NotFound { method: request.method().clone(), path })
+}
+
 async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let index = gateway.method_route(path).ok_or_else(|| GatewayError::UnknownMethod { path: path.to_owned() })?;
     let route = gateway.route_at(index);
-    let exchange = gateway.note_route(&parts, index);
-    let access = gateway.authorize(index, &parts, peer).await?;
+    let exchange = pipeline::note_route(gateway, &parts, index);
+    let access = pipeline::authorize(gateway, index, Arrival::Method, &parts.headers, peer).await?;
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
     }
-    let codec = match essence(&parts.headers).as_deref() {
+    let codec = match MediaType::of(&parts.headers).as_ref().map(MediaType::essence) {
         Some("application/json") => Codec::Json,
         Some("application/proto") => Codec::Proto,
         _ => {
-            let content_type = gateway::content_type(&parts.headers).to_owned();
+            let content_type = pipeline::content_type(&parts.headers).to_owned();
             return Err(GatewayError::UnsupportedMediaType { content_type });
         }
     };
-    let body = gateway::read_limited(&parts.headers, body, gateway.max_body_bytes()).await?;
+    let body = pipeline::read_limited(&parts.headers, body, gateway.max_body_bytes()).await?;
     let message = match codec {
         // The message is already the wire form the upstream takes.
         Codec::Proto => body,
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
-    let upstream = gateway.upstream_for(index)?;
-    let deadline = gateway::deadline(timeout(&parts.headers)?, CallKind::Unary, &access, upstream);
-    let mut metadata = request_metadata(&parts.headers, peer);
-    gateway.forward_claims(&access, &mut metadata);
-    let idempotent = upstream.is_idempotent(route.grpc_path.path());
-    let call = upstream.unary(route.grpc_path.clone(), message, metadata, deadline, idempotent);
-    let reply = exchange.time_call(call).await?;
+    let metadata = request_metadata(&parts.headers, peer);
+    let call = pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access)?;
+    let idempotent = pipeline::idempotent(None, call.upstream, route.grpc_path.path());
+    let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
+    let reply = exchange.time_call(reply).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),
@@ -217,11 +219,6 @@ fn code_name(code: Code) -> &'static str {
         Code::DataLoss => "data_loss",
         Code::Unauthenticated => "unauthenticated",
     }
-}
-
-fn essence(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 #[cfg(test)]

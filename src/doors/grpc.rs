@@ -1,4 +1,4 @@
-//! gRPC and gRPC-Web on the same port as REST: their requests pass through to the upstream
+//! The gRPC and gRPC-Web doors, on the same port as REST: their requests pass through to the upstream
 //! untranscoded — frames, metadata and trailers as they are — so one listener serves curl,
 //! browsers, gRPC-Web clients and gRPC clients, behind the same layers.
 //!
@@ -31,7 +31,8 @@ use tower::{Layer, ServiceExt};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
-use crate::streaming::InFlight;
+use crate::observability::InFlight;
+use crate::pipeline::{self, Arrival};
 use crate::upstream::{RawBody, RequestSink};
 
 /// A protocol whose requests pass through.
@@ -64,19 +65,33 @@ impl Protocol {
     }
 }
 
-/// Proxies a gRPC request to the upstream serving its method.
-pub async fn grpc(gateway: Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
-    match forward(&gateway, request, peer).await {
-        Ok(response) => response,
-        Err(error) => trailers_only(error),
+/// Answers a request in `protocol`: passed through when that door is open, UNIMPLEMENTED
+/// (as for a method the gateway does not know) when it is closed.
+pub async fn handle(gateway: Arc<Gateway>, protocol: Protocol, request: Request<Body>, peer: Peer) -> Response<Body> {
+    let open = match protocol {
+        Protocol::Grpc => gateway.doors().grpc,
+        Protocol::GrpcWeb => gateway.doors().grpc_web,
+    };
+    match protocol {
+        Protocol::Grpc => grpc(gateway, open, request, peer).await,
+        Protocol::GrpcWeb => grpc_web(gateway, open, request, peer).await,
     }
 }
 
+/// Proxies a gRPC request to the upstream serving its method.
+async fn grpc(gateway: Arc<Gateway>, open: bool, request: Request<Body>, peer: Peer) -> Response<Body> {
+    let forwarded = match open {
+        true => forward(&gateway, request, peer).await,
+        false => Err(GatewayError::UnknownMethod { path: request.uri().path().to_owned() }),
+    };
+    forwarded.unwrap_or_else(trailers_only)
+}
+
 /// Proxies a gRPC-Web request: translated to gRPC and back by tonic-web.
-pub async fn grpc_web(gateway: Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
+async fn grpc_web(gateway: Arc<Gateway>, open: bool, request: Request<Body>, peer: Peer) -> Response<Body> {
     let inner = tower::service_fn(move |request: Request<tonic::body::Body>| {
         let gateway = gateway.clone();
-        async move { Ok::<_, Infallible>(grpc(gateway, request.map(Body::new), peer).await) }
+        async move { Ok::<_, Infallible>(grpc(gateway, open, request.map(Body::new), peer).await) }
     });
     match tonic_web::GrpcWebLayer::new().layer(inner).oneshot(request).await {
         Ok(response) => response.map(Body::new),
@@ -91,14 +106,13 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
         return Err(GatewayError::UnknownMethod { path: path.to_owned() });
     };
     let route = gateway.route_at(index);
-    let exchange = gateway.note_route(&parts, index);
-    let access = gateway.authorize(index, &parts, peer).await?;
-    let upstream = gateway.upstream_for(index)?;
-    let mut metadata = metadata::passthrough(&parts.headers, peer);
-    gateway.forward_claims(&access, &mut metadata);
-    let started = std::time::Instant::now();
+    let exchange = pipeline::note_route(gateway, &parts, index);
+    let access = pipeline::authorize(gateway, index, Arrival::Method, &parts.headers, peer).await?;
+    let metadata = metadata::passthrough(&parts.headers, peer);
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
-    let (sink, pending) = upstream.open(route.grpc_path.clone(), metadata, None).await?;
+    let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access)?;
+    let started = std::time::Instant::now();
+    let (sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, None).await?;
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
     let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));

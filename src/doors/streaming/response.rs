@@ -80,7 +80,7 @@ pub struct MessageStream {
     request_id: Option<HeaderValue>,
     /// What `?fields=` keeps of each message.
     mask: Option<FieldMask>,
-    _in_flight: super::InFlight,
+    _in_flight: crate::observability::InFlight,
 }
 
 impl MessageStream {
@@ -175,7 +175,7 @@ impl MessageStream {
             };
             std::future::ready(frame)
         });
-        let mut response = crate::gateway::raw_response(content_type, Bytes::new());
+        let mut response = crate::pipeline::raw_response(content_type, Bytes::new());
         *response.body_mut() = Body::new(StreamBody::new(frames));
         if trailers_allowed {
             response.headers_mut().insert(TRAILER, HeaderValue::from_static("grpc-status, grpc-message"));

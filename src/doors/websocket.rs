@@ -20,9 +20,10 @@ use http::{HeaderMap, Response};
 use serde::Serialize;
 
 use crate::error::GatewayError;
-use crate::gateway::{CallKind, Gateway};
-use crate::layers::cors::OriginPattern;
+use crate::gateway::Gateway;
 use crate::metadata::Peer;
+use crate::metadata::origin::OriginPattern;
+use crate::pipeline::{self, CallKind};
 use crate::policy::Access;
 use crate::upstream::{PendingResponse, RequestSink};
 
@@ -65,7 +66,7 @@ pub async fn upgrade(
     } else {
         Some(gateway.transcoder().decode(index, route, &values, parts.uri.query(), b"")?)
     };
-    let call = gateway.call_target(index, &parts.headers, peer, CallKind::Stream, access)?;
+    let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
     let (metadata, deadline) = (call.metadata, call.deadline);
     let query = parts.uri.query().map(str::to_owned);
     let max_message = gateway.max_body_bytes();
@@ -120,9 +121,9 @@ impl Session {
         let (mut outgoing, mut incoming) = socket.split();
         let end = async {
             let route = self.gateway.route_at(self.index);
-            let Some(upstream) = self.gateway.upstream_of(self.index) else {
-                let service = route.method.parent_service().full_name().to_owned();
-                return End::Status(Err(crate::upstream::UpstreamError::NotConfigured { service }.into()));
+            let upstream = match pipeline::upstream_for(&self.gateway, self.index) {
+                Ok(upstream) => upstream,
+                Err(e) => return End::Status(Err(e)),
             };
             let (mut sink, pending) = match upstream.open(route.grpc_path.clone(), metadata, deadline).await {
                 Ok(call) => call,
@@ -187,7 +188,7 @@ impl Session {
         incoming: &mut futures_util::stream::SplitStream<WebSocket>,
         sink: &mut RequestSink,
     ) -> End {
-        let route = super::message_route(self.gateway.route_at(self.index));
+        let route = pipeline::message_route(self.gateway.route_at(self.index));
         let mut open = route.method.is_client_streaming();
         let mut number = 0;
         while let Some(frame) = incoming.next().await {

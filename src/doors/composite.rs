@@ -1,4 +1,5 @@
-//! Request time: a composite route's calls, each started as soon as the calls it reads have
+//! The composite-route door (`[[aggregate]]`, planned in [`crate::aggregate`]): every
+//! policy of every method it calls holds the request, then its calls run, each each started as soon as the calls it reads have
 //! answered, so independent calls overlap and dependent ones follow. The answer is written
 //! once every call has ended (or, with `on_error = "fail"`, at the first failure, which
 //! cancels the calls still in flight).
@@ -19,11 +20,13 @@ use crate::aggregate::plan::{Aggregate, Call, Coerce, Input, Node, Output, Targe
 use crate::auth::Claims;
 use crate::config::OnError;
 use crate::error::{GatewayError, json_response};
-use crate::gateway::{CallKind, Gateway, deadline, earliest, read_body_json};
+use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
-use crate::policy::Access;
+use crate::pipeline::{self, CallKind, deadline, earliest, read_body_json};
+use crate::policy::{self, Access};
 use crate::profile::View;
+use crate::route::RouteMatch;
 use crate::transcode::TranscodeError;
 use crate::transcode::fields;
 use crate::upstream::{UnaryResponse, UpstreamError};
@@ -50,9 +53,43 @@ enum Slot {
 
 type Pending<'g> = Pin<Box<dyn Future<Output = (usize, Result<UnaryResponse, UpstreamError>)> + Send + 'g>>;
 
+/// A composite route (at `route_path` below a profile's prefix, else the request path): every
+/// policy of the methods it calls (and the first that fits its own path, under the profile
+/// and without it), then its calls, through the cache when the first of those policies caches.
+pub async fn respond(
+    gateway: &Gateway,
+    matched: RouteMatch<'_, Aggregate>,
+    parts: &Parts,
+    route_path: &str,
+    body: Body,
+    peer: Peer,
+    view: View<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let aggregate = matched.route;
+    Exchange::of(&parts.extensions).matched(view.labels);
+    let request = policy::Request {
+        http_method: &aggregate.http_method,
+        template: &aggregate.template,
+        headers: &parts.headers,
+        peer: peer.ip,
+    };
+    let routes = aggregate.calls.iter().map(|call| call.route);
+    let paths = [parts.uri.path(), route_path];
+    let access = pipeline::authorize_composite(gateway, routes, &request, &paths).await?;
+    let values = &matched.values;
+    // A GET takes nothing from a body (`check` refuses `{body}` there): the key holds
+    // everything the calls read, but the claims, which a verified subject keys.
+    let Some(cache) = pipeline::cache_rule(gateway, &access, &parts.method, aggregate.reads_body) else {
+        return run(gateway, aggregate, values, parts, body, peer, &access, view).await;
+    };
+    drop(body);
+    let fetch = || run(gateway, aggregate, values, parts, Body::empty(), peer, &access, view);
+    pipeline::through_cache(gateway, cache, &view.labels.route, values, parts, &access, fetch).await
+}
+
 /// Runs `aggregate`'s calls for one request and writes the answer, shaped as `view` says.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn respond(
+async fn run(
     gateway: &Gateway,
     aggregate: &Aggregate,
     values: &[String],
@@ -73,7 +110,7 @@ pub(crate) async fn respond(
     let always: &[&str] = if aggregate.on_error == OnError::Partial { &["errors"] } else { &[] };
     let mask = fields::requested_composite(parts.uri.query(), &aggregate.answer_keys, always)?;
     let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.observer().request_id_header())?;
-    gateway.forward_claims(access, &mut metadata);
+    pipeline::forward_claims(gateway, access, &mut metadata);
     let mut run = Run {
         gateway,
         aggregate,
@@ -82,7 +119,7 @@ pub(crate) async fn respond(
         inputs: Inputs { path: values, query, body, claims: access.claims.as_ref() },
         metadata,
         requested: metadata::grpc_timeout(&parts.headers)?,
-        idempotent: parts.method == http::Method::GET,
+        http_method: &parts.method,
         slots: aggregate.calls.iter().map(|_| Slot::Waiting).collect(),
     };
     let started = Instant::now();
@@ -105,8 +142,8 @@ struct Run<'r> {
     metadata: http::HeaderMap,
     /// The client's `Grpc-Timeout`.
     requested: Option<Duration>,
-    /// A GET: any call may be retried.
-    idempotent: bool,
+    /// The request's HTTP method: a GET's calls may all be retried.
+    http_method: &'r http::Method,
     slots: Vec<Slot>,
 }
 
@@ -164,10 +201,10 @@ impl<'r> Run<'r> {
     /// Call `index`'s request built and sent.
     fn start(&self, index: usize, call: &'r Call) -> Result<Pending<'r>, GatewayError> {
         let message = build_request(self.gateway, self.view, call, &self.inputs, &self.slots)?;
-        let upstream = self.gateway.upstream_for(call.route)?;
+        let upstream = pipeline::upstream_for(self.gateway, call.route)?;
         let path = self.gateway.route_at(call.route).grpc_path.clone();
         let limit = earliest(deadline(self.requested, CallKind::Unary, self.access, upstream), call.timeout);
-        let idempotent = self.idempotent || upstream.is_idempotent(path.path());
+        let idempotent = pipeline::idempotent(Some(self.http_method), upstream, path.path());
         let reply = upstream.unary(path, message, self.metadata.clone(), limit, idempotent);
         Ok(Box::pin(async move { (index, reply.await) }))
     }

@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::response::NDJSON;
 use crate::error::GatewayError;
-use crate::gateway::{self, Gateway};
+use crate::gateway::Gateway;
+use crate::pipeline::MediaType;
 use crate::route::Route;
 use crate::transcode::http_body::RawTarget;
 use crate::upstream::RequestSink;
@@ -33,13 +34,10 @@ impl RequestFormat {
     /// empty stream); anything else is 415.
     pub fn of(headers: &HeaderMap) -> Result<RequestFormat, GatewayError> {
         let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(RequestFormat::Ndjson) };
-        let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if essence == NDJSON {
-            Ok(RequestFormat::Ndjson)
-        } else if gateway::is_json(headers) {
-            Ok(RequestFormat::Json)
-        } else {
-            Err(GatewayError::UnsupportedMediaType { content_type: value.to_str().unwrap_or("").to_owned() })
+        match MediaType::of(headers) {
+            Some(media) if media.essence() == NDJSON => Ok(RequestFormat::Ndjson),
+            Some(media) if media.is_json() => Ok(RequestFormat::Json),
+            _ => Err(GatewayError::UnsupportedMediaType { content_type: value.to_str().unwrap_or("").to_owned() }),
         }
     }
 }
