@@ -15,6 +15,7 @@ mod bindings_query;
 mod cache;
 mod connect;
 mod cors;
+mod doors;
 mod errors;
 mod examples;
 mod grpc_passthrough;
