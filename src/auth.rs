@@ -6,6 +6,8 @@
 //! named), a token's key is chosen by its `kid` and must be of the token's algorithm (so an RSA
 //! public key can never be used as an HMAC secret), and `exp` is required.
 
+pub mod jwks;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
@@ -18,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::Value;
 
 use crate::config::{JwtConfig, KeyConfig};
-use crate::jwks::JwksSource;
+use jwks::JwksSource;
 
 /// Verifies bearer tokens and turns their claims into upstream metadata.
 pub struct Verifier {

@@ -29,9 +29,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use moka::future::Cache;
 
+use crate::auth::Claims;
 use crate::config::CacheSettings;
-use crate::error::GatewayError;
-use crate::policy::Access;
 use crate::redis_connection::RedisConnection;
 
 /// The `X-Cache` response header.
@@ -75,10 +74,18 @@ pub struct Stored {
     ttl: Duration,
 }
 
+/// A 200 answer whose body could not be read to be kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the answer could not be read to be cached: {reason}")]
+pub struct UnreadableAnswer {
+    /// Why.
+    pub reason: String,
+}
+
 /// How the request that filled a cache entry filled it.
-enum Filled {
+enum Filled<E> {
     /// With its own call: its answer.
-    Called(Result<Response<Body>, GatewayError>),
+    Called(Result<Response<Body>, E>),
     /// From Redis.
     FromRedis,
 }
@@ -127,13 +134,13 @@ impl ResponseCache {
         values: &[String],
         query: Option<&str>,
         headers: &HeaderMap,
-        access: &Access<'_>,
+        claims: Option<&Claims>,
     ) -> CacheUse {
         let directives = request_directives(headers);
         if directives.no_store {
             return CacheUse::Bypass;
         }
-        let subject = match &access.claims {
+        let subject = match claims {
             Some(claims) => match claims.text("sub") {
                 Some(subject) => subject,
                 None => return CacheUse::Bypass,
@@ -164,16 +171,17 @@ impl ResponseCache {
 
     /// The answer for `key`: from the cache, or from `fetch` (stored when it is a 200). Of
     /// concurrent misses for one key, one runs its `fetch`; the others share its answer.
-    pub async fn serve<F, Fut>(
+    pub async fn serve<F, Fut, E>(
         &self,
         lookup: CacheUse,
         rule: &CacheRule,
         request: &HeaderMap,
         fetch: F,
-    ) -> Result<Response<Body>, GatewayError>
+    ) -> Result<Response<Body>, E>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Response<Body>, GatewayError>>,
+        Fut: Future<Output = Result<Response<Body>, E>>,
+        E: From<UnreadableAnswer>,
     {
         let key = match lookup {
             CacheUse::Bypass => return fetch().await,
@@ -191,7 +199,7 @@ impl ResponseCache {
         };
         // The one request that fills the entry says here how it did: with its own call (its
         // answer, shared or not), or from Redis.
-        let own: Mutex<Option<Filled>> = Mutex::new(None);
+        let own: Mutex<Option<Filled<E>>> = Mutex::new(None);
         let shared = self
             .entries
             .optionally_get_with(key.text.clone(), async {
@@ -202,7 +210,7 @@ impl ResponseCache {
                     return Some(stored);
                 }
                 let result = match fetch().await {
-                    Ok(response) => store(response, rule.ttl, key.private).await,
+                    Ok(response) => store(response, rule.ttl, key.private).await.map_err(E::from),
                     Err(error) => Err(error),
                 };
                 let (mine, stored) = match result {
@@ -335,12 +343,12 @@ async fn store(
     response: Response<Body>,
     ttl: Duration,
     private: bool,
-) -> Result<(Response<Body>, Option<Arc<Stored>>), GatewayError> {
+) -> Result<(Response<Body>, Option<Arc<Stored>>), UnreadableAnswer> {
     if response.status() != StatusCode::OK {
         return Ok((response, None));
     }
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?.to_bytes();
+    let body = body.collect().await.map_err(|e| UnreadableAnswer { reason: e.to_string() })?.to_bytes();
     let etag = etag(&body);
     let mut headers = parts.headers;
     headers.insert(ETAG, etag.clone());
@@ -434,15 +442,7 @@ mod tests {
     fn key_of(values: &[&str], query: Option<&str>) -> CacheUse {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
         let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        ResponseCache::lookup(
-            &rule,
-            &http::Method::GET,
-            "/v1/a/{b}",
-            &values,
-            query,
-            &HeaderMap::new(),
-            &Access::default(),
-        )
+        ResponseCache::lookup(&rule, &http::Method::GET, "/v1/a/{b}", &values, query, &HeaderMap::new(), None)
     }
 
     #[test]
@@ -480,19 +480,13 @@ mod tests {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_static("session=1"));
-        assert_eq!(
-            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
-            CacheUse::Bypass
-        );
+        assert_eq!(ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None), CacheUse::Bypass);
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60, no-store"));
-        assert_eq!(
-            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
-            CacheUse::Bypass
-        );
+        assert_eq!(ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None), CacheUse::Bypass);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         assert!(matches!(
-            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, &Access::default()),
+            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None),
             CacheUse::Refresh(_)
         ));
     }

@@ -3,21 +3,12 @@
 
 use std::sync::Arc;
 
-use http::HeaderName;
-use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use prost_reflect::DescriptorPool;
 use tonic::Code;
 
-use crate::auth::AuthError;
 use crate::metadata::{self, MetadataError};
-use crate::policy::Denied;
-use crate::rate_limit::Refusal;
-
-/// The rate limit headers of a 429 (draft-ietf-httpapi-ratelimit-headers).
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 use crate::status::{self, StatusBody};
 use crate::transcode::{JsonOptions, TranscodeError};
 use crate::upstream::UpstreamError;
@@ -88,9 +79,10 @@ pub enum GatewayError {
         /// The full method name.
         method: String,
     },
-    /// The request's policy refuses it: no valid token (401), or not enough of one (403).
+    /// A policy refuses the request: no valid token (401), not enough of one (403), over a
+    /// rate limit (429). The policy module describes it ([`Refused`]).
     #[error(transparent)]
-    Denied(#[from] Denied),
+    Refused(Box<Refused>),
     /// A gRPC request for a method that no descriptor declares.
     #[error("no method {path} is known to the gateway")]
     UnknownMethod {
@@ -157,10 +149,7 @@ impl GatewayError {
             GatewayError::ConnectTimeout { .. } => Code::InvalidArgument,
             GatewayError::OriginRefused { .. } => Code::PermissionDenied,
             GatewayError::NotCalled { .. } => Code::FailedPrecondition,
-            GatewayError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
-            GatewayError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
-            GatewayError::Denied(Denied::RateLimited(Refusal::Limited { .. })) => Code::ResourceExhausted,
-            GatewayError::Denied(Denied::RateLimited(Refusal::BackendUnavailable { .. })) => Code::Unavailable,
+            GatewayError::Refused(refused) => refused.kind.code(),
             GatewayError::MethodNotAllowed { .. } => {
                 return (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED);
             }
@@ -231,26 +220,8 @@ impl GatewayError {
         if let GatewayError::WebSocketRequired { .. } = &self {
             headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
-        match &self {
-            GatewayError::Denied(Denied::RateLimited(Refusal::Limited {
-                limit,
-                remaining,
-                retry_after,
-                reset,
-                ..
-            })) => {
-                let seconds = |d: &std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
-                headers.insert(RETRY_AFTER, HeaderValue::from(seconds(retry_after).max(1)));
-                headers.insert(RATELIMIT_LIMIT, HeaderValue::from(*limit));
-                headers.insert(RATELIMIT_REMAINING, HeaderValue::from(*remaining));
-                headers.insert(RATELIMIT_RESET, HeaderValue::from(seconds(reset).max(1)));
-            }
-            GatewayError::Denied(denied @ (Denied::Unauthenticated(_) | Denied::Forbidden { .. })) => {
-                if let Ok(value) = HeaderValue::from_str(&www_authenticate(denied)) {
-                    headers.insert(WWW_AUTHENTICATE, value);
-                }
-            }
-            _ => {}
+        if let GatewayError::Refused(refused) = &self {
+            headers.extend(refused.headers.clone());
         }
         if let Some(id) = request_id {
             details.push(status::request_info(id, pool, options));
@@ -263,24 +234,45 @@ impl GatewayError {
     }
 }
 
-/// The `WWW-Authenticate` challenge for a refusal (RFC 6750 §3): no error code when no token
-/// was sent, `invalid_token` for a bad one, `insufficient_scope` with the scopes needed.
-fn www_authenticate(denied: &Denied) -> String {
-    // Quoted-string values: keep them free of quotes and backslashes.
-    let quoted = |text: &str| text.replace(['"', '\\'], "'");
-    match denied {
-        Denied::Unauthenticated(AuthError::Missing) => "Bearer realm=\"protogate\"".into(),
-        Denied::Unauthenticated(error) => {
-            format!(
-                "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"{}\"",
-                quoted(&error.to_string())
-            )
+/// Why a request was refused before any upstream saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No bearer token: 401.
+    MissingToken,
+    /// A token that does not verify: 401.
+    InvalidToken,
+    /// A valid token without the scopes or claims needed: 403.
+    Forbidden,
+    /// Over a rate limit: 429.
+    RateLimited,
+    /// The rate-limit backend could not decide, and the policy fails closed: 503.
+    RateLimitUnavailable,
+}
+
+impl RefusalKind {
+    /// The gRPC code of the refusal (its HTTP status follows from it).
+    pub fn code(self) -> Code {
+        match self {
+            RefusalKind::MissingToken | RefusalKind::InvalidToken => Code::Unauthenticated,
+            RefusalKind::Forbidden => Code::PermissionDenied,
+            RefusalKind::RateLimited => Code::ResourceExhausted,
+            RefusalKind::RateLimitUnavailable => Code::Unavailable,
         }
-        Denied::Forbidden { scopes, .. } => {
-            format!("Bearer realm=\"protogate\", error=\"insufficient_scope\", scope=\"{}\"", quoted(&scopes.join(" ")))
-        }
-        Denied::RateLimited(_) => String::new(),
     }
+}
+
+/// A refusal as the module that refused describes it: what kind, the message, and the headers
+/// that tell the client what to do (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`). The
+/// error module needs to know no feature: each converts its own errors into this.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// What the client is told.
+    pub message: String,
+    /// Headers the response carries.
+    pub headers: HeaderMap,
 }
 
 /// A response with a JSON body.

@@ -134,7 +134,7 @@ impl Gateway {
         carried: Option<Carried>,
         upstreams: impl FnOnce(&[crate::config::UpstreamConfig], usize) -> Arc<Upstreams>,
     ) -> Result<Gateway, Vec<BuildError>> {
-        let mut errors: Vec<BuildError> = config.validate().into_iter().map(BuildError::from).collect();
+        let mut errors: Vec<BuildError> = validate(config).into_iter().map(BuildError::from).collect();
         let descriptors = match descriptors::load(&config.descriptors.paths) {
             Ok(descriptors) => Some(descriptors),
             Err(e) => {
@@ -442,6 +442,39 @@ impl Gateway {
     pub(crate) fn keep_alive(&self) -> Duration {
         self.keep_alive
     }
+}
+
+/// Every problem in the configuration: what it shows alone ([`Config::validate`]), then what
+/// each feature's own rules refuse, each with its key path.
+pub fn validate(config: &Config) -> Vec<ConfigError> {
+    let mut errors = config.validate();
+    let mut add = |prefix: String, problems: Vec<(String, String)>| {
+        errors
+            .extend(problems.into_iter().map(|(key, message)| ConfigError { key: format!("{prefix}{key}"), message }));
+    };
+    for (i, aggregate) in config.aggregate.iter().enumerate() {
+        add(format!("aggregate[{i}]."), crate::aggregate::validate(aggregate));
+    }
+    for (i, policy) in config.policy.iter().enumerate() {
+        add(format!("policy[{i}]."), crate::policy::validate(policy));
+        for (j, limit) in policy.rate_limits.iter().enumerate() {
+            if let Err(message) = limit.key.parse::<crate::rate_limit::KeyKind>() {
+                add(format!("policy[{i}].rate_limits[{j}]."), vec![("key".into(), message)]);
+            }
+        }
+    }
+    if let Some(jwt) = &config.jwt {
+        add("jwt.".into(), crate::auth::validate(jwt));
+    }
+    for (i, proxy) in config.rate_limit.trusted_proxies.iter().enumerate() {
+        if let Err(message) = crate::rate_limit::parse_net(proxy) {
+            add(String::new(), vec![(format!("rate_limit.trusted_proxies[{i}]"), message)]);
+        }
+    }
+    if let Some(cors) = &config.cors {
+        add("cors.".into(), crate::metadata::origin::validate(cors));
+    }
+    errors
 }
 
 /// The policies' selectors that select nothing loaded: methods' routes, composite routes and

@@ -51,7 +51,6 @@ pub mod doors;
 pub mod error;
 pub mod explain;
 pub mod gateway;
-pub mod jwks;
 pub mod layers;
 pub mod metadata;
 pub mod observability;

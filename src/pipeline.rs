@@ -385,7 +385,8 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Response<Body>, GatewayError>>,
 {
-    let lookup = ResponseCache::lookup(rule, &parts.method, route, values, parts.uri.query(), &parts.headers, access);
+    let claims = access.claims.as_ref();
+    let lookup = ResponseCache::lookup(rule, &parts.method, route, values, parts.uri.query(), &parts.headers, claims);
     let bypass = match &lookup {
         CacheUse::Bypass => Some("bypass"),
         CacheUse::Refresh(_) => Some("refresh"),
@@ -398,6 +399,12 @@ where
     });
     gateway.observer().metrics().cache_lookup(outcome.unwrap_or("miss"));
     response
+}
+
+impl From<crate::cache::UnreadableAnswer> for GatewayError {
+    fn from(error: crate::cache::UnreadableAnswer) -> GatewayError {
+        GatewayError::BodyRead { reason: error.reason }
+    }
 }
 
 /// Notes in the request's record that it matched route `index`.

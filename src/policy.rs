@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use crate::auth::{AuthError, Claims, Verifier};
 use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
+use crate::error::{GatewayError, RefusalKind, Refused};
 use crate::rate_limit::{Limiter, Refusal, Subject};
 use crate::route::template::Segment;
 use crate::route::{PathTemplate, Route};
@@ -117,6 +118,69 @@ pub enum Denied {
     /// Over a rate limit (429), or its counters unreachable and the policy to refuse (503).
     #[error(transparent)]
     RateLimited(#[from] Refusal),
+}
+
+/// The rate limit headers of a 429 (draft-ietf-httpapi-ratelimit-headers).
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+
+impl From<Denied> for GatewayError {
+    fn from(denied: Denied) -> GatewayError {
+        let kind = match &denied {
+            Denied::Unauthenticated(AuthError::Missing) => RefusalKind::MissingToken,
+            Denied::Unauthenticated(_) => RefusalKind::InvalidToken,
+            Denied::Forbidden { .. } => RefusalKind::Forbidden,
+            Denied::RateLimited(Refusal::Limited { .. }) => RefusalKind::RateLimited,
+            Denied::RateLimited(Refusal::BackendUnavailable { .. }) => RefusalKind::RateLimitUnavailable,
+        };
+        GatewayError::Refused(Box::new(Refused { kind, message: denied.to_string(), headers: denied.headers() }))
+    }
+}
+
+impl Denied {
+    /// What the client is told to do next: authenticate (`WWW-Authenticate`), or wait
+    /// (`Retry-After`, `RateLimit-*`).
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        match self {
+            Denied::RateLimited(Refusal::Limited { limit, remaining, retry_after, reset, .. }) => {
+                let seconds = |d: &Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds(retry_after).max(1)));
+                headers.insert(RATELIMIT_LIMIT, http::HeaderValue::from(*limit));
+                headers.insert(RATELIMIT_REMAINING, http::HeaderValue::from(*remaining));
+                headers.insert(RATELIMIT_RESET, http::HeaderValue::from(seconds(reset).max(1)));
+            }
+            Denied::RateLimited(Refusal::BackendUnavailable { .. }) => {}
+            Denied::Unauthenticated(_) | Denied::Forbidden { .. } => {
+                if let Ok(value) = http::HeaderValue::from_str(&self.www_authenticate()) {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+        }
+        headers
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3): no error code when no token was sent,
+    /// `invalid_token` for a bad one, `insufficient_scope` with the scopes needed.
+    fn www_authenticate(&self) -> String {
+        // Quoted-string values: keep them free of quotes and backslashes.
+        let quoted = |text: &str| text.replace(['"', '\\'], "'");
+        match self {
+            Denied::Unauthenticated(AuthError::Missing) => "Bearer realm=\"protogate\"".into(),
+            Denied::Unauthenticated(error) => format!(
+                "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted(&error.to_string())
+            ),
+            Denied::Forbidden { scopes, .. } => {
+                format!(
+                    "Bearer realm=\"protogate\", error=\"insufficient_scope\", scope=\"{}\"",
+                    quoted(&scopes.join(" "))
+                )
+            }
+            Denied::RateLimited(_) => String::new(),
+        }
+    }
 }
 
 impl Policies {

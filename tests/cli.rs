@@ -61,9 +61,9 @@ fn check_lists_every_problem_and_exits_1() {
     let stderr = text(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 4, "{stderr}");
-    assert!(lines[0].starts_with("error: config: jwt.algorithms: list the algorithms"), "{stderr}");
-    assert_eq!(lines[1], "error: config: jwt.keys: no keys: give keys, a jwks_file or a jwks_url");
-    assert_eq!(lines[2], "error: config: upstreams[0].endpoints: must list at least one endpoint URL");
+    assert_eq!(lines[0], "error: config: upstreams[0].endpoints: must list at least one endpoint URL");
+    assert!(lines[1].starts_with("error: config: jwt.algorithms: list the algorithms"), "{stderr}");
+    assert_eq!(lines[2], "error: config: jwt.keys: no keys: give keys, a jwks_file or a jwks_url");
     assert!(lines[3].starts_with("error: descriptors: broken.binpb: not a FileDescriptorSet"), "{stderr}");
 }
 

@@ -6,7 +6,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.listen, DEFAULT_LISTEN);
     assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
     assert_eq!(config.descriptors.paths, vec![PathBuf::from("descriptors")]);
-    assert!(config.validate().is_empty());
+    assert!(crate::gateway::validate(&config).is_empty());
 }
 
 #[test]
@@ -42,7 +42,7 @@ timeout = "10s"
     assert_eq!(users.timeout, Some(Duration::from_secs(10)));
     assert_eq!(config.json.ignored_query_parameters, ["_", "callback"]);
     assert!(config.descriptors.watch);
-    assert_eq!(config.validate(), []);
+    assert_eq!(crate::gateway::validate(&config), []);
 }
 
 #[test]
@@ -61,7 +61,7 @@ format = "human"
     )
     .unwrap();
     assert_eq!(config.access_log.format, AccessLogFormat::Human);
-    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = crate::gateway::validate(&config).into_iter().map(|e| e.key).collect();
     assert_eq!(keys, ["admin_listen", "request_id.header", "tracing.sample_ratio"]);
     let err = Config::from_toml("[access_log]\nformat = \"xml\"").unwrap_err();
     assert!(err.message.contains("json"), "{err}");
@@ -70,7 +70,7 @@ format = "human"
 #[test]
 fn the_drain_timeout_must_be_longer_than_zero() {
     let config = Config::from_toml("drain_timeout = \"0s\"").unwrap();
-    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = crate::gateway::validate(&config).into_iter().map(|e| e.key).collect();
     assert_eq!(keys, ["drain_timeout"]);
     assert_eq!(Config::default().drain_timeout, Duration::from_secs(30));
 }
@@ -141,17 +141,18 @@ timeout = "0s"
 "#,
     )
     .unwrap();
-    let keys: Vec<String> = config.validate().into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = crate::gateway::validate(&config).into_iter().map(|e| e.key).collect();
     assert_eq!(
         keys,
         [
+            // What the configuration shows alone, then what the features' own rules refuse.
             "max_body_bytes",
-            "jwt.algorithms",
-            "jwt.keys",
             "upstreams[0].endpoints",
             "upstreams[1].name",
             "upstreams[1].services",
             "upstreams[1].timeout",
+            "jwt.algorithms",
+            "jwt.keys",
         ]
     );
 }
@@ -174,16 +175,16 @@ rate_limits = [ { key = "cookie:x", per_second = 5, per_minute = 1 } ]
 "#,
     )
     .unwrap();
-    let errors: Vec<String> = config.validate().into_iter().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = crate::gateway::validate(&config).into_iter().map(|e| e.to_string()).collect();
     let keys: Vec<&str> = errors.iter().map(|e| e.split(':').next().unwrap()).collect();
     assert_eq!(
         keys,
         [
+            "policy[0].rate_limits[0].per_second",
+            "policy[0].auth",
             "policy[0].match.path_prefix",
             "policy[0].match.grpc[0]",
-            "policy[0].rate_limits[0].per_second",
             "policy[0].rate_limits[0].key",
-            "policy[0].auth",
             "jwt.algorithms[1]",
             "jwt.jwks_url",
             "jwt.keys[0].alg",
@@ -199,7 +200,7 @@ auth = \"required\"
 ",
     )
     .unwrap();
-    let errors = required.validate();
+    let errors = crate::gateway::validate(&required);
     assert_eq!(errors[0].key, "jwt", "{errors:?}");
 }
 
@@ -268,7 +269,7 @@ endpoints = ["http://127.0.0.1:2"]
             ("*".to_owned(), "http://127.0.0.1:4".to_owned()),
         ]
     );
-    assert!(config.validate().is_empty());
+    assert!(crate::gateway::validate(&config).is_empty());
 }
 
 #[test]

@@ -18,37 +18,6 @@ use crate::metadata::{METADATA_PREFIX, TRAILER_PREFIX};
 const ALWAYS_EXPOSED: [HeaderName; 2] =
     [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message")];
 
-/// Every problem in `[cors]`, as (key, message).
-pub fn validate(config: &CorsConfig) -> Vec<(String, String)> {
-    let mut errors = Vec::new();
-    let mut any = false;
-    for (i, origin) in config.allow_origins.iter().enumerate() {
-        match OriginPattern::parse(origin) {
-            Ok(pattern) => any |= pattern == OriginPattern::Any,
-            Err(message) => errors.push((format!("allow_origins[{i}]"), message)),
-        }
-    }
-    if config.allow_origins.is_empty() {
-        errors.push(("allow_origins".into(), "no origins: list the origins allowed, or remove [cors]".into()));
-    }
-    if any && config.allow_credentials {
-        let message = "\"*\" with allow_credentials would let any site act as the user: list the origins".into();
-        errors.push(("allow_origins".into(), message));
-    }
-    for (i, method) in config.allow_methods.iter().enumerate() {
-        if Method::from_bytes(method.as_bytes()).is_err() {
-            errors.push((format!("allow_methods[{i}]"), format!("{method:?} is not an HTTP method")));
-        }
-    }
-    let names = config.allow_headers.iter().map(|h| ("allow_headers", h));
-    for (i, (key, name)) in names.chain(config.expose_headers.iter().map(|h| ("expose_headers", h))).enumerate() {
-        if HeaderName::from_bytes(name.as_bytes()).is_err() {
-            errors.push((format!("{key}[{i}]"), format!("{name:?} is not a header name")));
-        }
-    }
-    errors
-}
-
 /// The CORS layer for a validated `[cors]`.
 pub fn layer(config: &CorsConfig, request_id: &HeaderName) -> CorsLayer {
     let patterns: Vec<OriginPattern> =
@@ -148,11 +117,11 @@ mod tests {
     #[test]
     fn any_origin_with_credentials_is_refused() {
         let config = CorsConfig { allow_origins: vec!["*".into()], allow_credentials: true, ..CorsConfig::default() };
-        let errors = validate(&config);
+        let errors = crate::metadata::origin::validate(&config);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "allow_origins");
         let config = CorsConfig { allow_methods: vec!["GE T".into()], ..CorsConfig::default() };
-        let keys: Vec<String> = validate(&config).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = crate::metadata::origin::validate(&config).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["allow_origins", "allow_methods[0]"]);
     }
 }

@@ -1,7 +1,9 @@
-//! Browser origins (`scheme://host[:port]`) and the patterns `[cors] allow_origins` lists
-//! them by: read by the CORS layer and by the WebSocket door, which browsers let any page open.
+//! Browser origins (`scheme://host[:port]`) and the `[cors]` settings that list them: read by
+//! the CORS layer and by the WebSocket door, which browsers let any page open.
 
-use http::Uri;
+use http::{HeaderName, Method, Uri};
+
+use crate::config::CorsConfig;
 
 /// One entry of `allow_origins`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,4 +68,35 @@ impl OriginPattern {
             }
         }
     }
+}
+
+/// Every problem in `[cors]`, as (key, message).
+pub fn validate(config: &CorsConfig) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    let mut any = false;
+    for (i, origin) in config.allow_origins.iter().enumerate() {
+        match OriginPattern::parse(origin) {
+            Ok(pattern) => any |= pattern == OriginPattern::Any,
+            Err(message) => errors.push((format!("allow_origins[{i}]"), message)),
+        }
+    }
+    if config.allow_origins.is_empty() {
+        errors.push(("allow_origins".into(), "no origins: list the origins allowed, or remove [cors]".into()));
+    }
+    if any && config.allow_credentials {
+        let message = "\"*\" with allow_credentials would let any site act as the user: list the origins".into();
+        errors.push(("allow_origins".into(), message));
+    }
+    for (i, method) in config.allow_methods.iter().enumerate() {
+        if Method::from_bytes(method.as_bytes()).is_err() {
+            errors.push((format!("allow_methods[{i}]"), format!("{method:?} is not an HTTP method")));
+        }
+    }
+    let names = config.allow_headers.iter().map(|h| ("allow_headers", h));
+    for (i, (key, name)) in names.chain(config.expose_headers.iter().map(|h| ("expose_headers", h))).enumerate() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push((format!("{key}[{i}]"), format!("{name:?} is not a header name")));
+        }
+    }
+    errors
 }

@@ -429,22 +429,7 @@ pub struct Sample {
     /// Access log lines dropped so far.
     pub access_log_dropped: u64,
     /// Each upstream's retries and endpoint states.
-    pub upstreams: Vec<UpstreamSample>,
-}
-
-/// One upstream, when scraped.
-#[derive(Debug, Clone)]
-pub struct UpstreamSample {
-    /// Its name.
-    pub name: String,
-    /// Retries made so far.
-    pub retries: u64,
-    /// Endpoints taking calls.
-    pub available: usize,
-    /// Endpoints the health checks took out.
-    pub unhealthy: usize,
-    /// Endpoints ejected after failed calls (and not taken out by health checks).
-    pub ejected: usize,
+    pub upstreams: Vec<crate::upstream::UpstreamSample>,
 }
 
 /// The method as a label: the standard methods by name, anything else `OTHER`, so a client

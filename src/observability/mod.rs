@@ -27,8 +27,7 @@ use tonic::Code;
 
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::policy::Denied;
-use crate::rate_limit::Refusal as RateRefusal;
+use crate::error::RefusalKind;
 use crate::status::code_name;
 use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
@@ -398,15 +397,13 @@ impl Outcome {
             _ => None,
         };
         let refusal = match error {
-            Some(GatewayError::Denied(Denied::Unauthenticated(crate::auth::AuthError::Missing))) => {
-                Some(Refusal::MissingToken)
-            }
-            Some(GatewayError::Denied(Denied::Unauthenticated(_))) => Some(Refusal::InvalidToken),
-            Some(GatewayError::Denied(Denied::Forbidden { .. })) => Some(Refusal::Forbidden),
-            Some(GatewayError::Denied(Denied::RateLimited(RateRefusal::Limited { .. }))) => Some(Refusal::RateLimited),
-            Some(GatewayError::Denied(Denied::RateLimited(RateRefusal::BackendUnavailable { .. }))) => {
-                Some(Refusal::RateLimitUnavailable)
-            }
+            Some(GatewayError::Refused(refused)) => Some(match refused.kind {
+                RefusalKind::MissingToken => Refusal::MissingToken,
+                RefusalKind::InvalidToken => Refusal::InvalidToken,
+                RefusalKind::Forbidden => Refusal::Forbidden,
+                RefusalKind::RateLimited => Refusal::RateLimited,
+                RefusalKind::RateLimitUnavailable => Refusal::RateLimitUnavailable,
+            }),
             _ => None,
         };
         let error = error.map(ToString::to_string).or_else(|| record.stream_error.clone());

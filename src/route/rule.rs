@@ -13,7 +13,6 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Me
 use crate::pb::google::api::HttpRule;
 use crate::pb::google::api::http_rule::Pattern;
 use crate::route::template::PathTemplate;
-use crate::transcode::json::has_string_form;
 
 /// One HTTP method + path template bound to one gRPC method.
 #[derive(Debug, Clone)]
@@ -264,6 +263,31 @@ impl fmt::Display for BodySelector {
             BodySelector::Field(field) => f.write_str(field.name()),
             BodySelector::Empty => f.write_str("-"),
         }
+    }
+}
+
+/// Well-known message types whose JSON form is a string (or a bare scalar), so one path
+/// segment or query value can carry them.
+pub const STRING_FORM_MESSAGES: &[&str] = &[
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    "google.protobuf.DoubleValue",
+    "google.protobuf.FloatValue",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.StringValue",
+    "google.protobuf.BytesValue",
+];
+
+/// Whether a single text value (a path segment, a query value) can set this field.
+pub fn has_string_form(field: &FieldDescriptor) -> bool {
+    match field.kind() {
+        Kind::Message(message) => STRING_FORM_MESSAGES.contains(&message.full_name()),
+        _ => true,
     }
 }
 

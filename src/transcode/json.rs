@@ -61,30 +61,7 @@ impl Default for JsonOptions {
     }
 }
 
-/// Well-known message types whose JSON form is a string (or a bare scalar), so one path
-/// segment or query value can carry them.
-const STRING_FORM_MESSAGES: &[&str] = &[
-    "google.protobuf.Timestamp",
-    "google.protobuf.Duration",
-    "google.protobuf.FieldMask",
-    "google.protobuf.DoubleValue",
-    "google.protobuf.FloatValue",
-    "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value",
-    "google.protobuf.Int32Value",
-    "google.protobuf.UInt32Value",
-    "google.protobuf.BoolValue",
-    "google.protobuf.StringValue",
-    "google.protobuf.BytesValue",
-];
-
-/// Whether a single text value (a path segment, a query value) can set this field.
-pub fn has_string_form(field: &FieldDescriptor) -> bool {
-    match field.kind() {
-        Kind::Message(message) => STRING_FORM_MESSAGES.contains(&message.full_name()),
-        _ => true,
-    }
-}
+pub use crate::route::rule::{STRING_FORM_MESSAGES, has_string_form};
 
 /// Parses one text value for `field` (one element, for a repeated field).
 pub fn parse_field_value(field: &FieldDescriptor, text: &str) -> Result<Value, String> {

@@ -537,11 +537,11 @@ impl Upstream {
     }
 
     /// Its retries and endpoint states, for `/metrics`.
-    pub fn sample(&self) -> crate::observability::metrics::UpstreamSample {
+    pub fn sample(&self) -> UpstreamSample {
         let members = self.membership.current();
         let unhealthy = members.iter().filter(|m| m.health() == Health::NotServing).count();
         let ejected = members.iter().filter(|m| m.health() != Health::NotServing && m.is_ejected()).count();
-        crate::observability::metrics::UpstreamSample {
+        UpstreamSample {
             name: self.name.clone(),
             retries: self.retried.load(Ordering::Relaxed),
             available: members.len() - unhealthy - ejected,
@@ -693,4 +693,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+/// One upstream, when scraped.
+#[derive(Debug, Clone)]
+pub struct UpstreamSample {
+    /// Its name.
+    pub name: String,
+    /// Retries made so far.
+    pub retries: u64,
+    /// Endpoints taking calls.
+    pub available: usize,
+    /// Endpoints the health checks took out.
+    pub unhealthy: usize,
+    /// Endpoints ejected after failed calls (and not taken out by health checks).
+    pub ejected: usize,
 }
