@@ -18,22 +18,25 @@
 //! fall back to prost-reflect's mapping ([`transcode::request`], [`transcode::response`]), the
 //! reference it is tested against, for what it does not cover.
 //!
-//! [`gateway::Gateway::handle`] strings them together; [`error`] turns any failure into the
+//! [`doors::handle`] picks the door a request uses (REST, HTTP streams, WebSocket, composite
+//! routes, Connect, gRPC, gRPC-Web); each door is a thin adapter over the steps in
+//! [`pipeline`], which read the built [`gateway::Gateway`]. Modules import only lower layers
+//! (`tests/layering.rs` lists them and enforces it). [`error`] turns any failure into the
 //! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns
 //! are tower layers in [`layers`]; [`server`] binds the listener. [`observability`] follows
 //! each request (correlation id, trace context, access log, metrics, exported span), and
 //! [`admin`] serves health, readiness, metrics and the route table on a listener of its own.
 //! [`reload`] swaps in a rebuilt gateway when descriptors or the configuration change.
 //!
-//! Streaming methods leave the unary path after step 1 for [`streaming`] (NDJSON, Server-Sent
-//! Events, WebSocket), over [`upstream::stream`]'s flow-controlled calls. Requests in other
-//! protocols branch off before it: [`proxy`] passes gRPC and gRPC-Web through untranscoded, and
-//! [`connect`] answers Connect's unary calls. [`transcode::http_body`] carries
+//! Streaming methods leave the unary path after step 1 for [`doors::streaming`] (NDJSON,
+//! Server-Sent Events) and [`doors::websocket`], over [`upstream::stream`]'s flow-controlled
+//! calls. Requests in other protocols branch off before it: [`doors::grpc`] passes gRPC and
+//! gRPC-Web through untranscoded, and [`doors::connect`] answers Connect's unary calls. [`transcode::http_body`] carries
 //! `google.api.HttpBody` as raw bytes.
 //!
 //! Before step 1, [`profile`] finds a profile's prefix (its routes are answered with its JSON
 //! options and reshaped), and [`aggregate`]'s composite routes are matched first: their calls
-//! run steps 2 to 5 each, concurrently where they can. [`cache`] answers GETs a policy caches,
+//! run steps 2 to 5 each, concurrently where they can ([`doors::composite`]). [`cache`] answers GETs a policy caches,
 //! in memory and, shared by replicas, in Redis ([`redis_connection`]).
 //!
 //! Everything a request looks up is decided once, when the gateway is built: [`config`] and
