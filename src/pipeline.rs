@@ -119,32 +119,42 @@ pub fn arrival_on<'a>(route: &Route, path: &'a str) -> Arrival<'a> {
 
 // === read the request ===
 
-/// A `Content-Type`'s essence (type/subtype), lower-cased, parameters (charset) aside: the
-/// one parser every door uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaType(String);
+/// A `Content-Type`'s essence (type/subtype), parameters (charset) aside: the one parser every
+/// door reads content types with. Compared without regard to case, with no allocation (every
+/// request with a body passes here).
+#[derive(Debug, Clone, Copy)]
+pub struct MediaType<'h>(&'h str);
 
-impl MediaType {
+impl<'h> MediaType<'h> {
     /// The request's media type, if it sent a readable `Content-Type`.
-    pub fn of(headers: &HeaderMap) -> Option<MediaType> {
+    pub fn of(headers: &'h HeaderMap) -> Option<MediaType<'h>> {
         let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        Some(MediaType(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()))
+        Some(MediaType(value.split(';').next().unwrap_or("").trim()))
     }
 
-    /// `type/subtype`.
-    pub fn essence(&self) -> &str {
-        &self.0
+    /// Whether it is `essence` (`type/subtype`), whatever the case.
+    pub fn is(self, essence: &str) -> bool {
+        self.0.eq_ignore_ascii_case(essence)
+    }
+
+    /// Its type and subtype (`application`, `grpc-web+proto`).
+    pub fn parts(self) -> Option<(&'h str, &'h str)> {
+        self.0.split_once('/')
     }
 
     /// `application/json` or any `application/…+json`.
-    pub fn is_json(&self) -> bool {
-        self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+    pub fn is_json(self) -> bool {
+        self.parts().is_some_and(|(kind, subtype)| {
+            let suffix = subtype.len().checked_sub(5).and_then(|at| subtype.get(at..));
+            kind.eq_ignore_ascii_case("application")
+                && (subtype.eq_ignore_ascii_case("json") || suffix.is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+        })
     }
 }
 
 /// `application/json` or any `+json` type, parameters (charset) aside.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    MediaType::of(headers).is_some_and(|m| m.is_json())
+    MediaType::of(headers).is_some_and(MediaType::is_json)
 }
 
 /// The request's `Content-Type` as sent, or empty (for error messages and raw bodies).
@@ -158,6 +168,12 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Resu
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    collect_limited(body, limit).await
+}
+
+/// The whole body, refused as soon as it passes `limit` bytes (the one bounded reader: every
+/// door that reads a whole body reads it here).
+pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
@@ -412,4 +428,31 @@ pub fn note_route(gateway: &Gateway, parts: &Parts, index: usize) -> Exchange {
     let exchange = Exchange::of(&parts.extensions);
     exchange.matched(gateway.view(index).labels);
     exchange
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn media_types_compare_their_essence_in_any_case() {
+        assert!(is_json(&media("application/json")));
+        assert!(is_json(&media("Application/JSON; charset=utf-8")));
+        assert!(is_json(&media("application/problem+json")));
+        assert!(is_json(&media("application/merge-patch+JSON")));
+        assert!(!is_json(&media("text/json")));
+        assert!(!is_json(&media("application/jsonx")));
+        assert!(!is_json(&media("application/x-ndjson")));
+        assert!(!is_json(&HeaderMap::new()));
+        let headers = media(" application/Proto ;x=y");
+        let proto = MediaType::of(&headers).unwrap();
+        assert!(proto.is("application/proto"));
+        assert_eq!(proto.parts(), Some(("application", "Proto")));
+    }
 }

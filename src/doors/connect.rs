@@ -48,8 +48,7 @@ impl Codec {
 /// Whether a request is a Connect call: it says so in `Connect-Protocol-Version`, or sends a
 /// binary message, which no REST route takes.
 pub fn is_connect(headers: &HeaderMap) -> bool {
-    headers.contains_key(PROTOCOL_VERSION)
-        || MediaType::of(headers).is_some_and(|media| media.essence() == "application/proto")
+    headers.contains_key(PROTOCOL_VERSION) || MediaType::of(headers).is_some_and(|media| media.is("application/proto"))
 }
 
 /// Answers a Connect unary call.
@@ -76,9 +75,9 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
     }
-    let codec = match MediaType::of(&parts.headers).as_ref().map(MediaType::essence) {
-        Some("application/json") => Codec::Json,
-        Some("application/proto") => Codec::Proto,
+    let codec = match MediaType::of(&parts.headers) {
+        Some(media) if media.is("application/json") => Codec::Json,
+        Some(media) if media.is("application/proto") => Codec::Proto,
         _ => {
             let content_type = pipeline::content_type(&parts.headers).to_owned();
             return Err(GatewayError::UnsupportedMediaType { content_type });

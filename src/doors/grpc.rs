@@ -20,7 +20,6 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -32,7 +31,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::observability::InFlight;
-use crate::pipeline::{self, Arrival};
+use crate::pipeline::{self, Arrival, MediaType};
 use crate::upstream::{RawBody, RequestSink};
 
 /// A protocol whose requests pass through.
@@ -47,10 +46,7 @@ pub enum Protocol {
 impl Protocol {
     /// The protocol a request speaks, from its `Content-Type`; `None` for REST.
     pub fn of(headers: &HeaderMap) -> Option<Protocol> {
-        // Every REST request with a body passes here: no allocation.
-        let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        let essence = value.split(';').next().unwrap_or("").trim();
-        let (kind, subtype) = essence.split_once('/')?;
+        let (kind, subtype) = MediaType::of(headers)?.parts()?;
         if !kind.eq_ignore_ascii_case("application") {
             return None;
         }
@@ -194,6 +190,7 @@ fn trailers_only(error: GatewayError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONTENT_TYPE;
 
     #[test]
     fn the_content_type_tells_the_protocol() {

@@ -27,22 +27,22 @@ use axum::body::Body;
 use http::request::Parts;
 use http::{Method, Request, Response};
 
+use crate::aggregate::Aggregate;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata::Peer;
 use crate::observability::Exchange;
 use crate::pipeline::{self, Arrival};
-use crate::profile::View;
-use crate::route::{Lookup, RouteMatch};
+use crate::profile::{Profile, View};
+use crate::route::{Lookup, Route, RouteMatch};
 
 /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON (or the
 /// error shape of the request's protocol).
 pub async fn handle(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
-    let doors = &gateway.doors();
     match grpc::Protocol::of(request.headers()) {
         Some(protocol) => return grpc::handle(gateway.clone(), protocol, request, peer).await,
         None if request.method() == Method::POST && connect::is_connect(request.headers()) => {
-            return match doors.connect {
+            return match gateway.doors().connect {
                 true => connect::unary(gateway.clone(), request, peer).await,
                 false => connect::closed(&request),
             };
@@ -57,54 +57,106 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) 
 }
 
 /// Step 1, the route, then the door for it: a composite route, a WebSocket session, a stream
-/// or a unary call.
+/// or a unary call, each after [`pipeline::authorize`].
 async fn respond(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = request.into_parts();
-    let profile = gateway.profiles().find(parts.uri.path());
-    let path = profile.map_or(parts.uri.path(), |(_, below)| below);
-    let not_exposed = || GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() };
-    let also_allowed = match gateway.aggregates().lookup(&parts.method, path) {
+    let place = Place::of(gateway, &parts);
+    let also_allowed = match gateway.aggregates().lookup(&parts.method, place.path) {
         Lookup::Matched(matched) => {
-            let view = match profile {
-                Some((profile, _)) => {
-                    gateway.profile_view(profile, profile.aggregate(matched.index).ok_or_else(not_exposed)?)
-                }
-                None => View { transcoder: gateway.transcoder(), shape: None, labels: &matched.route.labels },
-            };
-            return composite::respond(gateway, matched, &parts, path, body, peer, view).await;
+            let view = place.composite_view(gateway, &matched, &parts)?;
+            return composite::respond(gateway, matched, &parts, place.path, body, peer, view).await;
         }
         Lookup::MethodNotAllowed { allow } => allow,
         Lookup::NotFound | Lookup::InvalidPath { .. } => Vec::new(),
     };
-    let upgrade = websocket::is_upgrade(&parts) && profile.is_none();
-    if upgrade && !gateway.doors().websocket {
-        return Err(not_exposed());
-    }
-    let matched = route(gateway, &parts, path, upgrade).map_err(|error| allow_also(error, &parts, also_allowed))?;
-    let route = matched.route;
-    let (index, values) = (matched.index, matched.values);
-    let view = match profile {
-        Some((profile, _)) => gateway.profile_view(profile, profile.route(index).ok_or_else(not_exposed)?),
-        None => gateway.view(index),
-    };
+    let upgrade = place.websocket_upgrade(gateway, &parts)?;
+    let matched =
+        route(gateway, &parts, place.path, upgrade).map_err(|error| allow_also(error, &parts, also_allowed))?;
+    let view = place.route_view(gateway, matched.index, &parts)?;
     Exchange::of(&parts.extensions).matched(view.labels);
-    // Under a profile, the method is reached by a route of the profile's: its own routes'
-    // policies and the first that fits the whole path hold it.
-    let arrival = match profile {
-        Some(_) => Arrival::Via { http_method: &route.http_method, path: parts.uri.path() },
-        None => pipeline::arrival_on(route, parts.uri.path()),
-    };
-    let access = pipeline::authorize(gateway, index, arrival, &parts.headers, peer).await?;
-    let (client_streams, server_streams) = (route.method.is_client_streaming(), route.method.is_server_streaming());
-    if upgrade && (client_streams || server_streams) {
-        return websocket::upgrade(gateway.clone(), index, values, parts, peer, &access).await;
-    }
-    match (client_streams, server_streams) {
+    let arrival = place.arrival(matched.route, parts.uri.path());
+    let access = pipeline::authorize(gateway, matched.index, arrival, &parts.headers, peer).await?;
+    let method = &matched.route.method;
+    let (index, values) = (matched.index, matched.values);
+    match (method.is_client_streaming(), method.is_server_streaming()) {
+        (true, _) | (_, true) if upgrade => {
+            websocket::upgrade(gateway.clone(), index, values, parts, peer, &access).await
+        }
         (false, false) => rest::unary(gateway, index, &values, parts, body, peer, &access, view).await,
         (false, true) => streaming::server_stream(gateway.clone(), index, &values, parts, body, peer, &access).await,
         (true, false) => streaming::client_stream(gateway, index, &values, parts, body, peer, &access).await,
-        (true, true) => Err(GatewayError::WebSocketRequired { method: route.method.full_name().to_owned() }),
+        (true, true) => Err(GatewayError::WebSocketRequired { method: method.full_name().to_owned() }),
     }
+}
+
+/// Where a request path lies: under a profile's prefix (and the path below it), or not.
+struct Place<'g, 'p> {
+    profile: Option<&'g Profile>,
+    /// The path the route table and composite routes see.
+    path: &'p str,
+}
+
+impl<'g, 'p> Place<'g, 'p> {
+    fn of(gateway: &'g Gateway, parts: &'p Parts) -> Self {
+        match gateway.profiles().find(parts.uri.path()) {
+            Some((profile, below)) => Place { profile: Some(profile), path: below },
+            None => Place { profile: None, path: parts.uri.path() },
+        }
+    }
+
+    /// How composite route `matched` is answered here: with the profile's shape when it
+    /// exposes the route (404 when it does not), else as configured.
+    fn composite_view(
+        &self,
+        gateway: &'g Gateway,
+        matched: &RouteMatch<'g, Aggregate>,
+        parts: &Parts,
+    ) -> Result<View<'g>, GatewayError> {
+        match self.profile {
+            Some(profile) => {
+                let exposed = profile.aggregate(matched.index).ok_or_else(|| not_exposed(parts))?;
+                Ok(gateway.profile_view(profile, exposed))
+            }
+            None => Ok(View { transcoder: gateway.transcoder(), shape: None, labels: &matched.route.labels }),
+        }
+    }
+
+    /// How route `index` is answered here, as [`Place::composite_view`].
+    fn route_view(&self, gateway: &'g Gateway, index: usize, parts: &Parts) -> Result<View<'g>, GatewayError> {
+        match self.profile {
+            Some(profile) => {
+                let exposed = profile.route(index).ok_or_else(|| not_exposed(parts))?;
+                Ok(gateway.profile_view(profile, exposed))
+            }
+            None => Ok(gateway.view(index)),
+        }
+    }
+
+    /// Whether the request opens a WebSocket (never under a profile); 404 when that door is
+    /// closed.
+    fn websocket_upgrade(&self, gateway: &Gateway, parts: &Parts) -> Result<bool, GatewayError> {
+        let upgrade = websocket::is_upgrade(parts) && self.profile.is_none();
+        match upgrade && !gateway.doors().websocket {
+            true => Err(not_exposed(parts)),
+            false => Ok(upgrade),
+        }
+    }
+
+    /// How the request reached `route`'s method. Under a profile, by a route of the
+    /// profile's: the method's own routes' policies and the first that fits the whole path
+    /// hold it.
+    fn arrival<'a>(&self, route: &'a Route, path: &'a str) -> Arrival<'a> {
+        match self.profile {
+            Some(_) => Arrival::Via { http_method: &route.http_method, path },
+            None => pipeline::arrival_on(route, path),
+        }
+    }
+}
+
+/// The 404 of a path that exists, but not here (under a profile that does not expose it, or
+/// through a closed door).
+fn not_exposed(parts: &Parts) -> GatewayError {
+    GatewayError::NotFound { method: parts.method.clone(), path: parts.uri.path().to_owned() }
 }
 
 /// Step 1: the route for this request. A WebSocket handshake is a GET whatever the method's

@@ -10,7 +10,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{Harness, Reply, TestResponse, hs256_bearer, hs256_jwt};
+use crate::support::{Harness, Reply, TestResponse, hs256_bearer, hs256_jwt, start_examples};
 
 #[allow(unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
@@ -462,4 +462,55 @@ async fn one_service_can_be_kept_off_the_rest_fallback() {
     let other = h.post_json("/protogate.testing.v1.EverythingService/Echo", json!({"int32Value": 1})).await;
     assert_eq!(other.status, 200, "other services keep theirs");
     assert_eq!(call(&h, Door::Connect, None, &[]).await, Outcome::Served, "Connect is its own door");
+}
+
+/// A bearer token for `subject` with `role`, signed HS256 with the matrix's secret.
+fn bearer_with_role(subject: &str, role: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = json!({"sub": subject, "role": role, "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
+}
+
+#[tokio::test]
+async fn the_readmes_public_get_and_admin_only_delete() {
+    let config = format!(
+        r#"{jwt}
+[[policy]]
+name = "admins delete users"
+match = {{ path_prefix = "/v1/users", methods = ["DELETE"] }}
+auth = "required"
+claims = {{ role = "admin" }}
+
+[[policy]]
+name = "reading users is public"
+match = {{ path_prefix = "/v1/users", methods = ["GET"] }}
+"#,
+        jwt = hs256_jwt(SECRET)
+    );
+    let (upstream, gateway) = start_examples(&config).await;
+    let client = &gateway.client;
+    assert_eq!(client.request("GET", "/v1/users/7").send().await.status, 200, "reading is public");
+    let delete_user = "/example.users.v1.UserService/DeleteUser";
+    let member = bearer_with_role("bob", "member");
+    let admin = bearer_with_role("ada", "admin");
+    for (method, path, body) in [("DELETE", "/v1/users/7", None), ("POST", delete_user, Some(json!({"id": "7"})))] {
+        let send = |authorization: Option<&str>| {
+            let mut request = client.request(method, path);
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            request.send()
+        };
+        let before = upstream.calls().len();
+        send(None).await.assert_error(401, 16);
+        send(Some(&member)).await.assert_error(403, 7);
+        assert_eq!(upstream.calls().len(), before, "{method} {path}: refused before the upstream");
+        assert_eq!(send(Some(&admin)).await.status, 200, "{method} {path} as an admin");
+    }
+    let connect = client.request("POST", delete_user).header("connect-protocol-version", "1").json(&json!({"id": "7"}));
+    assert_eq!(connect.header("authorization", &member).send().await.json()["code"], "permission_denied");
 }

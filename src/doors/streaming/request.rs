@@ -8,12 +8,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::response::NDJSON;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::pipeline::MediaType;
+use crate::pipeline::{self, MediaType};
 use crate::route::Route;
 use crate::transcode::http_body::RawTarget;
 use crate::upstream::RequestSink;
@@ -35,7 +34,7 @@ impl RequestFormat {
     pub fn of(headers: &HeaderMap) -> Result<RequestFormat, GatewayError> {
         let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(RequestFormat::Ndjson) };
         match MediaType::of(headers) {
-            Some(media) if media.essence() == NDJSON => Ok(RequestFormat::Ndjson),
+            Some(media) if media.is(NDJSON) => Ok(RequestFormat::Ndjson),
             Some(media) if media.is_json() => Ok(RequestFormat::Json),
             _ => Err(GatewayError::UnsupportedMediaType { content_type: value.to_str().unwrap_or("").to_owned() }),
         }
@@ -115,11 +114,7 @@ impl Messages<'_> {
 
     async fn pump_document(&self, body: Body, sink: &mut RequestSink) -> Result<(), GatewayError> {
         let limit = self.gateway.max_body_bytes();
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(GatewayError::BodyTooLarge { limit }),
-            Err(e) => return Err(GatewayError::BodyRead { reason: e.to_string() }),
-        };
+        let bytes = pipeline::collect_limited(body, limit).await?;
         if bytes.trim_ascii().is_empty() {
             return Ok(());
         }
