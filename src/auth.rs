@@ -4,7 +4,13 @@
 //!
 //! Safe by construction: the algorithms accepted are an explicit list (`none` cannot be
 //! named), a token's key is chosen by its `kid` and must be of the token's algorithm (so an RSA
-//! public key can never be used as an HMAC secret), and `exp` is required.
+//! public key can never be used as an HMAC secret), `exp` is required, and so is `iss` when
+//! `issuers` is set. HMAC secrets are at least 32 bytes (RFC 7518 §3.2), and a JWKS is fetched
+//! over TLS unless it is on this host.
+//!
+//! A bad token costs one signature check: a token names its key by `kid`; one without a `kid`
+//! is tried against the keys that have none, or the one key of its algorithm — never against
+//! every key in turn.
 
 pub mod jwks;
 
@@ -15,7 +21,7 @@ use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::Value;
 
@@ -107,6 +113,9 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp"]);
         if !config.issuers.is_empty() {
             validation.set_issuer(&config.issuers);
+            // jsonwebtoken checks `iss` only when present; a token without one is not from
+            // any of the issuers.
+            validation.required_spec_claims.insert("iss".into());
         }
         if config.audiences.is_empty() {
             validation.validate_aud = false;
@@ -161,15 +170,14 @@ impl Verifier {
             return Err(invalid(&format!("algorithm {:?} is not accepted", header.alg)));
         };
         let fetched = self.jwks.as_ref().map(|jwks| jwks.keys()).unwrap_or_default();
-        let candidates: Vec<&Key> = self
-            .keys
-            .iter()
-            .chain(fetched.iter())
-            .filter(|k| k.alg == header.alg && (header.kid.is_none() || k.kid == header.kid || k.kid.is_none()))
-            .collect();
+        let of_alg: Vec<&Key> = self.keys.iter().chain(fetched.iter()).filter(|k| k.alg == header.alg).collect();
+        let candidates = candidates(&of_alg, header.kid.as_deref());
         if candidates.is_empty() {
-            let kid = header.kid.as_deref().map(|k| format!(" with kid {k:?}")).unwrap_or_default();
-            let reason = format!("no {:?} key{kid} is known", header.alg);
+            let reason = match &header.kid {
+                Some(kid) => format!("no {:?} key with kid {kid:?} is known", header.alg),
+                None if of_alg.is_empty() => format!("no {:?} key is known", header.alg),
+                None => format!("the token has no kid, and {} {:?} keys are known: name one", of_alg.len(), header.alg),
+            };
             return Err(Unverified::NoKey(AuthError::Invalid { reason }));
         }
         let mut last = String::new();
@@ -182,6 +190,18 @@ impl Verifier {
             }
         }
         Err(invalid(&last))
+    }
+}
+
+/// The keys a token is tried against (`keys`: those of its algorithm): the ones with its
+/// `kid` and those without one; for a token without a `kid`, the keys without one, or the
+/// only key there is. Never every key in turn: each costs a signature check.
+fn candidates<'k>(keys: &[&'k Key], kid: Option<&str>) -> Vec<&'k Key> {
+    let unnamed = || keys.iter().copied().filter(|k| k.kid.is_none());
+    match kid {
+        Some(kid) => keys.iter().copied().filter(|k| k.kid.as_deref() == Some(kid) || k.kid.is_none()).collect(),
+        None if keys.len() == 1 => keys.to_vec(),
+        None => unnamed().collect(),
     }
 }
 
@@ -302,6 +322,15 @@ fn describe(kind: &ErrorKind) -> String {
     }
 }
 
+/// The shortest HMAC secret accepted: the output size of SHA-256 (RFC 7518 §3.2).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether a URL's host is this machine: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Every problem in `[jwt]` that needs no file read, as (key, message).
 pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
     let mut errors = Vec::new();
@@ -321,14 +350,25 @@ pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
     }
     if let Some(url) = &config.jwks_url {
         match url.parse::<http::Uri>() {
-            Ok(uri) if matches!(uri.scheme_str(), Some("https" | "http")) && uri.host().is_some() => {}
-            _ => errors.push(("jwks_url".into(), format!("{url:?} is not an http:// or https:// URL"))),
+            Ok(uri) if uri.scheme_str() == Some("https") && uri.host().is_some() => {}
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some_and(is_loopback) => {}
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => errors.push((
+                "jwks_url".into(),
+                format!("{url:?}: keys fetched over plain http:// could be swapped on the way; use https:// (http:// is for this host only)"),
+            )),
+            _ => errors.push(("jwks_url".into(), format!("{url:?} is not an https:// URL"))),
         }
     }
     if config.jwks_refresh.is_zero() {
         errors.push(("jwks_refresh".into(), "must be longer than 0".into()));
     }
     for (i, key) in config.keys.iter().enumerate() {
+        if key.secret.as_ref().is_some_and(|s| s.len() < MIN_SECRET_BYTES) {
+            let message = format!(
+                "an HMAC secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2); a short one can be guessed offline from any token"
+            );
+            errors.push((format!("keys[{i}].secret"), message));
+        }
         let sources = [key.secret.is_some(), key.pem.is_some(), key.pem_file.is_some()];
         if sources.iter().filter(|s| **s).count() != 1 {
             errors.push((format!("keys[{i}]"), "give exactly one of secret, pem, pem_file".into()));
@@ -379,17 +419,40 @@ fn inline_key(config: &KeyConfig) -> Result<Key, String> {
 /// The keys of a JWKS document. A key without `alg` is taken for every algorithm of its
 /// type (RSA: RS* and PS*; EC: its curve's; OKP: EdDSA).
 fn jwks_file(path: &Path) -> Result<Vec<Key>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let set: JwkSet =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a JWKS document: {e}", path.display()))?;
-    jwks_keys(&set)
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    jwks_keys(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The keys of a JWKS document.
-pub(crate) fn jwks_keys(set: &JwkSet) -> Result<Vec<Key>, String> {
+/// A JWKS document's `keys`, each still JSON: one that does not parse as a key must not take
+/// the others with it.
+#[derive(serde::Deserialize)]
+struct JwksDocument {
+    keys: Vec<Value>,
+}
+
+/// The keys of a JWKS document. A key the gateway cannot use (an unsupported type or curve, a
+/// malformed one) is skipped with a warning: an identity provider that publishes a new kind of
+/// key beside its signing keys must not stop every token from verifying. A document with no
+/// usable key at all is an error.
+pub(crate) fn jwks_keys(document: &[u8]) -> Result<Vec<Key>, String> {
+    let document: JwksDocument = serde_json::from_slice(document).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
+    for (i, value) in document.keys.iter().enumerate() {
+        let kid = value.get("kid").and_then(Value::as_str).unwrap_or("-");
+        if value.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+            tracing::info!(index = i, kid, "JWKS key skipped: it is not a signing key");
+            continue;
+        }
+        let parsed = serde_json::from_value::<Jwk>(value.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|jwk| DecodingKey::from_jwk(&jwk).map(|key| (jwk, key)).map_err(|e| e.to_string()));
+        let (jwk, key) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(index = i, kid, "JWKS key skipped: {e}");
+                continue;
+            }
+        };
         let algs: Vec<Algorithm> = match jwk.common.key_algorithm.and_then(|a| Algorithm::try_from(a).ok()) {
             Some(alg) => vec![alg],
             None => key.family().algorithms().to_vec(),
@@ -397,6 +460,9 @@ pub(crate) fn jwks_keys(set: &JwkSet) -> Result<Vec<Key>, String> {
         for alg in algs {
             keys.push(Key { kid: jwk.common.key_id.clone(), alg, key: key.clone() });
         }
+    }
+    if keys.is_empty() && !document.keys.is_empty() {
+        return Err(format!("none of its {} keys can be used", document.keys.len()));
     }
     Ok(keys)
 }
@@ -426,6 +492,64 @@ mod tests {
         assert_eq!(claims.text("roles").as_deref(), Some("a,b"));
         assert_eq!(claims.text("o"), None);
         assert!(claims.has("roles", "b") && !claims.has("roles", "c") && claims.has("n", "7"));
+    }
+
+    fn jwt_config(extra: &str) -> JwtConfig {
+        let text = format!("[jwt]\nalgorithms = [\"HS256\"]\n{extra}");
+        crate::config::Config::from_toml(&text).unwrap().jwt.unwrap()
+    }
+
+    #[test]
+    fn short_secrets_and_remote_plain_http_key_sets_are_config_errors() {
+        let short = validate(&jwt_config("keys = [{ alg = \"HS256\", secret = \"only-31-bytes-long-secret-value\" }]"));
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert_eq!(short[0].0, "keys[0].secret");
+        assert!(
+            validate(&jwt_config("keys = [{ alg = \"HS256\", secret = \"exactly-32-bytes-long-secret-val\" }]"))
+                .is_empty()
+        );
+        for (url, ok) in [
+            ("https://issuer.example/jwks.json", true),
+            ("http://127.0.0.1:8000/jwks.json", true),
+            ("http://[::1]:8000/jwks.json", true),
+            ("http://localhost/jwks.json", true),
+            ("http://issuer.example/jwks.json", false),
+            ("http://10.0.0.1/jwks.json", false),
+            ("ftp://issuer.example/jwks.json", false),
+        ] {
+            let errors = validate(&jwt_config(&format!("jwks_url = \"{url}\"")));
+            assert_eq!(errors.is_empty(), ok, "{url}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_tried_against_its_named_key_or_the_only_one() {
+        let key = |kid: Option<&str>| Key {
+            kid: kid.map(str::to_owned),
+            alg: Algorithm::HS256,
+            key: DecodingKey::from_secret(b"k").unwrap(),
+        };
+        let (a, b, unnamed) = (key(Some("a")), key(Some("b")), key(None));
+        let kids = |keys: Vec<&Key>| keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>();
+        assert_eq!(kids(candidates(&[&a, &b], Some("b"))), [Some("b".to_owned())]);
+        assert_eq!(kids(candidates(&[&a, &b, &unnamed], Some("b"))), [Some("b".to_owned()), None]);
+        assert!(candidates(&[&a, &b], None).is_empty(), "no kid, several named keys: none tried");
+        assert_eq!(kids(candidates(&[&a], None)), [Some("a".to_owned())], "the only key");
+        assert_eq!(kids(candidates(&[&a, &b, &unnamed], None)), [None]);
+    }
+
+    #[test]
+    fn unusable_jwks_keys_are_skipped() {
+        let document = br#"{"keys": [
+            {"kty": "AKP", "kid": "pq", "alg": "ML-DSA-44", "pub": "AAAA"},
+            {"kty": "oct", "kid": "enc", "use": "enc", "k": "c2VjcmV0"},
+            {"kty": "oct", "kid": "sig", "alg": "HS256", "k": "c2VjcmV0"}
+        ]}"#;
+        let keys = jwks_keys(document).unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>(), [Some("sig")]);
+        let Err(message) = jwks_keys(br#"{"keys": [{"kty": "AKP"}]}"#) else { panic!("no usable key") };
+        assert!(message.contains("none of its 1 keys"), "{message}");
+        assert!(jwks_keys(b"[]").is_err(), "not a document");
     }
 
     #[test]

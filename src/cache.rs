@@ -1,11 +1,15 @@
 //! The response cache: GET answers of routes whose policy has a `cache` are kept for its
 //! `ttl` and served again without calling the upstream.
 //!
-//! - Keyed by route, path variables, query string and the policy's `vary` headers, and — on a
-//!   route whose policy verified a token — by the token's subject (`sub`): a private answer is
-//!   never served to another user. A request carrying credentials the policy did not verify
-//!   (`Authorization`, `Cookie`) is never answered from the cache nor stored: its answer may
+//! - Keyed by route, path variables, query string, the policy's `vary` headers and the host
+//!   and scheme the upstream is told (`X-Forwarded-Host`/`-Proto`: an answer may be built from
+//!   them), and — on a route whose policy verified a token — by the token's subject (`sub`): a
+//!   private answer is never served to another user. A request carrying credentials the
+//!   policy did not verify (`Authorization`, `Proxy-Authorization`, `Cookie`, or their
+//!   `Grpc-Metadata-` spellings) is never answered from the cache nor stored: its answer may
 //!   depend on them.
+//! - Answers say what they vary on: `Vary` names the `vary` headers, and `Authorization` for a
+//!   private answer, so that a browser or CDN downstream keeps them apart too.
 //! - Only 200 answers are stored. `X-Cache: HIT|MISS` says which it was, `ETag` identifies the
 //!   body, and `If-None-Match` with that tag is answered 304. `Cache-Control: no-cache` in the
 //!   request skips the lookup (the fresh answer is stored), `no-store` skips both.
@@ -24,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, ETAG, IF_NONE_MATCH};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use moka::future::Cache;
 
 use crate::auth::Claims;
 use crate::config::CacheSettings;
+use crate::metadata::Origin;
 use crate::redis_connection::RedisConnection;
 
 /// The `X-Cache` response header.
@@ -90,6 +95,29 @@ enum Filled<E> {
     FromRedis,
 }
 
+/// What a request's key is made of.
+#[derive(Debug, Clone)]
+pub struct Lookup<'a> {
+    /// The request's HTTP method.
+    pub method: &'a http::Method,
+    /// The route's template (with a profile's prefix), e.g. `/v1/users/{id}`.
+    pub route: &'a str,
+    /// The path variables' values.
+    pub values: &'a [String],
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The host and scheme the upstream is told.
+    pub origin: Origin<'a>,
+    /// The verified claims, when the policy checked a token.
+    pub claims: Option<&'a Claims>,
+}
+
+/// Request headers that carry credentials, under every name that could reach an upstream.
+const CREDENTIALS: [&str; 5] =
+    ["authorization", "proxy-authorization", "cookie", "grpc-metadata-authorization", "grpc-metadata-cookie"];
+
 /// How a request uses the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUse {
@@ -124,28 +152,20 @@ impl ResponseCache {
             .build()
     }
 
-    /// How the request to a route (`GET` and `/v1/users/{id}`) with `rule` uses the cache.
-    /// The key holds the route, its path variable values, the query, the `vary` headers and
-    /// the verified subject.
-    pub fn lookup(
-        rule: &CacheRule,
-        method: &http::Method,
-        route: &str,
-        values: &[String],
-        query: Option<&str>,
-        headers: &HeaderMap,
-        claims: Option<&Claims>,
-    ) -> CacheUse {
+    /// How `request` uses the cache under `rule`. The key holds the route, its path variable
+    /// values, the query, the `vary` headers, the origin and the verified subject.
+    pub fn lookup(rule: &CacheRule, request: &Lookup<'_>) -> CacheUse {
+        let headers = request.headers;
         let directives = request_directives(headers);
         if directives.no_store {
             return CacheUse::Bypass;
         }
-        let subject = match claims {
+        let subject = match request.claims {
             Some(claims) => match claims.text("sub") {
                 Some(subject) => subject,
                 None => return CacheUse::Bypass,
             },
-            None if headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE) => return CacheUse::Bypass,
+            None if CREDENTIALS.iter().any(|name| headers.contains_key(*name)) => return CacheUse::Bypass,
             None => String::new(),
         };
         // Every part is length-prefixed: path values are decoded and may hold any character,
@@ -156,14 +176,16 @@ impl ResponseCache {
             key.push_str(text);
             key.push('|');
         };
-        part(method.as_str());
-        part(route);
-        values.iter().for_each(|value| part(value));
-        part(query.unwrap_or(""));
+        part(request.method.as_str());
+        part(request.route);
+        request.values.iter().for_each(|value| part(value));
+        part(request.query.unwrap_or(""));
         for name in &rule.vary {
             let values: Vec<&[u8]> = headers.get_all(name).iter().map(HeaderValue::as_bytes).collect();
             part(&String::from_utf8_lossy(&values.join(&b","[..])));
         }
+        part(&String::from_utf8_lossy(request.origin.host.map_or(&b""[..], HeaderValue::as_bytes)));
+        part(&String::from_utf8_lossy(request.origin.proto.as_bytes()));
         part(&subject);
         let key = Key { text: key, private: !subject.is_empty() };
         if directives.no_cache { CacheUse::Refresh(key) } else { CacheUse::Use(key) }
@@ -187,7 +209,7 @@ impl ResponseCache {
             CacheUse::Bypass => return fetch().await,
             CacheUse::Refresh(key) => {
                 let response = fetch().await?;
-                let (response, stored) = store(response, rule.ttl, key.private).await?;
+                let (response, stored) = store(response, rule, key.private).await?;
                 if let Some(stored) = stored {
                     self.save_shared(&key.text, &stored).await;
                     self.entries.insert(key.text, stored.clone()).await;
@@ -210,7 +232,7 @@ impl ResponseCache {
                     return Some(stored);
                 }
                 let result = match fetch().await {
-                    Ok(response) => store(response, rule.ttl, key.private).await.map_err(E::from),
+                    Ok(response) => store(response, rule, key.private).await.map_err(E::from),
                     Err(error) => Err(error),
                 };
                 let (mine, stored) = match result {
@@ -341,7 +363,7 @@ impl Stored {
 /// A 200 answer, read whole and kept; any other answer given back untouched.
 async fn store(
     response: Response<Body>,
-    ttl: Duration,
+    rule: &CacheRule,
     private: bool,
 ) -> Result<(Response<Body>, Option<Arc<Stored>>), UnreadableAnswer> {
     if response.status() != StatusCode::OK {
@@ -352,7 +374,10 @@ async fn store(
     let etag = etag(&body);
     let mut headers = parts.headers;
     headers.insert(ETAG, etag.clone());
-    let stored = Arc::new(Stored { private, headers, body, etag, stored: Instant::now(), ttl });
+    if let Some(vary) = vary(rule, private) {
+        headers.insert(VARY, vary);
+    }
+    let stored = Arc::new(Stored { private, headers, body, etag, stored: Instant::now(), ttl: rule.ttl });
     let response = Response::from_parts(parts_from(&stored), Body::from(stored.body.clone()));
     Ok((response, Some(stored)))
 }
@@ -376,6 +401,9 @@ fn respond(stored: &Stored, outcome: &'static str, request: &HeaderMap) -> Respo
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response.headers_mut().insert(ETAG, stored.etag.clone());
+        if let Some(vary) = stored.headers.get(VARY) {
+            response.headers_mut().insert(VARY, vary.clone());
+        }
         response
     } else {
         let mut response = Response::new(Body::from(stored.body.clone()));
@@ -393,6 +421,14 @@ fn respond(stored: &Stored, outcome: &'static str, request: &HeaderMap) -> Respo
         headers.insert(CACHE_CONTROL, value);
     }
     response
+}
+
+/// What an answer kept under `rule` varies on, for caches downstream: the `vary` headers, and
+/// the credentials of a private answer.
+fn vary(rule: &CacheRule, private: bool) -> Option<HeaderValue> {
+    let names = rule.vary.iter().map(HeaderName::as_str).chain(private.then_some(AUTHORIZATION.as_str()));
+    let list = names.collect::<Vec<_>>().join(", ");
+    HeaderValue::from_str(&list).ok().filter(|v| !v.is_empty())
 }
 
 /// A strong validator for the body: its 64-bit hash.
@@ -439,10 +475,22 @@ impl moka::Expiry<String, Arc<Stored>> for PerEntryTtl {
 mod tests {
     use super::*;
 
+    fn request<'a>(values: &'a [String], query: Option<&'a str>, headers: &'a HeaderMap) -> Lookup<'a> {
+        Lookup {
+            method: &http::Method::GET,
+            route: "/v1/a/{b}",
+            values,
+            query,
+            headers,
+            origin: Origin::of(headers, crate::metadata::Peer::default()),
+            claims: None,
+        }
+    }
+
     fn key_of(values: &[&str], query: Option<&str>) -> CacheUse {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
         let values: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        ResponseCache::lookup(&rule, &http::Method::GET, "/v1/a/{b}", &values, query, &HeaderMap::new(), None)
+        ResponseCache::lookup(&rule, &request(&values, query, &HeaderMap::new()))
     }
 
     #[test]
@@ -478,16 +526,45 @@ mod tests {
     #[test]
     fn credentials_the_policy_did_not_check_and_no_store_bypass() {
         let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
-        let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_static("session=1"));
-        assert_eq!(ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None), CacheUse::Bypass);
+        for name in CREDENTIALS {
+            let mut headers = HeaderMap::new();
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("secret"));
+            assert_eq!(ResponseCache::lookup(&rule, &request(&[], None, &headers)), CacheUse::Bypass, "{name}");
+        }
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60, no-store"));
-        assert_eq!(ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None), CacheUse::Bypass);
+        assert_eq!(ResponseCache::lookup(&rule, &request(&[], None, &headers)), CacheUse::Bypass);
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        assert!(matches!(
-            ResponseCache::lookup(&rule, &http::Method::GET, "/", &[], None, &headers, None),
-            CacheUse::Refresh(_)
-        ));
+        assert!(matches!(ResponseCache::lookup(&rule, &request(&[], None, &headers)), CacheUse::Refresh(_)));
+    }
+
+    #[test]
+    fn the_host_the_upstream_is_told_is_part_of_the_key() {
+        let rule = CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() };
+        let host = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::HOST, HeaderValue::from_static(value));
+            headers
+        };
+        let (a, b) = (host("api.example.com"), host("evil.example"));
+        assert_ne!(
+            ResponseCache::lookup(&rule, &request(&[], None, &a)),
+            ResponseCache::lookup(&rule, &request(&[], None, &b))
+        );
+        let mut forwarded = host("api.example.com");
+        forwarded.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        assert_eq!(
+            ResponseCache::lookup(&rule, &request(&[], None, &a)),
+            ResponseCache::lookup(&rule, &request(&[], None, &forwarded)),
+            "an untrusted client's X-Forwarded-Host is not what the upstream hears"
+        );
+    }
+
+    #[test]
+    fn answers_name_what_they_vary_on() {
+        let rule = CacheRule { ttl: Duration::from_secs(1), vary: vec![HeaderName::from_static("accept-language")] };
+        assert_eq!(vary(&rule, false).unwrap(), "accept-language");
+        assert_eq!(vary(&rule, true).unwrap(), "accept-language, authorization");
+        assert_eq!(vary(&CacheRule { ttl: Duration::from_secs(1), vary: Vec::new() }, false), None);
     }
 }

@@ -130,6 +130,9 @@ pub struct DoorsConfig {
     pub grpc_web: bool,
     /// WebSocket upgrades on streaming methods' routes.
     pub websocket: bool,
+    /// Upstream response headers that Connect and gRPC-Web answers may carry although a
+    /// browser acts on them (`set-cookie`, CORS and security headers): none unless listed.
+    pub expose_upstream_headers: Vec<String>,
 }
 
 impl Default for DoorsConfig {
@@ -141,6 +144,7 @@ impl Default for DoorsConfig {
             grpc: true,
             grpc_web: true,
             websocket: true,
+            expose_upstream_headers: Vec::new(),
         }
     }
 }
@@ -383,11 +387,28 @@ pub struct RateLimitSettings {
     pub redis_url: Option<String>,
     /// When Redis cannot be reached: `allow` (the default; logged) or `deny` (503).
     pub on_backend_error: OnBackendError,
-    /// Peers whose `X-Forwarded-For` / `Forwarded` is believed: addresses or CIDRs.
+    /// Peers whose forwarding headers are believed: addresses or CIDRs. From anyone else
+    /// `X-Forwarded-*` and `Forwarded` are replaced by what the gateway saw.
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies name the client in; the other is never read.
+    pub forwarded_header: ForwardedHeader,
+    /// IPv6 clients are counted per network of this prefix length (`ip` keys): one host
+    /// holds a whole /64, and would otherwise have 2^64 buckets.
+    pub ipv6_prefix: u8,
     /// How long a decision may wait for Redis.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub redis_timeout: Duration,
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, what most proxies and load balancers write.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239's `Forwarded: for=…`.
+    Forwarded,
 }
 
 impl Default for RateLimitSettings {
@@ -397,6 +418,8 @@ impl Default for RateLimitSettings {
             redis_url: None,
             on_backend_error: OnBackendError::Allow,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            ipv6_prefix: 64,
             redis_timeout: Duration::from_millis(250),
         }
     }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderName, Response};
 use prost_reflect::DescriptorPool;
 
 use crate::aggregate::Aggregates;
@@ -16,6 +16,7 @@ use crate::cache::ResponseCache;
 use crate::config::{Config, ConfigError, DoorsConfig};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::GatewayError;
+use crate::metadata::forwarded::Forwarding;
 use crate::observability::{Observer, RouteLabels, StreamCounter};
 use crate::policy::{Guard, Policies};
 use crate::profile::{Exposed, Profile, Profiles, View};
@@ -65,6 +66,11 @@ pub struct Gateway {
     method_guards: Vec<Guard>,
     /// Which doors are open.
     doors: DoorsConfig,
+    /// The upstream response headers a browser acts on that Connect and gRPC-Web answers
+    /// may carry.
+    exposed_headers: Vec<HeaderName>,
+    /// Whose forwarding headers are believed.
+    forwarding: Forwarding,
     /// What in the configuration selects nothing loaded, for `check` and the startup log.
     warnings: Vec<String>,
 }
@@ -268,6 +274,13 @@ impl Gateway {
             profiles,
             method_guards,
             doors,
+            exposed_headers: config
+                .doors
+                .expose_upstream_headers
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok())
+                .collect(),
+            forwarding: Forwarding::from_config(&config.rate_limit),
             warnings,
         })
     }
@@ -405,6 +418,16 @@ impl Gateway {
         &self.doors
     }
 
+    /// The upstream response headers a browser acts on that Connect and gRPC-Web answers may carry.
+    pub fn exposed_headers(&self) -> &[HeaderName] {
+        &self.exposed_headers
+    }
+
+    /// Whose forwarding headers are believed: the gateway's view of who sent a request.
+    pub fn forwarding(&self) -> &Forwarding {
+        &self.forwarding
+    }
+
     /// The response cache, when a policy caches.
     pub(crate) fn cache(&self) -> Option<&ResponseCache> {
         self.cache.as_ref()
@@ -467,8 +490,17 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
         add("jwt.".into(), crate::auth::validate(jwt));
     }
     for (i, proxy) in config.rate_limit.trusted_proxies.iter().enumerate() {
-        if let Err(message) = crate::rate_limit::parse_net(proxy) {
+        if let Err(message) = crate::metadata::forwarded::parse_net(proxy) {
             add(String::new(), vec![(format!("rate_limit.trusted_proxies[{i}]"), message)]);
+        }
+    }
+    if config.rate_limit.ipv6_prefix > 128 {
+        add(String::new(), vec![("rate_limit.ipv6_prefix".into(), "must be at most 128".into())]);
+    }
+    for (i, name) in config.doors.expose_upstream_headers.iter().enumerate() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            let key = format!("doors.expose_upstream_headers[{i}]");
+            add(String::new(), vec![(key, format!("{name:?} is not a header name"))]);
         }
     }
     if let Some(cors) = &config.cors {

@@ -1,13 +1,18 @@
 //! Steps 3 and 6 of the pipeline: HTTP headers ↔ gRPC metadata.
 //!
-//! Going up: `Grpc-Metadata-Foo: v` becomes `foo: v`; `Authorization`, `X-Request-Id` (or the
-//! configured id header), `traceparent` and `tracestate` pass through; `X-Forwarded-For`/`-Host`/`-Proto` are added; `Grpc-Timeout` becomes the deadline.
+//! Going up: `Grpc-Metadata-Foo: v` becomes `foo: v`; `Authorization` (one, never two),
+//! `X-Request-Id` (or the configured id header), `traceparent` and `tracestate` pass through;
+//! `X-Forwarded-For`/`-Host`/`-Proto` are set; `Grpc-Timeout` becomes the deadline.
 //! Coming back: response headers become `Grpc-Metadata-Foo`, trailers `Grpc-Trailer-Foo`, and
 //! `x-http-code` is consumed to pick the HTTP status.
 //!
 //! Hop-by-hop headers, the headers a `Connection` header names, and keys that gRPC or HTTP/2
-//! reserve are never forwarded in either direction. `-bin` values are base64 on the HTTP side.
+//! reserve are never forwarded in either direction. Names the gateway owns upstream (the
+//! credentials, the forwarding headers, the correlation and trace ids) are never taken from a
+//! client under another spelling (`Grpc-Metadata-Authorization`, a pass-through door's plain
+//! `x-forwarded-for`). `-bin` values are base64 on the HTTP side.
 
+pub mod forwarded;
 pub mod origin;
 
 use std::net::IpAddr;
@@ -45,6 +50,13 @@ pub enum MetadataError {
         /// The header name.
         header: String,
     },
+    /// A header a request may carry once, sent more than once (two `Authorization` headers:
+    /// which one the gateway verified and which one the upstream reads must not differ).
+    #[error("header {header} is sent more than once; send it once")]
+    Repeated {
+        /// The header name.
+        header: &'static str,
+    },
     /// A `Grpc-Timeout` that is not `<1-8 digits><H|M|S|m|u|n>`.
     #[error("header grpc-timeout: {value:?} is not a gRPC timeout such as \"250m\" or \"10S\"")]
     InvalidTimeout {
@@ -53,18 +65,31 @@ pub enum MetadataError {
     },
 }
 
-/// Where the request came from, for the `X-Forwarded-*` headers.
-#[derive(Debug, Clone, Copy)]
+/// Where the request came from: built once per request by [`forwarded::Forwarding::peer`].
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Peer {
-    /// The client's address as the socket sees it.
+    /// The socket's peer address.
     pub ip: Option<IpAddr>,
+    /// The client: the socket's peer, or the client a trusted proxy names.
+    pub client: Option<IpAddr>,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// Whether the socket's peer is a trusted proxy, whose forwarding headers are believed.
+    pub trusted: bool,
+}
+
+/// Refuses a request that sends `Authorization` more than once.
+pub fn single_authorization(headers: &HeaderMap) -> Result<(), MetadataError> {
+    match headers.get_all(AUTHORIZATION).iter().nth(1) {
+        Some(_) => Err(MetadataError::Repeated { header: "authorization" }),
+        None => Ok(()),
+    }
 }
 
 /// The metadata sent upstream for an HTTP request's headers; `request_id` names the
 /// correlation id header.
 pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, MetadataError> {
+    single_authorization(headers)?;
     let mut metadata = HeaderMap::with_capacity(8);
     let hop_by_hop = connection_tokens(headers);
     for (name, value) in headers {
@@ -72,6 +97,9 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Resu
             continue;
         }
         if let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) {
+            if is_gateway_owned(key, request_id) {
+                continue;
+            }
             if let Some((key, value)) = metadata_entry(key, value)? {
                 metadata.append(key, value);
             }
@@ -90,25 +118,62 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Resu
     Ok(metadata)
 }
 
-/// The headers sent upstream with a gRPC request passed through untranscoded: all of the
-/// client's end-to-end headers (its `grpc-*`, content type and user agent included), and the
-/// `X-Forwarded-*` ones.
-pub fn passthrough(headers: &HeaderMap, peer: Peer) -> HeaderMap {
+/// The headers sent upstream with a gRPC request passed through untranscoded: the client's
+/// end-to-end headers (its `grpc-*`, content type and user agent included) but for the
+/// cookies and forwarding headers REST requests do not forward either, and the
+/// `X-Forwarded-*` the gateway sets.
+pub fn passthrough(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, MetadataError> {
+    single_authorization(headers)?;
     let hop_by_hop = connection_tokens(headers);
     let mut metadata = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
         let key = name.as_str();
-        if is_hop_by_hop(key) || key == "host" || key == "content-length" || hop_by_hop.iter().any(|h| h == key) {
+        if is_hop_by_hop(key)
+            || matches!(key, "host" | "content-length")
+            || hop_by_hop.iter().any(|h| h == key)
+            || (is_gateway_owned(key, request_id) && !is_taken_as_sent(name, request_id))
+        {
             continue;
         }
         let mut value = value.clone();
-        if name == AUTHORIZATION || name == REQUEST_ID || name == TRACEPARENT {
+        if is_taken_as_sent(name, request_id) {
             value.set_sensitive(true);
         }
         metadata.append(name.clone(), value);
     }
     add_forwarded(headers, peer, &mut metadata);
-    metadata
+    Ok(metadata)
+}
+
+/// Metadata that only the gateway sets upstream: a client's values under these names, spelt
+/// as `Grpc-Metadata-<name>` or as plain headers at a pass-through door, never go up. The
+/// credential it verified, the address it saw and the ids it keeps are what the upstream
+/// reads, and nothing a client adds beside them. (The keys of forwarded claims are cleared
+/// when the claims are set.)
+fn is_gateway_owned(key: &str, request_id: &HeaderName) -> bool {
+    matches!(
+        key,
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-real-ip"
+            | "traceparent"
+            | "tracestate"
+            | "x-request-id"
+    ) || key == request_id.as_str()
+}
+
+/// The gateway-owned headers that go up as the client's plain headers carry them: the one
+/// `Authorization` the policies saw, the correlation id the gateway kept or made, and the
+/// trace context it continued.
+fn is_taken_as_sent(name: &HeaderName, request_id: &HeaderName) -> bool {
+    name == AUTHORIZATION || name == request_id || name == TRACEPARENT || name == TRACESTATE
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -143,8 +208,12 @@ fn metadata_entry(key: &str, value: &HeaderValue) -> Result<Option<(HeaderName, 
     Ok(Some((name, value)))
 }
 
+/// Sets `X-Forwarded-For`/`-Host`/`-Proto`. A trusted proxy's values are extended (its chain
+/// gets the proxy's own address) and its `Forwarded` passes on; anyone else's are replaced by
+/// what the gateway saw: the socket's address, the `Host` and the connection's scheme.
 fn add_forwarded(headers: &HeaderMap, peer: Peer, metadata: &mut HeaderMap) {
-    let forwarded_for = match (headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()), peer.ip) {
+    let chain = headers.get(&X_FORWARDED_FOR).filter(|_| peer.trusted).and_then(|v| v.to_str().ok());
+    let forwarded_for = match (chain, peer.ip) {
         (Some(chain), Some(ip)) => Some(format!("{chain}, {ip}")),
         (Some(chain), None) => Some(chain.to_owned()),
         (None, Some(ip)) => Some(ip.to_string()),
@@ -153,14 +222,40 @@ fn add_forwarded(headers: &HeaderMap, peer: Peer, metadata: &mut HeaderMap) {
     if let Some(value) = forwarded_for.and_then(|v| HeaderValue::from_str(&v).ok()) {
         metadata.insert(X_FORWARDED_FOR, value);
     }
-    if let Some(host) = headers.get(&X_FORWARDED_HOST).or_else(|| headers.get(HOST)) {
+    let origin = Origin::of(headers, peer);
+    if let Some(host) = origin.host {
         metadata.insert(X_FORWARDED_HOST, host.clone());
     }
-    let proto = headers
-        .get(&X_FORWARDED_PROTO)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static(if peer.tls { "https" } else { "http" }));
-    metadata.insert(X_FORWARDED_PROTO, proto);
+    metadata.insert(X_FORWARDED_PROTO, origin.proto);
+    if peer.trusted {
+        for value in headers.get_all(http::header::FORWARDED) {
+            metadata.append(http::header::FORWARDED, value.clone());
+        }
+    }
+}
+
+/// The host and scheme a request was sent to, as the upstream hears them in
+/// `X-Forwarded-Host`/`-Proto`: an answer may be built from them (absolute links), so a
+/// cached answer is keyed by them too.
+#[derive(Debug, Clone)]
+pub struct Origin<'h> {
+    /// A trusted proxy's `X-Forwarded-Host`, else the `Host`.
+    pub host: Option<&'h HeaderValue>,
+    /// A trusted proxy's `X-Forwarded-Proto`, else the connection's scheme.
+    pub proto: HeaderValue,
+}
+
+impl<'h> Origin<'h> {
+    /// The origin of a request with `headers` from `peer`.
+    pub fn of(headers: &'h HeaderMap, peer: Peer) -> Origin<'h> {
+        let believed = |name: &HeaderName| headers.get(name).filter(|_| peer.trusted);
+        Origin {
+            host: believed(&X_FORWARDED_HOST).or_else(|| headers.get(HOST)),
+            proto: believed(&X_FORWARDED_PROTO)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static(if peer.tls { "https" } else { "http" })),
+        }
+    }
 }
 
 /// The deadline a client asked for with `Grpc-Timeout`, if any.
@@ -207,6 +302,61 @@ fn copy_prefixed(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap) {
             out.append(name, value.clone());
         }
     }
+}
+
+/// Adds an upstream's response metadata to the plain headers of an answer that carries it so
+/// (Connect: `headers` as they are and `trailers` as `Trailer-*`), through the same reserved
+/// names as [`from_grpc`] and without the headers a browser acts on (see
+/// [`is_browser_directive`]) unless `exposed` lists them.
+pub fn to_plain_headers(metadata: &HeaderMap, prefix: &str, exposed: &[HeaderName], out: &mut HeaderMap) {
+    let hop_by_hop = connection_tokens(metadata);
+    for (name, value) in metadata {
+        let key = name.as_str();
+        if is_reserved(key) || key == "te" || key == "trailer" || hop_by_hop.iter().any(|h| h == key) {
+            continue;
+        }
+        if is_browser_directive(key) && !exposed.contains(name) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()) {
+            out.append(name, value.clone());
+        }
+    }
+}
+
+/// Removes from a passed-through answer (gRPC, gRPC-Web) the headers a browser acts on,
+/// unless `exposed` lists them.
+pub fn strip_browser_directives(headers: &mut HeaderMap, exposed: &[HeaderName]) {
+    let directives: Vec<HeaderName> =
+        headers.keys().filter(|name| is_browser_directive(name.as_str()) && !exposed.contains(name)).cloned().collect();
+    for name in directives {
+        headers.remove(name);
+    }
+}
+
+/// Response headers a browser obeys rather than shows: cookies, CORS grants and security
+/// policies. They are the gateway's to set for its origin; an upstream's would set a cookie
+/// on, or relax the policies of, every service behind the gateway.
+fn is_browser_directive(key: &str) -> bool {
+    key.starts_with("access-control-")
+        || key.starts_with("cross-origin-")
+        || key.starts_with("content-security-policy")
+        || matches!(
+            key,
+            "set-cookie"
+                | "set-cookie2"
+                | "strict-transport-security"
+                | "x-frame-options"
+                | "x-content-type-options"
+                | "x-xss-protection"
+                | "referrer-policy"
+                | "permissions-policy"
+                | "clear-site-data"
+                | "refresh"
+                | "location"
+                | "content-disposition"
+                | "alt-svc"
+        )
 }
 
 /// The HTTP status an upstream chose with `x-http-code` (in its headers or trailers).

@@ -66,11 +66,12 @@ pub async fn authorize<'g>(
     headers: &HeaderMap,
     peer: Peer,
 ) -> Result<Access<'g>, GatewayError> {
+    metadata::single_authorization(headers)?;
     let route = gateway.route_at(index);
     let mut guard = Guard::new();
     add_guard(gateway, index, arrival, &mut guard);
     let request =
-        policy::Request { http_method: &route.http_method, template: &route.template, headers, peer: peer.ip };
+        policy::Request { http_method: &route.http_method, template: &route.template, headers, client: peer.client };
     Ok(gateway.policies().admit(&guard, &request).await?)
 }
 
@@ -83,6 +84,7 @@ pub async fn authorize_composite<'g>(
     request: &policy::Request<'_>,
     paths: &[&str],
 ) -> Result<Access<'g>, GatewayError> {
+    metadata::single_authorization(request.headers)?;
     let mut guard = Guard::new();
     for index in routes {
         for &path in paths {
@@ -394,6 +396,7 @@ pub async fn through_cache<F, Fut>(
     route: &str,
     values: &[String],
     parts: &Parts,
+    peer: Peer,
     access: &Access<'_>,
     fetch: F,
 ) -> Result<Response<Body>, GatewayError>
@@ -401,8 +404,16 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Response<Body>, GatewayError>>,
 {
-    let claims = access.claims.as_ref();
-    let lookup = ResponseCache::lookup(rule, &parts.method, route, values, parts.uri.query(), &parts.headers, claims);
+    let request = crate::cache::Lookup {
+        method: &parts.method,
+        route,
+        values,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        origin: metadata::Origin::of(&parts.headers, peer),
+        claims: access.claims.as_ref(),
+    };
+    let lookup = ResponseCache::lookup(rule, &request);
     let bypass = match &lookup {
         CacheUse::Bypass => Some("bypass"),
         CacheUse::Refresh(_) => Some("refresh"),

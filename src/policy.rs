@@ -95,8 +95,8 @@ pub struct Request<'a> {
     pub template: &'a PathTemplate,
     /// The request headers.
     pub headers: &'a HeaderMap,
-    /// The socket peer.
-    pub peer: Option<IpAddr>,
+    /// The client's address (see [`crate::metadata::forwarded`]).
+    pub client: Option<IpAddr>,
 }
 
 /// Why a request may not go on.
@@ -257,8 +257,8 @@ impl Policies {
                 policy.authorize(claims)?;
             }
         }
-        let Request { http_method, template, headers, peer } = *request;
-        let subject = Subject { peer, headers, claims: claims.as_ref(), http_method, template };
+        let Request { http_method, template, headers, client } = *request;
+        let subject = Subject { client, headers, claims: claims.as_ref(), http_method, template };
         for (index, _) in policies.clone() {
             self.limiter.check(index, &subject).await?;
         }
@@ -595,7 +595,7 @@ name = "everything else"
         let shelf_guard = &guards[routes.iter().position(|r| r.grpc_path.path().ends_with("/GetShelf")).unwrap()];
         let headers = HeaderMap::new();
         let request =
-            Request { http_method: &Method::GET, template: &routes[0].template, headers: &headers, peer: None };
+            Request { http_method: &Method::GET, template: &routes[0].template, headers: &headers, client: None };
         let admission = p.admit(shelf_guard, &request);
         let access = admission.await.unwrap();
         assert_eq!(access.policy.map(|p| p.name.as_str()), Some("admin shelf"), "the first in config order");

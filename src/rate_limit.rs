@@ -4,8 +4,11 @@
 //! that millions of clients do not grow memory without bound); `backend = "redis"` keeps them
 //! in Redis, one atomic script per decision, so every replica shares one limit.
 //!
-//! The client IP is the socket's, unless that peer is a configured trusted proxy: then the
-//! nearest untrusted address of `X-Forwarded-For` (or `Forwarded`) counts.
+//! The client IP is the one [`crate::metadata::forwarded`] finds (the socket's peer, or the
+//! client a trusted proxy names); IPv6 clients count per network (`ipv6_prefix`, a /64 by
+//! default), as one host holds a whole /64. A `header:` key counts a SHA-256 digest of the
+//! value, so a key is short however long the header, and an API key is never stored in Redis
+//! in the clear.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,6 +22,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+use sha2::Digest;
 
 use crate::auth::Claims;
 use crate::config::{RateLimitBackend, RateLimitConfig, RateLimitSettings};
@@ -34,7 +38,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct Limiter {
     /// By policy index.
     policies: Vec<Vec<Limit>>,
-    trusted_proxies: Vec<IpNet>,
+    /// IPv6 clients are keyed by their network of this prefix length.
+    ipv6_prefix: u8,
     redis: Option<RedisBackend>,
     fail_open: bool,
     /// Decisions the backend could not make (let through or refused, per `fail_open`).
@@ -69,8 +74,8 @@ pub enum KeyKind {
 /// What a request's limit key is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
-    /// The socket peer.
-    pub peer: Option<IpAddr>,
+    /// The client's address.
+    pub client: Option<IpAddr>,
     /// The request headers.
     pub headers: &'a HeaderMap,
     /// The verified claims, if a token was checked.
@@ -122,10 +127,9 @@ impl Limiter {
         if !memory.is_empty() {
             tokio::spawn(sweep(memory));
         }
-        let trusted_proxies = settings.trusted_proxies.iter().filter_map(|p| parse_net(p).ok()).collect();
         Limiter {
             policies,
-            trusted_proxies,
+            ipv6_prefix: settings.ipv6_prefix,
             redis,
             fail_open: settings.on_backend_error_allows(),
             backend_errors: std::sync::atomic::AtomicU64::new(0),
@@ -136,7 +140,7 @@ impl Limiter {
     pub async fn check(&self, policy: usize, subject: &Subject<'_>) -> Result<(), Refusal> {
         let Some(limits) = self.policies.get(policy) else { return Ok(()) };
         for limit in limits {
-            let key = limit.key_of(subject, &self.trusted_proxies);
+            let key = limit.key_of(subject, self.ipv6_prefix);
             let decision = match (&limit.memory, &self.redis) {
                 (Some(memory), _) => limit.check_memory(memory, &key),
                 (None, Some(redis)) => match redis.check(limit, &key).await {
@@ -189,12 +193,10 @@ impl Limit {
 
     /// This request's key: what it counts by, and its value (`-` when absent: requests
     /// without the header or claim share one counter rather than escape the limit).
-    fn key_of(&self, subject: &Subject<'_>, trusted: &[IpNet]) -> String {
+    fn key_of(&self, subject: &Subject<'_>, ipv6_prefix: u8) -> String {
         match &self.key {
-            KeyKind::Ip => {
-                client_ip(subject.peer, subject.headers, trusted).map_or_else(|| "-".into(), |ip| ip.to_string())
-            }
-            KeyKind::Header(name) => subject.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned(),
+            KeyKind::Ip => subject.client.map_or_else(|| "-".into(), |ip| ip_key(ip, ipv6_prefix)),
+            KeyKind::Header(name) => subject.headers.get(name).map_or_else(|| "-".into(), |v| digest(v.as_bytes())),
             KeyKind::Claim(name) => subject.claims.and_then(|c| c.text(name)).unwrap_or_else(|| "-".into()),
             KeyKind::Route => format!("{} {}", subject.http_method, subject.template),
         }
@@ -266,69 +268,20 @@ async fn sweep(limiters: Vec<std::sync::Weak<MemoryLimiter>>) {
     }
 }
 
-/// The client's address: the socket peer, unless it is a trusted proxy; then, walking the
-/// forwarding chain from the nearest hop, the first address that is not a trusted proxy.
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let mut ip = peer?;
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip));
-    if !is_trusted(ip) {
-        return Some(ip);
-    }
-    let chain = forwarded_chain(headers);
-    for hop in chain.iter().rev() {
-        ip = *hop;
-        if !is_trusted(ip) {
-            return Some(ip);
+/// An address as a rate-limit key: IPv4 whole, IPv6 as its network of `ipv6_prefix` bits.
+fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(_) => ip.to_string(),
+        IpAddr::V6(_) => {
+            IpNet::new(ip, ipv6_prefix.min(128)).map_or_else(|_| ip.to_string(), |net| net.trunc().to_string())
         }
     }
-    Some(ip)
 }
 
-/// The addresses of `X-Forwarded-For`, or else of `Forwarded`'s `for=` (RFC 7239), client
-/// first. The chain stops at the first value that is not an address.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
-    let xff: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let values: Vec<String> = if xff.is_empty() {
-        headers
-            .get_all(http::header::FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (name, value) = pair.trim().split_once('=')?;
-                    name.eq_ignore_ascii_case("for").then(|| value.trim_matches('"').to_owned())
-                })
-            })
-            .collect()
-    } else {
-        xff.into_iter().map(str::to_owned).collect()
-    };
-    values.iter().map_while(|v| parse_ip(v)).collect()
-}
-
-/// An address as forwarding headers write it: bare, `[v6]`, `v4:port` or `[v6]:port`.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    if let Ok(ip) = text.parse() {
-        return Some(ip);
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    text.rsplit_once(':')?.0.parse().ok()
-}
-
-/// A CIDR, or one address.
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{text:?} is not an address or CIDR"))
+/// A header value as a rate-limit key: 128 bits of its SHA-256, in hex.
+fn digest(value: &[u8]) -> String {
+    let hash = sha2::Sha256::digest(value);
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // === Redis ===
@@ -389,26 +342,15 @@ impl RedisBackend {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        map
-    }
-
     #[test]
-    fn the_client_ip_comes_from_trusted_proxies_only() {
-        let trusted = [parse_net("10.0.0.0/8").unwrap(), parse_net("127.0.0.1").unwrap()];
-        let proxy = Some("10.1.2.3".parse().unwrap());
-        let xff = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.0.0.7")]);
-        assert_eq!(client_ip(proxy, &xff, &trusted), "198.51.100.1".parse().ok(), "the nearest untrusted hop");
-        let outsider = Some("192.0.2.1".parse().unwrap());
-        assert_eq!(client_ip(outsider, &xff, &trusted), outsider, "an untrusted peer's header is ignored");
-        let forwarded = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.2")]);
-        assert_eq!(client_ip(proxy, &forwarded, &trusted), "2001:db8::1".parse().ok());
-        let garbage = headers(&[("x-forwarded-for", "not-an-ip, 203.0.113.9")]);
-        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy, "an unreadable chain is not believed");
+    fn ipv6_clients_count_per_network_and_header_values_as_digests() {
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1".parse().unwrap(), 64), "2001:db8:1:2::/64");
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1".parse().unwrap(), 128), "2001:db8:1:2:aaaa::1/128");
+        assert_eq!(ip_key("203.0.113.9".parse().unwrap(), 64), "203.0.113.9");
+        let long = "k".repeat(8000);
+        assert_eq!(digest(long.as_bytes()).len(), 32, "a key is short however long the value");
+        assert_ne!(digest(b"a"), digest(b"b"));
+        assert_eq!(digest(b"a"), digest(b"a"));
     }
 
     #[test]

@@ -21,7 +21,6 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::layers;
-use crate::metadata::Peer;
 use crate::reload::Live;
 
 /// The router: every method and path goes to the gateway serving at the time, behind the
@@ -34,11 +33,26 @@ pub fn router(live: Arc<Live>) -> Router {
 #[derive(Debug, Clone, Copy)]
 pub struct Tls(pub bool);
 
-async fn handle(State(live): State<Arc<Live>>, request: Request) -> Response {
+async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response {
+    host_from_authority(&mut request);
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
-    crate::doors::handle(&live.gateway(), request, Peer { ip, tls }).await
+    let gateway = live.gateway();
+    let peer = gateway.forwarding().peer(ip, tls, request.headers());
+    crate::doors::handle(&gateway, request, peer).await
+}
+
+/// An HTTP/2 request names its host in `:authority`, not `Host`: the gateway reads (and
+/// forwards) one `Host` whatever the version.
+fn host_from_authority(request: &mut Request) {
+    if request.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let authority = request.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = authority {
+        request.headers_mut().insert(http::header::HOST, host);
+    }
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` — over TLS when `[tls]` is configured — until

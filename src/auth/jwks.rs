@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::jwk::JwkSet;
 use tokio::time::Instant;
 
 use crate::auth::Key;
@@ -110,8 +109,7 @@ impl JwksSource {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut keys = crate::auth::jwks_keys(&set)?;
+        let mut keys = crate::auth::jwks_keys(&body)?;
         keys.retain(|k| self.accept.contains(&k.alg));
         Ok(keys)
     }

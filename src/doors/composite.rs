@@ -71,7 +71,7 @@ pub async fn respond(
         http_method: &aggregate.http_method,
         template: &aggregate.template,
         headers: &parts.headers,
-        peer: peer.ip,
+        client: peer.client,
     };
     let routes = aggregate.calls.iter().map(|call| call.route);
     let paths = [parts.uri.path(), route_path];
@@ -84,7 +84,7 @@ pub async fn respond(
     };
     drop(body);
     let fetch = || run(gateway, aggregate, values, parts, Body::empty(), peer, &access, view);
-    pipeline::through_cache(gateway, cache, &view.labels.route, values, parts, &access, fetch).await
+    pipeline::through_cache(gateway, cache, &view.labels.route, values, parts, peer, &access, fetch).await
 }
 
 /// Runs `aggregate`'s calls for one request and writes the answer, shaped as `view` says.

@@ -55,14 +55,14 @@ pub fn is_connect(headers: &HeaderMap) -> bool {
 pub async fn unary(gateway: Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
     match call(&gateway, request, peer).await {
         Ok(response) => response,
-        Err(error) => error_response(error),
+        Err(error) => error_response(error, gateway.exposed_headers()),
     }
 }
 
 /// Answers a Connect call that came to a closed door: as if the method were not there.
 pub fn closed<B>(request: &Request<B>) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    error_response(GatewayError::NotFound { method: request.method().clone(), path })
+    error_response(GatewayError::NotFound { method: request.method().clone(), path }, &[])
 }
 
 async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
@@ -89,7 +89,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Proto => body,
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
-    let metadata = request_metadata(&parts.headers, peer);
+    let metadata = request_metadata(&parts.headers, peer, gateway.observer().request_id_header())?;
     let call = pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access)?;
     let idempotent = pipeline::idempotent(None, call.upstream, route.grpc_path.path());
     let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
@@ -98,13 +98,13 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),
     };
-    Ok(success(codec, body, &reply))
+    Ok(success(codec, body, &reply, gateway.exposed_headers()))
 }
 
 /// The request's headers as metadata: Connect sends metadata as plain headers. Its own
 /// headers and the message's encoding are not metadata.
-fn request_metadata(headers: &HeaderMap, peer: Peer) -> HeaderMap {
-    let mut metadata = metadata::passthrough(headers, peer);
+fn request_metadata(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, GatewayError> {
+    let mut metadata = metadata::passthrough(headers, peer, request_id)?;
     let connect_owned: Vec<HeaderName> = metadata
         .keys()
         .filter(|name| {
@@ -118,7 +118,7 @@ fn request_metadata(headers: &HeaderMap, peer: Peer) -> HeaderMap {
     for name in connect_owned {
         metadata.remove(name);
     }
-    metadata
+    Ok(metadata)
 }
 
 /// `Connect-Timeout-Ms`: at most 10 digits of milliseconds.
@@ -132,31 +132,20 @@ fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
 }
 
 /// The successful answer: the message, the upstream's headers as headers and its trailers as
-/// `Trailer-*` headers, as Connect's unary responses carry them.
-fn success(codec: Codec, body: Bytes, reply: &UnaryResponse) -> Response<Body> {
+/// `Trailer-*` headers, as Connect's unary responses carry them, through the reserved-name
+/// filter (`exposed`: the browser directives let through).
+fn success(codec: Codec, body: Bytes, reply: &UnaryResponse, exposed: &[HeaderName]) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, codec.content_type());
-    copy_metadata(&reply.headers, "", headers);
-    copy_metadata(&reply.trailers, "trailer-", headers);
+    metadata::to_plain_headers(&reply.headers, "", exposed, headers);
+    metadata::to_plain_headers(&reply.trailers, "trailer-", exposed, headers);
     response
-}
-
-fn copy_metadata(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap) {
-    for (name, value) in metadata {
-        let key = name.as_str();
-        if key.starts_with("grpc-") || matches!(key, "content-type" | "content-length" | "te" | "trailer" | "date") {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()) {
-            out.append(name, value.clone());
-        }
-    }
 }
 
 /// A Connect error: the code's HTTP status and `{"code", "message", "details"}` JSON, each
 /// detail as its type name and base64 bytes.
-fn error_response(error: GatewayError) -> Response<Body> {
+fn error_response(error: GatewayError, exposed: &[HeaderName]) -> Response<Body> {
     #[derive(Serialize)]
     struct Detail {
         #[serde(rename = "type")]
@@ -174,8 +163,8 @@ fn error_response(error: GatewayError) -> Response<Body> {
     let mut headers = HeaderMap::new();
     let (message, details) = match &error {
         GatewayError::Upstream(UpstreamError::Status(reply)) => {
-            copy_metadata(&reply.headers, "", &mut headers);
-            copy_metadata(&reply.status.metadata().clone().into_headers(), "", &mut headers);
+            metadata::to_plain_headers(&reply.headers, "", exposed, &mut headers);
+            metadata::to_plain_headers(&reply.status.metadata().clone().into_headers(), "", exposed, &mut headers);
             let details = rpc::Status::decode(reply.status.details()).map(|s| s.details).unwrap_or_default();
             (reply.status.message().to_owned(), details)
         }

@@ -104,7 +104,7 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let route = gateway.route_at(index);
     let exchange = pipeline::note_route(gateway, &parts, index);
     let access = pipeline::authorize(gateway, index, Arrival::Method, &parts.headers, peer).await?;
-    let metadata = metadata::passthrough(&parts.headers, peer);
+    let metadata = metadata::passthrough(&parts.headers, peer, gateway.observer().request_id_header())?;
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
     let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access)?;
     let started = std::time::Instant::now();
@@ -123,7 +123,10 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
         }
     };
     let in_flight = gateway.streams().start();
-    Ok(response.map(|body| Body::new(Proxied { body, pump, _in_flight: in_flight })))
+    let mut response = response.map(|body| Body::new(Proxied { body, pump, _in_flight: in_flight }));
+    // gRPC-Web answers reach browsers as they are.
+    metadata::strip_browser_directives(response.headers_mut(), gateway.exposed_headers());
+    Ok(response)
 }
 
 /// Copies the client's frames to the upstream, then ends the request stream; a client that

@@ -34,7 +34,7 @@ pub async fn unary(
     };
     drop(body);
     let fetch = || call(gateway, index, values, &parts, Body::empty(), peer, access, view);
-    pipeline::through_cache(gateway, cache, &view.labels.route, values, &parts, access, fetch).await
+    pipeline::through_cache(gateway, cache, &view.labels.route, values, &parts, peer, access, fetch).await
 }
 
 /// Steps 2 to 6 of a unary call.

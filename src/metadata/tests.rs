@@ -15,7 +15,12 @@ fn pairs(map: &HeaderMap) -> Vec<(String, String)> {
 }
 
 fn peer() -> Peer {
-    Peer { ip: Some("10.0.0.7".parse().unwrap()), tls: false }
+    let ip = Some("10.0.0.7".parse().unwrap());
+    Peer { ip, client: ip, tls: false, trusted: false }
+}
+
+fn proxy() -> Peer {
+    Peer { trusted: true, ..peer() }
 }
 
 #[test]
@@ -54,21 +59,113 @@ fn request_headers_become_metadata() {
     );
 }
 
+const FORWARDING: [(&str, &str); 5] = [
+    ("x-forwarded-for", "1.2.3.4"),
+    ("x-forwarded-host", "outer.example"),
+    ("x-forwarded-proto", "https"),
+    ("forwarded", "for=1.2.3.4;proto=https"),
+    ("host", "api.example.com"),
+];
+
 #[test]
-fn forwarded_headers_extend_what_proxies_sent() {
-    let md = to_grpc(
-        &headers(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-host", "outer.example"),
-            ("x-forwarded-proto", "https"),
-        ]),
-        peer(),
-        &REQUEST_ID,
-    )
-    .unwrap();
+fn forwarded_headers_extend_what_trusted_proxies_sent() {
+    let md = to_grpc(&headers(&FORWARDING), proxy(), &REQUEST_ID).unwrap();
     assert_eq!(md["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
     assert_eq!(md["x-forwarded-host"], "outer.example");
     assert_eq!(md["x-forwarded-proto"], "https");
+    assert_eq!(md["forwarded"], "for=1.2.3.4;proto=https");
+}
+
+#[test]
+fn anyone_else_s_forwarding_headers_are_replaced_by_what_the_gateway_saw() {
+    for md in [
+        to_grpc(&headers(&FORWARDING), peer(), &REQUEST_ID).unwrap(),
+        passthrough(&headers(&FORWARDING), peer(), &REQUEST_ID).unwrap(),
+    ] {
+        assert_eq!(md["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(md["x-forwarded-host"], "api.example.com");
+        assert_eq!(md["x-forwarded-proto"], "http");
+        assert!(!md.contains_key("forwarded"));
+    }
+}
+
+#[test]
+fn names_the_gateway_owns_are_never_taken_from_a_client() {
+    let sent = headers(&[
+        ("authorization", "Bearer verified"),
+        ("grpc-metadata-authorization", "Bearer other"),
+        ("grpc-metadata-cookie", "session=1"),
+        ("grpc-metadata-x-forwarded-for", "6.6.6.6"),
+        ("grpc-metadata-x-real-ip", "6.6.6.6"),
+        ("grpc-metadata-forwarded", "for=6.6.6.6"),
+        ("grpc-metadata-x-request-id", "mine"),
+        ("grpc-metadata-traceparent", "00-00000000000000000000000000000001-0000000000000001-01"),
+        ("grpc-metadata-x-correlation-id", "mine"),
+        ("grpc-metadata-tenant", "acme"),
+    ]);
+    let correlation = HeaderName::from_static("x-correlation-id");
+    let md = to_grpc(&sent, peer(), &correlation).unwrap();
+    assert_eq!(md.get_all("authorization").iter().collect::<Vec<_>>(), ["Bearer verified"]);
+    for owned in ["cookie", "x-real-ip", "forwarded", "x-request-id", "traceparent", "x-correlation-id"] {
+        assert!(!md.contains_key(owned), "{owned}");
+    }
+    assert_eq!(md["x-forwarded-for"], "10.0.0.7");
+    assert_eq!(md["tenant"], "acme");
+
+    let plain = headers(&[
+        ("authorization", "Bearer verified"),
+        ("cookie", "session=1"),
+        ("x-real-ip", "6.6.6.6"),
+        ("proxy-authorization", "Basic x"),
+        ("x-request-id", "r-1"),
+        ("tenant", "acme"),
+        ("grpc-timeout", "1S"),
+    ]);
+    let md = passthrough(&plain, peer(), &REQUEST_ID).unwrap();
+    assert_eq!(
+        pairs(&md),
+        [
+            ("authorization", "Bearer verified"),
+            ("grpc-timeout", "1S"),
+            ("tenant", "acme"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "r-1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+}
+
+#[test]
+fn two_authorization_headers_are_refused() {
+    let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+    let refused = MetadataError::Repeated { header: "authorization" };
+    assert_eq!(to_grpc(&two, peer(), &REQUEST_ID).unwrap_err(), refused);
+    assert_eq!(passthrough(&two, peer(), &REQUEST_ID).unwrap_err(), refused);
+    assert_eq!(single_authorization(&two), Err(refused));
+}
+
+#[test]
+fn plain_answers_carry_no_browser_directive_an_upstream_set_unless_exposed() {
+    let metadata = headers(&[
+        ("set-cookie", "session=upstream"),
+        ("access-control-allow-origin", "*"),
+        ("strict-transport-security", "max-age=0"),
+        ("content-security-policy", "default-src *"),
+        ("x-served-by", "users"),
+        ("grpc-status", "0"),
+        ("content-type", "application/grpc"),
+    ]);
+    let mut out = HeaderMap::new();
+    to_plain_headers(&metadata, "", &[], &mut out);
+    assert_eq!(pairs(&out), [("x-served-by".to_owned(), "users".to_owned())]);
+    let mut out = HeaderMap::new();
+    to_plain_headers(&metadata, "trailer-", &[HeaderName::from_static("set-cookie")], &mut out);
+    assert_eq!(out["trailer-set-cookie"], "session=upstream");
+    assert!(!out.contains_key("trailer-access-control-allow-origin"));
+    let mut passed = metadata.clone();
+    strip_browser_directives(&mut passed, &[]);
+    assert_eq!(passed.len(), 3, "{passed:?}");
 }
 
 #[test]
@@ -86,7 +183,7 @@ fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
             ("grpc-metadata-", "empty"),
             ("grpc-metadata-ok", "1"),
         ]),
-        Peer { ip: None, tls: true },
+        Peer { tls: true, ..Peer::default() },
         &REQUEST_ID,
     )
     .unwrap();

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::USER_AGENT;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
-use ipnet::IpNet;
 use tonic::Code;
 
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::error::RefusalKind;
+use crate::metadata::forwarded::Forwarding;
 use crate::status::code_name;
 use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
@@ -41,7 +41,8 @@ use trace_context::TraceContext;
 pub struct Observer {
     request_id: HeaderName,
     sample_ratio: f64,
-    trusted_proxies: Vec<IpNet>,
+    /// Who the client is, for the access log (the gateway's own copy: this outlives reloads).
+    forwarding: Forwarding,
     metrics: Metrics,
     access_log: Option<AccessLog>,
     #[cfg(feature = "otlp")]
@@ -104,12 +105,7 @@ impl Observer {
         Ok(Observer {
             request_id,
             sample_ratio: config.tracing.sample_ratio,
-            trusted_proxies: config
-                .rate_limit
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| crate::rate_limit::parse_net(p).ok())
-                .collect(),
+            forwarding: Forwarding::from_config(&config.rate_limit),
             metrics: Metrics::new(),
             access_log,
             #[cfg(feature = "otlp")]
@@ -147,7 +143,7 @@ impl Observer {
         let headers = request.headers();
         let request_id = headers.get(&self.request_id).cloned().unwrap_or(HeaderValue::from_static("-"));
         let trace = TraceContext::continue_or_start(headers, self.sample_ratio);
-        let client_ip = crate::rate_limit::client_ip(peer, headers, &self.trusted_proxies);
+        let client_ip = self.forwarding.client_ip(peer, headers);
         let user_agent = headers.get(USER_AGENT).cloned();
         trace.apply(request.headers_mut());
         let exchange = Exchange::default();

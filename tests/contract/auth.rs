@@ -219,6 +219,15 @@ async fn every_kind_of_bad_token_is_401_naming_what_is_wrong() {
             }),
             "exp claim is missing",
         ),
+        (
+            "no iss, while issuers is set",
+            sign(Algorithm::HS256, Some("hs"), &{
+                let mut c = claims();
+                c.as_object_mut().unwrap().remove("iss");
+                c
+            }),
+            "iss claim is missing",
+        ),
         ("wrong secret", other_secret, "signature"),
         ("alg none", format!("{none_header}.{payload}."), "not a well-formed JWT"),
         ("RSA public key as HMAC secret, kid rs", confused(Some("rs")), "no HS256 key with kid \"rs\""),
@@ -367,6 +376,44 @@ fn jwks_of(pem: &[u8], kid: &str) -> String {
 fn es256(pem: &[u8], kid: &str) -> String {
     let header = Header { kid: Some(kid.into()), ..Header::new(Algorithm::ES256) };
     jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_ec_pem(pem).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_jwks_key_the_gateway_cannot_use_is_skipped_not_fatal() {
+    let usable: Value = serde_json::from_str(&jwks_of(&keys().ec, "sig-1")).unwrap();
+    let document = json!({"keys": [
+        {"kty": "AKP", "kid": "post-quantum", "alg": "ML-DSA-44", "pub": "AAAA"},
+        {"kty": "RSA", "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP", "n": "AQAB", "e": "AQAB"},
+        {"kty": "EC", "kid": "broken", "crv": "P-256", "x": "!!", "y": "!!"},
+        usable["keys"][0],
+    ]});
+    let jwks = JwksServer::start(document.to_string()).await;
+    let config = format!(
+        "[jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"{}\"\njwks_cooldown = \"0s\"\n\n[[policy]]\nname = \"all\"\nauth = \"required\"\n",
+        jwks.url
+    );
+    let h = Harness::start_with(&config).await;
+    let response = get_shelf(&h, Some(&es256(&keys().ec, "sig-1"))).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+}
+
+#[tokio::test]
+async fn a_token_without_kid_is_never_tried_against_every_key() {
+    // Two HS256 keys, both named: a token that names neither costs no signature check.
+    let config = format!(
+        r#"[jwt]
+algorithms = ["HS256"]
+keys = [{{ kid = "old", alg = "HS256", secret = "an older HMAC secret of 32+ bytes" }}, {{ kid = "hs", alg = "HS256", secret = "{SECRET}" }}]
+
+[[policy]]
+name = "all"
+auth = "required"
+"#
+    );
+    let h = Harness::start_with(&config).await;
+    let json = get_shelf(&h, Some(&sign(Algorithm::HS256, None, &claims()))).await.assert_error(401, 16);
+    assert!(json["message"].as_str().unwrap().contains("has no kid, and 2 HS256 keys are known"), "{json}");
+    assert_eq!(get_shelf(&h, Some(&sign(Algorithm::HS256, Some("hs"), &claims()))).await.status, 200);
 }
 
 #[tokio::test]

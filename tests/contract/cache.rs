@@ -78,12 +78,47 @@ async fn errors_are_not_cached_and_credentials_the_policy_did_not_check_bypass_i
     assert_eq!(h.upstream.calls().len(), 2);
 
     h.upstream.script(|_| Reply::json(json!({"id": "1"})));
-    for _ in 0..2 {
-        let response = h.request("GET", "/v1/shelves/1").header("authorization", "Bearer someone").send().await;
-        assert_eq!(response.status, 200);
-        assert_eq!(response.header("x-cache"), None, "may depend on the credentials: not cached");
+    let credentials = [
+        ("authorization", "Bearer someone"),
+        ("cookie", "session=1"),
+        ("proxy-authorization", "Basic dTpw"),
+        ("grpc-metadata-authorization", "Bearer someone"),
+        ("grpc-metadata-cookie", "session=1"),
+    ];
+    for (name, value) in credentials {
+        for _ in 0..2 {
+            let response = h.request("GET", "/v1/shelves/1").header(name, value).send().await;
+            assert_eq!(response.status, 200);
+            assert_eq!(response.header("x-cache"), None, "{name} may change the answer: not cached");
+        }
     }
-    assert_eq!(h.upstream.calls().len(), 4);
+    assert_eq!(h.upstream.calls().len(), 2 + 2 * credentials.len());
+    assert_eq!(h.get("/v1/shelves/1").await.header("x-cache"), Some("MISS"), "nothing was stored for them");
+}
+
+#[tokio::test]
+async fn answers_name_what_they_vary_on_and_the_host_is_part_of_the_key() {
+    let h = Harness::start_with(&config()).await;
+    h.upstream.script(|call| {
+        let host = call.metadata.get("x-forwarded-host").map(|v| v.to_str().unwrap().to_owned());
+        match call.path.contains("GetBook") {
+            true => Reply::json(json!({"name": "books/1", "title": host})),
+            false => Reply::json(json!({"id": "1", "theme": host})),
+        }
+    });
+    let public = h.get("/v1/shelves/1").await;
+    assert_eq!(public.header("vary"), Some("accept-language"));
+    let private = h.request("GET", "/v1/books/1").header("authorization", &token("alice")).send().await;
+    assert_eq!(private.header("vary"), Some("authorization"));
+
+    let poisoned = h.request("GET", "/v1/shelves/2").header("host", "evil.example").send().await;
+    assert_eq!(poisoned.json()["theme"], "evil.example");
+    let honest = h.get("/v1/shelves/2").await;
+    assert_eq!(honest.header("x-cache"), Some("MISS"), "another host, another entry");
+    assert_ne!(honest.json()["theme"], "evil.example");
+    let spoofed = h.request("GET", "/v1/shelves/2").header("x-forwarded-host", "evil.example").send().await;
+    assert_eq!(spoofed.header("x-cache"), Some("HIT"), "an untrusted X-Forwarded-Host changes nothing upstream");
+    assert_eq!(spoofed.json(), honest.json());
 }
 
 #[tokio::test]
@@ -147,17 +182,19 @@ async fn replicas(redis_url: &str) -> (Upstream, Gateway, Gateway) {
 
 #[tokio::test]
 async fn with_redis_one_replicas_answer_serves_the_others() {
+    // Behind one load balancer, every replica is asked for the same host.
+    const HOST: &str = "api.example.com";
     let redis = Redis::start().await;
     let (upstream, a, b) = replicas(&redis.url()).await;
     upstream.script(|call| match call.path.contains("GetBook") {
         true => Reply::json(json!({"name": "books/1", "title": "for one reader"})),
         false => Reply::json(json!({"id": "1", "theme": "poetry"})),
     });
-    let first = a.client.request("GET", "/v1/shelves/1").send().await;
+    let first = a.client.request("GET", "/v1/shelves/1").header("host", HOST).send().await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
     let etag = first.header("etag").unwrap().to_owned();
 
-    let other = b.client.request("GET", "/v1/shelves/1").send().await;
+    let other = b.client.request("GET", "/v1/shelves/1").header("host", HOST).send().await;
     assert_eq!(other.status, 200);
     assert_eq!(other.header("x-cache"), Some("HIT"), "the other replica found it in Redis");
     assert_eq!(other.header("etag"), Some(etag.as_str()));
@@ -165,25 +202,40 @@ async fn with_redis_one_replicas_answer_serves_the_others() {
     assert_eq!(other.header("content-type"), Some("application/json"));
     let max_age: u64 = other.header("cache-control").unwrap().trim_start_matches("max-age=").parse().unwrap();
     assert!((59..=60).contains(&max_age), "what is left of the ttl: {max_age}");
-    let unchanged = b.client.request("GET", "/v1/shelves/1").header("if-none-match", &etag).send().await;
+    let unchanged =
+        b.client.request("GET", "/v1/shelves/1").header("host", HOST).header("if-none-match", &etag).send().await;
     assert_eq!(unchanged.status, 304);
     assert_eq!(upstream.calls().len(), 1, "one upstream call for both replicas");
 
     // A private answer is shared across replicas only with the same user.
-    let alice = a.client.request("GET", "/v1/books/1").header("authorization", &token("alice")).send().await;
+    let alice = a
+        .client
+        .request("GET", "/v1/books/1")
+        .header("host", HOST)
+        .header("authorization", &token("alice"))
+        .send()
+        .await;
     assert_eq!(alice.header("x-cache"), Some("MISS"));
-    let alice_again = b.client.request("GET", "/v1/books/1").header("authorization", &token("alice")).send().await;
+    let alice_again = b
+        .client
+        .request("GET", "/v1/books/1")
+        .header("host", HOST)
+        .header("authorization", &token("alice"))
+        .send()
+        .await;
     assert_eq!(alice_again.header("x-cache"), Some("HIT"));
     assert_eq!(alice_again.header("cache-control"), Some("private, max-age=60"));
-    let bob = b.client.request("GET", "/v1/books/1").header("authorization", &token("bob")).send().await;
+    let bob =
+        b.client.request("GET", "/v1/books/1").header("host", HOST).header("authorization", &token("bob")).send().await;
     assert_eq!(bob.header("x-cache"), Some("MISS"), "never alice's answer");
     assert_eq!(upstream.calls().len(), 3);
 
     // no-cache on one replica refreshes the shared answer for the other.
     upstream.script(|_| Reply::json(json!({"id": "1", "theme": "prose"})));
-    let fresh = a.client.request("GET", "/v1/shelves/2").header("cache-control", "no-cache").send().await;
+    let fresh =
+        a.client.request("GET", "/v1/shelves/2").header("host", HOST).header("cache-control", "no-cache").send().await;
     assert_eq!(fresh.json()["theme"], "prose");
-    let seen = b.client.request("GET", "/v1/shelves/2").send().await;
+    let seen = b.client.request("GET", "/v1/shelves/2").header("host", HOST).send().await;
     assert_eq!((seen.header("x-cache"), seen.json()["theme"].clone()), (Some("HIT"), json!("prose")));
 }
 

@@ -202,6 +202,7 @@ fn connect_code(name: &str) -> Code {
         "resource_exhausted" => Code::ResourceExhausted,
         "unimplemented" => Code::Unimplemented,
         "not_found" => Code::NotFound,
+        "invalid_argument" => Code::InvalidArgument,
         other => panic!("unexpected Connect code {other}"),
     }
 }
@@ -230,7 +231,7 @@ async fn grpc(h: &Harness, authorization: Option<&str>, headers: &[(&str, &str)]
     for (name, value) in headers {
         let name = name.strip_prefix("grpc-metadata-").unwrap_or(name);
         let key = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).unwrap();
-        request.metadata_mut().insert(key, value.parse().unwrap());
+        request.metadata_mut().append(key, value.parse().unwrap());
     }
     match client.get_shelf(request).await {
         Ok(shelf) => {
@@ -288,7 +289,7 @@ async fn websocket(h: &Harness, authorization: Option<&str>, headers: &[(&str, &
         request.headers_mut().insert("authorization", value.parse().unwrap());
     }
     for (name, value) in headers {
-        request.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        request.headers_mut().append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
     }
     let mut socket = match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => socket,
@@ -430,6 +431,95 @@ auth = "required""#,
             assert_eq!(values, ["alice"], "{door:?}: only the verified subject arrives");
         }
     }
+}
+
+#[tokio::test]
+async fn no_door_forwards_credentials_addresses_or_ids_a_client_made_up() {
+    let h = start("").await;
+    let token = "Bearer the-one-token";
+    let plain = [
+        ("cookie", "session=stolen"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6"),
+    ];
+    let prefixed = [
+        ("grpc-metadata-authorization", "Bearer second"),
+        ("grpc-metadata-cookie", "session=stolen"),
+        ("grpc-metadata-x-forwarded-for", "6.6.6.6"),
+        ("grpc-metadata-x-request-id", "spoofed"),
+    ];
+    for door in DOORS.into_iter().filter(|d| *d != Door::ConnectStreaming) {
+        let before = h.upstream.calls().len();
+        let mut headers = vec![("authorization", token)];
+        headers.extend(plain);
+        if !matches!(door, Door::Connect | Door::Grpc | Door::GrpcWeb) {
+            headers.extend(prefixed);
+        }
+        assert_eq!(call(&h, door, None, &headers).await, Outcome::Served, "{door:?}");
+        for upstream_call in &h.upstream.calls()[before..] {
+            let md = &upstream_call.metadata;
+            let authorization: Vec<_> = md.get_all("authorization").iter().collect();
+            assert_eq!(authorization, [token], "{door:?}: the one Authorization sent");
+            assert_eq!(md["x-forwarded-for"], "127.0.0.1", "{door:?}: the address the gateway saw");
+            assert_eq!(md["x-forwarded-proto"], "http", "{door:?}");
+            assert_eq!(md["x-forwarded-host"], h.gateway.addr.to_string(), "{door:?}");
+            for absent in ["cookie", "x-real-ip", "forwarded"] {
+                assert!(md.get(absent).is_none(), "{door:?}: {absent} reached the upstream");
+            }
+            assert_ne!(md.get("x-request-id").map(|v| v.to_str().unwrap()), Some("spoofed"), "{door:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_at_every_door() {
+    let h = start("").await;
+    let headers = [("authorization", "Bearer a"), ("authorization", "Bearer b")];
+    for door in DOORS.into_iter().filter(|d| *d != Door::ConnectStreaming) {
+        assert_eq!(call(&h, door, None, &headers).await, Outcome::Refused(Code::InvalidArgument), "{door:?}");
+    }
+    assert!(h.upstream.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_browser_gets_no_cookie_or_security_header_an_upstream_set() {
+    let h = start("").await;
+    h.upstream.script(|_| {
+        Reply::json(json!({"id": "7"}))
+            .header("set-cookie", "session=upstream")
+            .header("access-control-allow-origin", "*")
+            .header("strict-transport-security", "max-age=0")
+            .header("x-served-by", "shelves")
+    });
+    let connect = h
+        .request("POST", GET_SHELF)
+        .header("content-type", "application/json")
+        .header("connect-protocol-version", "1")
+        .body(r#"{"shelf": "7"}"#)
+        .send()
+        .await;
+    assert_eq!(connect.status, 200, "{}", connect.text());
+    assert_eq!(connect.header("x-served-by"), Some("shelves"), "metadata is plain headers in Connect");
+    for directive in ["set-cookie", "access-control-allow-origin", "strict-transport-security"] {
+        assert_eq!(connect.header(directive), None, "{directive}");
+    }
+    let rest = h.get("/v1/shelves/7").await;
+    assert_eq!(rest.header("grpc-metadata-set-cookie"), Some("session=upstream"), "REST names it as metadata");
+    assert_eq!(rest.header("set-cookie"), None);
+
+    let exposed = start("[doors]\nexpose_upstream_headers = [\"Set-Cookie\"]").await;
+    exposed.upstream.script(|_| Reply::json(json!({"id": "7"})).header("set-cookie", "session=upstream"));
+    let connect = exposed
+        .request("POST", GET_SHELF)
+        .header("content-type", "application/json")
+        .header("connect-protocol-version", "1")
+        .body(r#"{"shelf": "7"}"#)
+        .send()
+        .await;
+    assert_eq!(connect.header("set-cookie"), Some("session=upstream"), "exposed by configuration");
 }
 
 #[tokio::test]
