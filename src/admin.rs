@@ -12,6 +12,14 @@
 //! - `POST /reload`: reads the config file and the descriptors again and swaps in the rebuilt
 //!   gateway (see [`crate::reload`]); 200 with what changed, or 400 listing every problem while
 //!   the last good configuration keeps serving.
+//!
+//! A browser is the one client that must not reach it: a page on any site can send simple
+//! requests to a private address. So a request whose `Host` is a name other than `localhost`
+//! and the configured `admin_hosts` is refused (an attacker's name pointed at this host: DNS
+//! rebinding), and so is a `POST /reload` that a browser sent as a simple request (it carries
+//! `Origin` or `Sec-Fetch-Site`, and not the `X-Protogate-Reload` header, which no page can
+//! add without a CORS preflight the admin listener never grants). Tools — curl, kubectl,
+//! scripts — send neither and need nothing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,7 +62,56 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/reload", post(reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(live.clone(), refuse_foreign_hosts))
         .with_state(live)
+}
+
+/// The header that marks a `POST /reload` as not a browser's simple request.
+const RELOAD_HEADER: &str = "x-protogate-reload";
+
+/// Answers 403 to a request for a host name the admin listener does not go by, and to a
+/// browser's simple `POST /reload`.
+async fn refuse_foreign_hosts(
+    State(live): State<Arc<Live>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(host) = host.filter(|host| !is_own_host(host, &live.gateway().edge().admin_hosts)) {
+        let message = format!("the admin listener does not answer for host {host:?}; list it in admin_hosts");
+        return error(StatusCode::FORBIDDEN, Code::PermissionDenied, &message);
+    }
+    if request.uri().path() == "/reload" && is_browser_simple_request(headers) {
+        let message = format!(
+            "a browser cannot trigger a reload; tools send POST /reload (with {RELOAD_HEADER}: 1 if they set Origin)"
+        );
+        return error(StatusCode::FORBIDDEN, Code::PermissionDenied, &message);
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (a `Host` header: name or address, with a port or not) is this listener's:
+/// an IP address (a page cannot make a browser send one for its own origin), `localhost`, or
+/// one of `names`.
+fn is_own_host(host: &str, names: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split(']').next().is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(n, _)| n)
+        }
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|own| own.eq_ignore_ascii_case(name))
+}
+
+/// Whether a browser sent this without a preflight: it says where it comes from (`Origin`,
+/// `Sec-Fetch-Site` other than `none`, a URL typed by the user) and lacks the reload header.
+fn is_browser_simple_request(headers: &HeaderMap) -> bool {
+    let from_a_page =
+        headers.contains_key(http::header::ORIGIN) || headers.get("sec-fetch-site").is_some_and(|site| site != "none");
+    from_a_page && !headers.contains_key(RELOAD_HEADER)
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
@@ -94,10 +151,11 @@ async fn readyz(State(live): State<Arc<Live>>) -> Response {
                     Health::Unknown => "unknown",
                     Health::Serving => "serving",
                     Health::NotServing => "not serving",
+                    Health::Unreachable => "unreachable",
                 };
                 let error = match (probe, state.health()) {
                     (Err(error), _) => Some(error.clone()),
-                    (Ok(()), Health::NotServing) => {
+                    (Ok(()), health) if health.is_out() => {
                         Some(state.health_reason().as_deref().unwrap_or("health check failed").to_owned())
                     }
                     (Ok(()), _) => None,

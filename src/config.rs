@@ -31,6 +31,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener address (health, metrics); none by default.
     pub admin_listen: Option<SocketAddr>,
+    /// Host names the admin listener answers to, beside IP addresses and `localhost`: a
+    /// request for any other name is refused, so that a web page cannot reach it by
+    /// pointing a name of its own at this host (DNS rebinding).
+    pub admin_hosts: Vec<String>,
     /// Where the protobuf descriptors come from.
     pub descriptors: DescriptorsConfig,
     /// Options of the proto3 JSON mapping.
@@ -86,6 +90,7 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN,
             admin_listen: None,
+            admin_hosts: Vec::new(),
             descriptors: DescriptorsConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
@@ -326,7 +331,6 @@ pub struct CacheSettings {
     /// The most memory cached answers (bodies, headers and keys) may take, in bytes.
     pub max_bytes: u64,
     /// The Redis server for `backend = "redis"`; `[rate_limit] redis_url` when absent.
-    #[serde(serialize_with = "url_without_password")]
     pub redis_url: Option<String>,
     /// How long a lookup or store may wait for Redis; past it, the request goes on without.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
@@ -383,7 +387,6 @@ pub struct RateLimitSettings {
     /// In this process, or shared in Redis.
     pub backend: RateLimitBackend,
     /// The Redis server, for `backend = "redis"`.
-    #[serde(serialize_with = "url_without_password")]
     pub redis_url: Option<String>,
     /// When Redis cannot be reached: `allow` (the default; logged) or `deny` (503).
     pub on_backend_error: OnBackendError,
@@ -1158,22 +1161,58 @@ fn redacted<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Er
     }
 }
 
-/// A URL with the password in its user info replaced (`redis://user:[redacted]@host`).
-fn url_without_password<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    let Some(url) = url else { return s.serialize_none() };
-    s.serialize_str(&hide_password(url))
+impl Config {
+    /// The configuration as the admin listener's `/config` shows it: secrets as `[redacted]`,
+    /// and in every URL, whatever its key (`jwks_url`, `otlp_endpoint`, upstream endpoints,
+    /// Redis), the credentials of its user info and query.
+    pub fn effective(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        redact_urls(&mut value);
+        value
+    }
 }
 
+fn redact_urls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains("://") => *text = hide_password(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(redact_urls),
+        _ => {}
+    }
+}
+
+/// Query parameters whose values are credentials.
+const SECRET_PARAMETERS: [&str; 9] =
+    ["password", "pass", "passwd", "pwd", "secret", "token", "access_token", "api_key", "apikey"];
+
+/// A URL with the credentials in it replaced: the password of its user info (or the user
+/// info itself when it is one token), and the values of credential query parameters.
 fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:[redacted]@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{user}:[redacted]@{host}"),
+            None => format!("[redacted]@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let (path, query_and_fragment) = tail.split_at(tail.find('?').unwrap_or(tail.len()));
+    let (query, fragment) =
+        query_and_fragment.split_at(query_and_fragment.find('#').unwrap_or(query_and_fragment.len()));
+    let query: Vec<String> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMETERS.iter().any(|s| name.eq_ignore_ascii_case(s)) => {
+                format!("{name}=[redacted]")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    format!("{scheme}://{authority}{path}{query}{fragment}")
 }
 
 // === impl ServiceSelector ===

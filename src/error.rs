@@ -141,6 +141,15 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The error as the log and the access log line tell it: the client's message, and what
+    /// only the operator may see (an unreachable endpoint's address and why).
+    pub fn log_message(&self) -> String {
+        match self {
+            GatewayError::Upstream(error) => error.log_message(),
+            other => other.to_string(),
+        }
+    }
+
     /// The gRPC code and HTTP status this error answers with.
     pub fn code(&self) -> (Code, StatusCode) {
         let code = match self {

@@ -257,13 +257,14 @@ impl Gateway {
                 limits: config.limits.clone(),
                 drain_timeout: config.drain_timeout,
                 tls: config.tls.clone(),
+                admin_hosts: config.admin_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             },
             methods,
             streams,
             policies,
             observer,
             route_labels,
-            effective_config: serde_json::to_value(config).unwrap_or_default(),
+            effective_config: config.effective(),
             draining,
             cache: config
                 .policy
@@ -534,6 +535,8 @@ pub struct Edge {
     pub drain_timeout: Duration,
     /// TLS termination, if configured.
     pub tls: Option<crate::config::TlsConfig>,
+    /// The names the admin listener answers to, beside addresses and `localhost`.
+    pub admin_hosts: Vec<String>,
 }
 
 impl fmt::Display for Gateway {

@@ -90,13 +90,45 @@ header_read_timeout = "1m 30s"
 "#,
     )
     .unwrap();
-    let shown = serde_json::to_string(&config).unwrap();
+    let shown = config.effective().to_string();
     assert!(!shown.contains("s3cr3t-value") && !shown.contains("hunter2"), "{shown}");
     assert!(shown.contains(r#""secret":"[redacted]""#), "{shown}");
     assert!(shown.contains("redis://app:[redacted]@127.0.0.1:6379/0"), "{shown}");
     assert!(shown.contains(r#""header_read_timeout":"1m 30s""#), "{shown}");
     assert_eq!(hide_password("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     assert_eq!(hide_password("redis://:pw@h:1"), "redis://:[redacted]@h:1");
+    assert_eq!(hide_password("https://token@h/x"), "https://[redacted]@h/x");
+    assert_eq!(
+        hide_password("https://idp.example/jwks.json?tenant=a&Password=p&pass=q&x=1#top"),
+        "https://idp.example/jwks.json?tenant=a&Password=[redacted]&pass=[redacted]&x=1#top"
+    );
+    assert_eq!(hide_password("http://u:p@h?token=t"), "http://u:[redacted]@h?token=[redacted]");
+}
+
+#[test]
+fn every_url_in_the_effective_config_hides_its_credentials() {
+    let config = Config::from_toml(
+        r#"
+[jwt]
+algorithms = ["RS256"]
+jwks_url = "https://idp:hunter1@issuer.example/jwks.json?password=hunter2"
+[tracing]
+otlp_endpoint = "http://collector:hunter3@127.0.0.1:4317"
+[cache]
+backend = "redis"
+redis_url = "redis://:hunter4@127.0.0.1:6379"
+[[upstreams]]
+name = "users"
+services = ["*"]
+endpoints = ["https://svc:hunter5@users.internal:443"]
+"#,
+    )
+    .unwrap();
+    let shown = config.effective().to_string();
+    for secret in ["hunter1", "hunter2", "hunter3", "hunter4", "hunter5"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("https://idp:[redacted]@issuer.example/jwks.json?password=[redacted]"), "{shown}");
 }
 
 #[test]

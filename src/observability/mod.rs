@@ -402,7 +402,7 @@ impl Outcome {
             }),
             _ => None,
         };
-        let error = error.map(ToString::to_string).or_else(|| record.stream_error.clone());
+        let error = error.map(GatewayError::log_message).or_else(|| record.stream_error.clone());
         Outcome { status: response.status, grpc, error, refusal, upstream_error }
     }
 }

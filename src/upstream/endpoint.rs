@@ -41,8 +41,27 @@ pub enum Health {
     Unknown = 0,
     /// The last checks said SERVING.
     Serving = 1,
-    /// The last checks failed or said NOT_SERVING: it gets no calls.
+    /// The last checks were answered with anything but SERVING: it gets no calls.
     NotServing = 2,
+    /// The last checks could not reach it (no connection, no answer): it gets no calls, and a
+    /// call with nowhere else to go is an unreachable upstream (502), not an unavailable one.
+    Unreachable = 3,
+}
+
+impl Health {
+    fn from_u8(value: u8) -> Health {
+        match value {
+            1 => Health::Serving,
+            2 => Health::NotServing,
+            3 => Health::Unreachable,
+            _ => Health::Unknown,
+        }
+    }
+
+    /// Whether the health checks have taken the endpoint out.
+    pub fn is_out(self) -> bool {
+        matches!(self, Health::NotServing | Health::Unreachable)
+    }
 }
 
 /// How a call on an endpoint went, for outlier detection.
@@ -88,11 +107,7 @@ impl EndpointState {
 
     /// What the active health checks say.
     pub fn health(&self) -> Health {
-        match self.health.load(Ordering::Relaxed) {
-            1 => Health::Serving,
-            2 => Health::NotServing,
-            _ => Health::Unknown,
-        }
+        Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
     /// Records the health checks' verdict, and why when it is not serving; returns the
@@ -101,11 +116,7 @@ impl EndpointState {
         if let Ok(mut slot) = self.health_reason.lock() {
             *slot = reason.map(Arc::from);
         }
-        match self.health.swap(health as u8, Ordering::Relaxed) {
-            1 => Health::Serving,
-            2 => Health::NotServing,
-            _ => Health::Unknown,
-        }
+        Health::from_u8(self.health.swap(health as u8, Ordering::Relaxed))
     }
 
     /// Why the last failed health check failed.
@@ -121,7 +132,7 @@ impl EndpointState {
 
     /// Whether it may get calls: health checks do not say otherwise and it is not ejected.
     pub fn is_available(&self) -> bool {
-        self.health() != Health::NotServing && !self.is_ejected()
+        !self.health().is_out() && !self.is_ejected()
     }
 
     /// Records how a call went; a run of failures ejects the endpoint.

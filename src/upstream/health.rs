@@ -74,48 +74,47 @@ impl Checker {
                     let settled = passed >= self.config.healthy_threshold || member.health() == Health::Unknown;
                     if member.health() != Health::Serving && settled {
                         let was = member.set_health(Health::Serving, None);
-                        if was == Health::NotServing {
+                        if was.is_out() {
                             member.restore();
                             tracing::info!(upstream = %self.upstream, %endpoint, "endpoint back in: health check passed");
                         }
                     }
                 }
-                Err(reason) => {
+                Err((verdict, reason)) => {
                     (passed, failed) = (0, failed.saturating_add(1));
-                    if member.health() != Health::NotServing && failed >= self.config.unhealthy_threshold {
-                        member.set_health(Health::NotServing, Some(&reason));
+                    if !member.health().is_out() && failed >= self.config.unhealthy_threshold {
+                        member.set_health(verdict, Some(&reason));
                         tracing::warn!(upstream = %self.upstream, %endpoint, "endpoint taken out: {reason}");
-                    } else if member.health() == Health::NotServing {
-                        // Keep the latest reason for error messages.
-                        member.set_health(Health::NotServing, Some(&reason));
+                    } else if member.health().is_out() {
+                        // Keep the latest verdict and reason for error messages.
+                        member.set_health(verdict, Some(&reason));
                     }
                 }
             }
         }
     }
 
-    /// One `Health/Check`: `Ok` when the answer is SERVING.
-    async fn check(&mut self) -> Result<(), String> {
+    /// One `Health/Check`: `Ok` when the answer is SERVING; else whether the endpoint could
+    /// not be reached ([`Health::Unreachable`]) or answered otherwise, and why.
+    async fn check(&mut self) -> Result<(), (Health, String)> {
         let mut request = tonic::Request::new(HealthCheckRequest { service: self.config.service.clone() });
         request.set_timeout(self.config.timeout);
         let timeout = self.config.timeout;
         let answer = match tokio::time::timeout(timeout, self.client.check(request)).await {
-            Err(_) => return Err(format!("no health check answer within {timeout:?}")),
+            Err(_) => return Err((Health::Unreachable, format!("no health check answer within {timeout:?}"))),
+            // The channel's own failures: no connection, or it broke before an answer.
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown => {
-                return Err(format!("health check failed: {}", status.message()));
+                return Err((Health::Unreachable, format!("health check failed: {}", status.message())));
             }
             Ok(Err(status)) => {
-                return Err(format!(
-                    "health check answered {}: {}",
-                    crate::status::code_name(status.code()),
-                    status.message()
-                ));
+                let code = crate::status::code_name(status.code());
+                return Err((Health::NotServing, format!("health check answered {code}: {}", status.message())));
             }
             Ok(Ok(answer)) => answer.into_inner(),
         };
         match answer.status() {
             ServingStatus::Serving => Ok(()),
-            status => Err(format!("health check says {}", status.as_str_name())),
+            status => Err((Health::NotServing, format!("health check says {}", status.as_str_name()))),
         }
     }
 }

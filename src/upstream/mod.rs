@@ -110,7 +110,7 @@ pub enum UpstreamError {
         service: String,
     },
     /// The upstream could not be reached, or the connection failed before it answered.
-    #[error("upstream {upstream} is unreachable: {reason}")]
+    #[error("upstream {upstream} is unreachable")]
     Unreachable {
         /// The upstream's name.
         upstream: String,
@@ -118,7 +118,7 @@ pub enum UpstreamError {
         reason: String,
     },
     /// Every endpoint is taken out by the health checks: the call was not tried.
-    #[error("upstream {upstream} has no healthy endpoint: {reason}")]
+    #[error("upstream {upstream} has no healthy endpoint")]
     NoHealthyEndpoint {
         /// The upstream's name.
         upstream: String,
@@ -166,6 +166,17 @@ impl UpstreamError {
             reply.endpoint = Some(endpoint.clone());
         }
         self
+    }
+
+    /// What the operator is told: the public message, and for the failures that have one the
+    /// reason, which names endpoint addresses a client is never shown.
+    pub fn log_message(&self) -> String {
+        match self {
+            UpstreamError::Unreachable { reason, .. } | UpstreamError::NoHealthyEndpoint { reason, .. } => {
+                format!("{self}: {reason}")
+            }
+            other => other.to_string(),
+        }
     }
 
     /// The endpoint that answered with a status, when known.
@@ -508,10 +519,16 @@ impl Upstream {
         let mut available: SmallVec<[Arc<EndpointState>; 4]> =
             members.iter().filter(|m| m.is_available()).cloned().collect();
         if available.is_empty() {
-            available = members.iter().filter(|m| m.health() != Health::NotServing).cloned().collect();
+            available = members.iter().filter(|m| !m.health().is_out()).cloned().collect();
         }
         if available.is_empty() && !members.is_empty() {
-            return Err(UpstreamError::NoHealthyEndpoint { upstream: self.name.clone(), reason: self.health_report() });
+            let (upstream, reason) = (self.name.clone(), self.health_report());
+            // Out because none could be reached is the contract's 502; because one answered
+            // it is not serving, 503.
+            return Err(match members.iter().all(|m| m.health() == Health::Unreachable) {
+                true => UpstreamError::Unreachable { upstream, reason },
+                false => UpstreamError::NoHealthyEndpoint { upstream, reason },
+            });
         }
         if available.len() > 1 {
             let first = rand::random_range(0..available.len());
@@ -539,8 +556,8 @@ impl Upstream {
     /// Its retries and endpoint states, for `/metrics`.
     pub fn sample(&self) -> UpstreamSample {
         let members = self.membership.current();
-        let unhealthy = members.iter().filter(|m| m.health() == Health::NotServing).count();
-        let ejected = members.iter().filter(|m| m.health() != Health::NotServing && m.is_ejected()).count();
+        let unhealthy = members.iter().filter(|m| m.health().is_out()).count();
+        let ejected = members.iter().filter(|m| !m.health().is_out() && m.is_ejected()).count();
         UpstreamSample {
             name: self.name.clone(),
             retries: self.retried.load(Ordering::Relaxed),

@@ -159,3 +159,57 @@ async fn the_config_file_is_read_again_on_change_and_on_post_reload_all_or_nothi
     let config: Value = serde_json::from_slice(&config.body).unwrap();
     assert_eq!(config["policy"][0]["name"], "slow", "/config shows the configuration in effect");
 }
+
+#[tokio::test]
+async fn a_browser_page_cannot_reach_the_admin_listener() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    write_config(&file, &upstream, "");
+    let toml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("admin_hosts = [\"gateway-admin.internal\"]\n{toml}")).unwrap();
+    let gateway = Gateway::with_config_file(&file).await;
+    let admin = gateway.admin().await;
+
+    // A page's fetch or form post: simple, with its Origin. Refused before anything reloads.
+    for (name, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")] {
+        let refused = admin.request("POST", "/reload").header(name, value).send().await;
+        assert_refused(&refused);
+    }
+    // DNS rebinding: the attacker's name now points here, so the request is "same-origin".
+    let rebound = admin.request("GET", "/config").header("host", "evil.example:9090").send().await;
+    let body = assert_refused(&rebound);
+    assert!(body["message"].as_str().unwrap().contains("evil.example"), "{body}");
+    let rebound_reload = admin.request("POST", "/reload").header("host", "evil.example").send().await;
+    assert_refused(&rebound_reload);
+    assert_eq!(
+        sample_now(&admin, "protogate_config_reloads_total{result=\"ok\"}").await,
+        None,
+        "no refused request reloaded"
+    );
+
+    // Tools: curl's plain POST, a configured name, an address, a preflighted request.
+    assert_eq!(admin.request("POST", "/reload").send().await.status, 200);
+    let named = admin.request("GET", "/routes").header("host", "Gateway-Admin.internal:9090").send().await;
+    assert_eq!(named.status, 200);
+    for host in ["127.0.0.1:9090", "[::1]:9090", "localhost"] {
+        assert_eq!(admin.request("GET", "/healthz").header("host", host).send().await.status, 200, "{host}");
+    }
+    let marked =
+        admin.request("POST", "/reload").header("origin", "https://ops.example").header("x-protogate-reload", "1");
+    assert_eq!(marked.send().await.status, 200);
+}
+
+/// A 403 with PERMISSION_DENIED: the admin listener's own error shape.
+fn assert_refused(response: &crate::support::TestResponse) -> Value {
+    assert_eq!(response.status, 403, "{:?}", response.body);
+    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(body["code"], 7, "{body}");
+    body
+}
+
+/// The value of a metric series now, if it is there.
+async fn sample_now(admin: &Client, series: &str) -> Option<f64> {
+    let text = String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap();
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}

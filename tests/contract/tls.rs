@@ -245,7 +245,9 @@ async fn upstreams_over_tls_with_a_private_ca_and_a_client_certificate() {
     // Without the CA (the Mozilla roots) the upstream's certificate is not trusted: 502.
     let gateway = gateway_to(&upstream, "tls = { server_name = \"upstream.test\" }").await;
     let json = gateway.client.request("GET", "/v1/shelves/1").send().await.assert_error(502, 14);
-    assert!(json["message"].as_str().unwrap().contains("certificate"), "{json}");
+    assert_eq!(json["message"], "upstream secure is unreachable", "the why is the operator's: {json}");
+    let logged = &gateway.access_log(1).await[0]["error"];
+    assert!(logged.as_str().unwrap().contains("certificate"), "{logged}");
 
     // An upstream that wants a client certificate gets the configured one.
     let strict = Upstream::start_tls(upstream_tls(&ca, Some(&clients))).await;

@@ -66,7 +66,7 @@ async fn one_endpoint_stopped_and_one_not_serving_fail_no_request_and_get_traffi
     drop(b);
     c.set_serving(false).await;
     wait_until("both taken out", || {
-        health_of(&gateway, &b_url) == Health::NotServing && health_of(&gateway, &c_url) == Health::NotServing
+        health_of(&gateway, &b_url) == Health::Unreachable && health_of(&gateway, &c_url) == Health::NotServing
     })
     .await;
     let (failed_at_detection, c_calls) = (traffic.failed(), c.calls().len());
@@ -87,6 +87,20 @@ async fn one_endpoint_stopped_and_one_not_serving_fail_no_request_and_get_traffi
 }
 
 #[tokio::test]
+async fn an_upstream_whose_health_checks_reach_no_endpoint_is_502_not_503() {
+    let closed = Upstream::closed_url().await;
+    let gateway = gateway(std::slice::from_ref(&closed), FAST_CHECKS).await;
+    wait_until("taken out", || health_of(&gateway, &closed) == Health::Unreachable).await;
+    let response = gateway.client.request("GET", "/v1/shelves").send().await;
+    assert_eq!(response.status, 502, "cannot be reached: the contract's 502");
+    let mut body = response.json();
+    take_request_info(&mut body);
+    assert_eq!(body, json!({"code": 14, "message": "upstream shelves is unreachable", "details": []}));
+    let ready: Value = gateway.admin().await.request("GET", "/readyz").send().await.json();
+    assert_eq!(ready["upstreams"][0]["endpoints"][0]["health"], "unreachable");
+}
+
+#[tokio::test]
 async fn an_upstream_with_no_healthy_endpoint_answers_503_at_once() {
     let upstream = Upstream::start().await;
     upstream.set_serving(false).await;
@@ -97,9 +111,9 @@ async fn an_upstream_with_no_healthy_endpoint_answers_503_at_once() {
     let mut body = response.json();
     assert!(take_request_info(&mut body).is_some());
     assert_eq!(body["code"], Code::Unavailable as i32);
-    let message = body["message"].as_str().unwrap();
-    assert!(message.contains("upstream shelves has no healthy endpoint"), "{message}");
-    assert!(message.contains("NOT_SERVING"), "{message}");
+    assert_eq!(body["message"], "upstream shelves has no healthy endpoint");
+    let logged = &gateway.access_log(1).await[0]["error"];
+    assert!(logged.as_str().unwrap().contains("NOT_SERVING"), "the log says why: {logged}");
     assert!(upstream.calls().is_empty(), "the call was not tried");
     let admin = gateway.admin().await;
     let ready = admin.request("GET", "/readyz").send().await;

@@ -243,7 +243,7 @@ impl MessageStream {
             GatewayError::Upstream(UpstreamError::Status(reply)) => reply.status.metadata().clone().into_headers(),
             _ => HeaderMap::new(),
         };
-        self.exchange.stream_ended(code, Some(message.clone()));
+        self.exchange.stream_ended(code, Some(error.log_message()));
         let status_json = self.gateway.error_response(error, self.request_id.as_ref()).into_body();
         let message = status_message(&status_json).unwrap_or(message);
         self.trailers = Some(http_trailers(code, &message, &upstream));
