@@ -270,6 +270,7 @@ pub fn route_table(gateway: &Gateway) -> serde_json::Value {
             "body": route.body.to_string(),
             "response_body": route.response_body.as_ref().map(|f| f.name()),
             "upstream": gateway.upstream_of(i).map_or("-", |u| u.name.as_str()),
+            "endpoints": gateway.upstream_of(i).map(endpoint_urls).unwrap_or_default(),
             "default": route.origin == RouteOrigin::Default,
             "streaming": streaming_kind(route),
         })
@@ -283,6 +284,7 @@ pub fn route_table(gateway: &Gateway) -> serde_json::Value {
                 "grpc_method": call.grpc_method,
                 "needs": call.needs.iter().map(|&i| aggregate.calls[i].name.as_str()).collect::<Vec<_>>(),
                 "upstream": gateway.upstream_of(call.route).map_or("-", |u| u.name.as_str()),
+                "endpoints": gateway.upstream_of(call.route).map(endpoint_urls).unwrap_or_default(),
             })).collect::<Vec<_>>(),
             "on_error": aggregate.on_error,
         })
@@ -295,6 +297,11 @@ pub fn route_table(gateway: &Gateway) -> serde_json::Value {
     });
     // Composite routes first: they are matched first.
     serde_json::Value::Array(aggregates.chain(routes).chain(profiles).collect())
+}
+
+/// The URLs an upstream's calls go to now (discovery may change them).
+fn endpoint_urls(upstream: &crate::upstream::Upstream) -> Vec<String> {
+    upstream.endpoint_states().iter().map(|e| e.connection().label().to_string()).collect()
 }
 
 /// `server`, `client`, `bidi`, or null for a unary method.

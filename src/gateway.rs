@@ -476,8 +476,8 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
         errors
             .extend(problems.into_iter().map(|(key, message)| ConfigError { key: format!("{prefix}{key}"), message }));
     };
-    for (i, aggregate) in config.aggregate.iter().enumerate() {
-        add(format!("aggregate[{i}]."), crate::aggregate::validate(aggregate));
+    for aggregate in &config.aggregate {
+        add(format!("{}.", crate::aggregate::key(aggregate)), crate::aggregate::validate(aggregate));
     }
     for (i, policy) in config.policy.iter().enumerate() {
         add(format!("policy[{i}]."), crate::policy::validate(policy));

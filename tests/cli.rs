@@ -136,7 +136,8 @@ fn routes_json_is_for_scripts() {
         update,
         &serde_json::json!({
             "method": "PATCH", "path": "/v1/users/{user.id}", "grpc_method": "example.users.v1.UserService.UpdateUser",
-            "body": "user", "response_body": null, "upstream": "default", "default": false, "streaming": null
+            "body": "user", "response_body": null, "upstream": "default", "endpoints": ["http://127.0.0.1:50051"],
+            "default": false, "streaming": null
         })
     );
 }

@@ -37,6 +37,12 @@ pub fn parse_route(route: &str) -> Result<(Method, PathTemplate), String> {
     Ok((method, template))
 }
 
+/// How errors name a composite route: by its route as the config writes it
+/// (`aggregate["GET /bff/users/{id}"]`), not by its place in the list.
+pub fn key(config: &crate::config::AggregateConfig) -> String {
+    format!("aggregate[{:?}]", config.route)
+}
+
 /// Every problem in a composite route that needs no descriptors to see, as (key, message).
 pub fn validate(config: &AggregateConfig) -> Vec<(String, String)> {
     let mut errors = Vec::new();

@@ -10,8 +10,8 @@ use http::Method;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::Value;
 
-use crate::aggregate::parse_route;
 use crate::aggregate::template::{Piece, Source, Template};
+use crate::aggregate::{key, parse_route};
 use crate::config::{AggregateConfig, OnError};
 use crate::observability::RouteLabels;
 use crate::route::{Lookup, PathTemplate, Routable, Route, RouteOrigin, Table, TableBuilder, VariableSpan};
@@ -167,7 +167,7 @@ enum Shape {
 impl Aggregates {
     /// Binds every composite route to the descriptors. `routes` is the gateway's table (in
     /// order): each call goes through its method's implicit route. Every problem is returned,
-    /// keyed `aggregate[i]...`.
+    /// keyed by [`key`].
     pub fn build(
         configs: &[AggregateConfig],
         routes: &[Route],
@@ -178,8 +178,8 @@ impl Aggregates {
         }
         let mut errors = Vec::new();
         let mut builder = TableBuilder::new();
-        for (i, config) in configs.iter().enumerate() {
-            let prefix = format!("aggregate[{i}]");
+        for config in configs {
+            let prefix = key(config);
             match build_one(config, routes, json) {
                 Ok(aggregate) => {
                     if let Some(route) = routes.iter().find(|r| same_route(r, &aggregate)) {
@@ -200,10 +200,10 @@ impl Aggregates {
         }
         let table = builder.build();
         for conflict in table.conflicts() {
-            errors.push((
-                format!("aggregate[{}].route", conflict.shadowed),
-                format!("the same route as aggregate[{}]", conflict.winner),
-            ));
+            let (Some(shadowed), Some(winner)) = (configs.get(conflict.shadowed), configs.get(conflict.winner)) else {
+                continue;
+            };
+            errors.push((format!("{}.route", key(shadowed)), format!("the same route as {}", key(winner))));
         }
         if errors.is_empty() { Ok(Aggregates { table: Some(table) }) } else { Err(errors) }
     }

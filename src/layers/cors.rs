@@ -48,10 +48,17 @@ pub fn layer(config: &CorsConfig, request_id: &HeaderName) -> CorsLayer {
     }
 }
 
-/// Adds the `Grpc-Metadata-*` and `Grpc-Trailer-*` headers of a cross-origin response to its
-/// `Access-Control-Expose-Headers`.
-pub fn expose_grpc_headers<B>(mut response: Response<B>) -> Response<B> {
+/// Finishes a response's CORS headers: none at all for an origin that is not allowed
+/// (tower-http grants credentials and exposes headers whatever the origin, which tells a
+/// refused page what it may not have), and for an allowed one the `Grpc-Metadata-*` and
+/// `Grpc-Trailer-*` headers the response carries added to its `Access-Control-Expose-Headers`.
+pub fn finish<B>(mut response: Response<B>) -> Response<B> {
     if !response.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let granted: Vec<HeaderName> =
+            response.headers().keys().filter(|name| name.as_str().starts_with("access-control-")).cloned().collect();
+        for name in granted {
+            response.headers_mut().remove(name);
+        }
         return response;
     }
     let names: Vec<&str> = response

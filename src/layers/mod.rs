@@ -41,9 +41,8 @@ pub fn apply(router: Router, live: &Arc<Live>) -> Router {
         router = compression::apply(router);
     }
     if let Some(cors) = &edge.cors {
-        router = router
-            .layer(cors::layer(cors, observer.request_id_header()))
-            .layer(MapResponseLayer::new(cors::expose_grpc_headers));
+        router =
+            router.layer(cors::layer(cors, observer.request_id_header())).layer(MapResponseLayer::new(cors::finish));
     }
     router = overload::apply(router, edge.limits.max_concurrent_requests, live.clone());
     router = router.layer(observe::ObserveLayer::new(observer.clone()));

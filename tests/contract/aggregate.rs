@@ -275,44 +275,44 @@ async fn check_names_each_mistake_with_its_key() {
     let cases = [
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", request = { idd = "{path.id}" } }"#,
-            r#"config: aggregate[0].calls.user.request.idd: example.users.v1.GetUserRequest has no field "idd""#,
+            r#"config: aggregate["GET /bff/{id}"].calls.user.request.idd: example.users.v1.GetUserRequest has no field "idd""#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", request = { id = "{path.id}" } }
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{user.idd}" } }"#,
-            r#"config: aggregate[0].calls.orders.request.user_id: {user.idd}: example.users.v1.User has no field "idd""#,
+            r#"config: aggregate["GET /bff/{id}"].calls.orders.request.user_id: {user.idd}: example.users.v1.User has no field "idd""#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", request = { id = "{path.id}" } }
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{user.tags}" } }"#,
-            "config: aggregate[0].calls.orders.request.user_id: {user.tags} is field example.users.v1.User.tags (a list of string): it cannot fill field example.orders.v1.ListOrdersRequest.user_id (string)",
+            r#"config: aggregate["GET /bff/{id}"].calls.orders.request.user_id: {user.tags} is field example.users.v1.User.tags (a list of string): it cannot fill field example.orders.v1.ListOrdersRequest.user_id (string)"#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", request = { id = "{path.id}" } }
 calls.orders = { method = "example.orders.v1.OrderService/ListOrders", request = { user_id = "{user.address.town}" } }"#,
-            r#"config: aggregate[0].calls.orders.request.user_id: {user.address.town}: example.users.v1.Address has no field "town""#,
+            r#"config: aggregate["GET /bff/{id}"].calls.orders.request.user_id: {user.address.town}: example.users.v1.Address has no field "town""#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", request = { id = "{path.id}", view = 1.5 } }"#,
-            "config: aggregate[0].calls.user.request: does not decode as example.users.v1.GetUserRequest",
+            r#"config: aggregate["GET /bff/{id}"].calls.user.request: does not decode as example.users.v1.GetUserRequest"#,
         ),
         (
             r#"calls.watch = { method = "example.orders.v1.OrderService/WatchOrders" }"#,
-            "config: aggregate[0].calls.watch.method: example.orders.v1.OrderService/WatchOrders streams: composite routes call unary methods",
+            r#"config: aggregate["GET /bff/{id}"].calls.watch.method: example.orders.v1.OrderService/WatchOrders streams: composite routes call unary methods"#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUserr" }"#,
-            "config: aggregate[0].calls.user.method: no method example.users.v1.UserService/GetUserr in the descriptors",
+            r#"config: aggregate["GET /bff/{id}"].calls.user.method: no method example.users.v1.UserService/GetUserr in the descriptors"#,
         ),
         (
             r#"calls.a = { method = "example.users.v1.UserService/GetUser", request = { id = "{b.id}" } }
 calls.b = { method = "example.users.v1.UserService/GetUser", request = { id = "{a.id}" } }"#,
-            "config: aggregate[0].calls.a: the calls wait for each other in a cycle: a → b → a",
+            r#"config: aggregate["GET /bff/{id}"].calls.a: the calls wait for each other in a cycle: a → b → a"#,
         ),
         (
             r#"calls.user = { method = "example.users.v1.UserService/GetUser", merge = ["id"] }
 calls.other = { method = "example.users.v1.UserService/GetUser", merge = ["id", "nickname"] }"#,
-            r#"config: aggregate[0].calls.other.merge: example.users.v1.User has no field "nickname""#,
+            r#"config: aggregate["GET /bff/{id}"].calls.other.merge: example.users.v1.User has no field "nickname""#,
         ),
     ];
     for (calls, expected) in cases {
@@ -324,7 +324,7 @@ calls.other = { method = "example.users.v1.UserService/GetUser", merge = ["id", 
     );
     assert_eq!(
         merged_twice,
-        [r#"config: aggregate[0].calls.b.merge: "id" in the answer is already call a's merged field"#]
+        [r#"config: aggregate["GET /bff/{id}"].calls.b.merge: "id" in the answer is already call a's merged field"#]
     );
     let shadowing = build_errors(
         "[[aggregate]]\nroute = \"GET /v1/users/{key}\"\ncalls.a = { method = \"example.users.v1.UserService/GetUser\" }\n",
@@ -332,7 +332,7 @@ calls.other = { method = "example.users.v1.UserService/GetUser", merge = ["id", 
     assert_eq!(
         shadowing,
         [
-            "config: aggregate[0].route: GET /v1/users/{key} is also a route of example.users.v1.UserService.GetUser: one of them could never be reached"
+            r#"config: aggregate["GET /v1/users/{key}"].route: GET /v1/users/{key} is also a route of example.users.v1.UserService.GetUser: one of them could never be reached"#
         ]
     );
 }

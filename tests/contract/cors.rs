@@ -40,9 +40,12 @@ async fn a_refused_origin_gets_no_cors_headers() {
             .header("access-control-request-method", "GET")
             .send()
             .await;
-        assert_eq!(preflight.header("access-control-allow-origin"), None, "{origin}");
         let get = h.request("GET", "/v1/shelves/1").header("origin", origin).send().await;
-        assert_eq!(get.header("access-control-allow-origin"), None, "{origin}");
+        for response in [&preflight, &get] {
+            let granted: Vec<&str> =
+                response.headers.keys().map(|k| k.as_str()).filter(|k| k.starts_with("access-control-")).collect();
+            assert!(granted.is_empty(), "{origin}: {granted:?}");
+        }
     }
 }
 

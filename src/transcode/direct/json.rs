@@ -170,16 +170,6 @@ pub fn write_f64_plain(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-/// A plain JSON number as serde_json writes `f32`.
-#[inline]
-pub fn write_f32_plain(out: &mut Vec<u8>, value: f32) {
-    if value.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
-    } else {
-        out.extend_from_slice(b"null");
-    }
-}
-
 /// Bytes as a standard, padded base64 JSON string.
 #[inline]
 pub fn write_base64(out: &mut Vec<u8>, value: &[u8]) {

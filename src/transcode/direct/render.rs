@@ -10,8 +10,7 @@
 use std::borrow::Cow;
 
 use super::json::{
-    write_base64, write_f32_field, write_f32_plain, write_f64_field, write_f64_plain, write_int, write_int_quoted,
-    write_str, write_utf8,
+    write_base64, write_f32_field, write_f64_field, write_f64_plain, write_int, write_int_quoted, write_str, write_utf8,
 };
 use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
 use super::wire::{
@@ -699,8 +698,10 @@ impl Renderer<'_> {
             Wkt::Value => write_value(&prost_types::Value::decode(lenient(wire)?.as_slice())?, out)?,
             Wkt::ListValue => write_list(&prost_types::ListValue::decode(lenient(wire)?.as_slice())?, out)?,
             Wkt::Empty => out.extend_from_slice(b"{}"),
-            Wkt::DoubleValue => write_f64_plain(out, f64::decode(wire)?),
-            Wkt::FloatValue => write_f32_plain(out, f32::decode(wire)?),
+            // A wrapper is its value's JSON: non-finite values are strings, as in a double field
+            // (prost-reflect, the oracle, writes `null` here; the mapping says otherwise).
+            Wkt::DoubleValue => write_f64_field(out, f64::decode(wire)?),
+            Wkt::FloatValue => write_f32_field(out, f32::decode(wire)?),
             Wkt::Int64Value => write_int_quoted(out, i64::decode(wire)?),
             Wkt::UInt64Value => write_int_quoted(out, u64::decode(wire)?),
             Wkt::Int32Value => write_int(out, i32::decode(wire)?),
