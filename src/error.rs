@@ -52,6 +52,12 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request's headers are over `[limits]`: too many, or too many bytes.
+    #[error("the request headers are over the limit: {what}")]
+    HeadersTooLarge {
+        /// Which limit, and the numbers.
+        what: String,
+    },
     /// The body is not JSON.
     #[error("unsupported content type {content_type:?}: send application/json")]
     UnsupportedMediaType {
@@ -167,6 +173,9 @@ impl GatewayError {
             }
             GatewayError::BodyTooLarge { .. } | GatewayError::LineTooLong { .. } => {
                 return (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            GatewayError::HeadersTooLarge { .. } => {
+                return (Code::ResourceExhausted, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
             GatewayError::UnsupportedMediaType { .. } => {
                 return (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE);

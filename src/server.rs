@@ -4,6 +4,12 @@
 //! with the header limits and read timeout of `[limits]`: too many or too large headers are
 //! 431, and a client that takes longer than `header_read_timeout` to send a request's headers
 //! — a slowloris, or an idle keep-alive connection — is disconnected.
+//!
+//! The header limits are the gateway's, checked before any door with a JSON answer; hyper's
+//! and h2's own caps sit well above them as a backstop, and what hyper still answers by
+//! itself (a request it cannot parse) is given a JSON body by [`bare_answers`].
+
+pub mod bare_answers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,12 +41,31 @@ pub struct Tls(pub bool);
 
 async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response {
     host_from_authority(&mut request);
+    let gateway = live.gateway();
+    if let Err(error) = within_header_limits(request.headers(), &gateway.edge().limits) {
+        let request_id = gateway.request_id(request.headers()).cloned();
+        return gateway.error_response(error, request_id.as_ref()).map(axum::body::Body::from);
+    }
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
-    let gateway = live.gateway();
     let peer = gateway.forwarding().peer(ip, tls, request.headers());
     crate::doors::handle(&gateway, request, peer).await
+}
+
+/// `[limits] max_headers` and `max_header_bytes` (names and values, as HTTP/2 counts them).
+fn within_header_limits(headers: &http::HeaderMap, limits: &Limits) -> Result<(), crate::error::GatewayError> {
+    let count = headers.len();
+    if count > limits.max_headers {
+        let what = format!("{count} headers, at most {} allowed", limits.max_headers);
+        return Err(crate::error::GatewayError::HeadersTooLarge { what });
+    }
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if bytes > limits.max_header_bytes {
+        let what = format!("{bytes} bytes of headers, at most {} allowed", limits.max_header_bytes);
+        return Err(crate::error::GatewayError::HeadersTooLarge { what });
+    }
+    Ok(())
 }
 
 /// An HTTP/2 request names its host in `:authority`, not `Host`: the gateway reads (and
@@ -98,7 +123,8 @@ pub async fn serve(
         let service = TowerToHyperService::new(service);
         match &tls {
             None => {
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let io = bare_answers::JsonAnswers::new(TokioIo::new(tcp));
+                let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
@@ -115,7 +141,8 @@ pub async fn serve(
                         Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
                     };
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let io = bare_answers::JsonAnswers::new(TokioIo::new(stream));
+                    let connection = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!("connection from {peer} ended: {e}");
                     }
@@ -131,19 +158,24 @@ pub async fn serve(
     Ok(())
 }
 
-/// HTTP/1.1 and HTTP/2 with the configured limits.
+/// How far above the configured header limits hyper's and h2's own caps sit: requests between
+/// the two get the gateway's JSON 431, and memory per connection stays bounded.
+const HARD_CAP_FACTOR: usize = 4;
+
+/// HTTP/1.1 and HTTP/2 with caps above the configured limits (see [`within_header_limits`]).
 fn connection_builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
+    let header_bytes = limits.max_header_bytes.saturating_mul(HARD_CAP_FACTOR);
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_headers(limits.max_headers.saturating_mul(HARD_CAP_FACTOR))
+        .max_buf_size(header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(limits.http2_keep_alive_interval))
         .keep_alive_timeout(limits.header_read_timeout);
     builder

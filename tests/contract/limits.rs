@@ -85,12 +85,30 @@ async fn a_compressed_body_is_accepted_and_still_limited() {
 #[tokio::test]
 async fn too_many_or_too_large_headers_are_431_and_the_gateway_keeps_serving() {
     let h = Harness::start_with("[limits]\nmax_headers = 50\nmax_header_bytes = 16384").await;
+    // Over the limits: the gateway's own answer, with the request id.
+    let mut many = h.request("GET", "/v1/shelves/1");
+    for i in 0..60 {
+        many = many.header(&format!("x-h{i}"), "v");
+    }
+    let json = many.send().await.assert_error(431, 8);
+    assert!(json["message"].as_str().unwrap().contains("at most 50 allowed"), "{json}");
+    let big = h.request("GET", "/v1/shelves/1").header("x-big", &"b".repeat(20_000)).send().await;
+    big.assert_error(431, 8);
+    // Far over them, or not HTTP at all: hyper answers alone, still in the contract's shape.
     let many: String = (0..10_000).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let reply = h.gateway.client.raw(format!("GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes()).await;
-    assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
     let huge = format!("GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(100_000));
-    let reply = h.gateway.client.raw(huge.as_bytes()).await;
-    assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
+    for (request, status, code) in [
+        (format!("GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n{many}\r\n"), "431", 8),
+        (huge, "431", 8),
+        ("GET /v1/shelves/1 HTTP/1.1\r\nbad header line\r\n\r\n".to_owned(), "400", 3),
+    ] {
+        let reply = h.gateway.client.raw(request.as_bytes()).await;
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{}", &reply[..reply.len().min(200)]);
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], code, "{body}");
+    }
     assert!(h.upstream.calls().is_empty());
     assert_eq!(h.get("/v1/shelves/1").await.status, 200);
 }
