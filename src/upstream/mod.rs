@@ -204,7 +204,25 @@ impl UpstreamError {
 pub struct CallHold {
     _slot: Option<Slot>,
     _call: CallGuard,
+    /// A streaming call's seat on its stream lane.
+    _seat: Option<connection::LaneSeat>,
 }
+
+/// Which of an endpoint's connections a call goes on (see [`connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// The connection unary calls share.
+    Unary,
+    /// A stream lane.
+    Stream,
+}
+
+/// A chosen endpoint, a connection to it ready for a call, and the call's lane seat.
+type Sender = (Arc<EndpointState>, h2::client::SendRequest<Bytes>, Option<connection::LaneSeat>);
+
+/// A call whose request headers left: its endpoint, the response to come, the request body
+/// to send, and its lane seat.
+type Started = (Arc<EndpointState>, h2::client::ResponseFuture, h2::SendStream<Bytes>, Option<connection::LaneSeat>);
 
 /// A place under an upstream's cap on calls in progress.
 #[derive(Debug)]
@@ -384,7 +402,8 @@ impl Upstream {
         headers: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<UnaryResponse, Failure> {
-        let (member, response, body) = self.start(path, headers, deadline).await.map_err(Failure::not_sent)?;
+        let (member, response, body, _) =
+            self.start(path, headers, deadline, Lane::Unary).await.map_err(Failure::not_sent)?;
         let _call = member.begin_call();
         let result = self.exchange(member.connection(), response, body, message).await;
         let failed = result.as_ref().err().is_some_and(|f| f.error.is_endpoint_failure());
@@ -448,14 +467,14 @@ impl Upstream {
     ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
         let slot = self.admit()?;
         let expires = deadline.map(|d| tokio::time::Instant::now() + d);
-        let (member, response, body) = self.start(path, metadata, deadline).await?;
+        let (member, response, body, seat) = self.start(path, metadata, deadline, Lane::Stream).await?;
         let context = CallContext {
             upstream: self.name.clone(),
             endpoint: member.connection().label().clone(),
             deadline,
             expires,
             max_message_bytes: self.max_response_bytes,
-            _held: Arc::new(CallHold { _slot: slot, _call: member.begin_call() }),
+            _held: Arc::new(CallHold { _slot: slot, _call: member.begin_call(), _seat: seat }),
         };
         Ok((RequestSink::new(body, context.clone()), PendingResponse::new(response, context)))
     }
@@ -478,28 +497,36 @@ impl Upstream {
         path: PathAndQuery,
         mut headers: HeaderMap,
         deadline: Option<Duration>,
-    ) -> Result<(Arc<EndpointState>, h2::client::ResponseFuture, h2::SendStream<Bytes>), UpstreamError> {
-        let (member, mut sender) = self.sender().await?;
+        lane: Lane,
+    ) -> Result<Started, UpstreamError> {
+        let (member, mut sender, seat) = self.sender(lane).await?;
         grpc::request_headers(&mut headers, deadline);
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = request_uri(member.connection().endpoint().uri(), path);
         *request.headers_mut() = headers;
         let (response, body) = sender.send_request(request, false).map_err(|e| {
-            if e.is_io() || e.is_go_away() {
+            // A stream lane that failed is found out by the next call's readiness check.
+            if (e.is_io() || e.is_go_away()) && lane == Lane::Unary {
                 member.connection().reset();
             }
             self.unreachable(&e)
         })?;
-        Ok((member, response, body))
+        Ok((member, response, body, seat))
     }
 
-    /// A connection ready for a new call: the chosen endpoint's, else the next one's.
-    async fn sender(&self) -> Result<(Arc<EndpointState>, h2::client::SendRequest<Bytes>), UpstreamError> {
+    /// A connection ready for a new call on `lane`: the chosen endpoint's, else the next one's.
+    async fn sender(&self, lane: Lane) -> Result<Sender, UpstreamError> {
         let mut last_error = String::from("no endpoints");
         for member in self.candidates()? {
-            match ready(member.connection()).await {
-                Ok(sender) => return Ok((member, sender)),
+            let ready = match lane {
+                Lane::Unary => ready(member.connection()).await.map(|sender| (sender, None)),
+                Lane::Stream => {
+                    member.connection().stream_sender().await.map(|(s, seat)| (s, Some(seat))).map_err(|e| e.0)
+                }
+            };
+            match ready {
+                Ok((sender, seat)) => return Ok((member, sender, seat)),
                 Err(reason) => {
                     member.record(CallResult::Failed);
                     last_error = reason;

@@ -29,6 +29,7 @@ mod profiles;
 mod rate_limits;
 mod reload;
 mod routing;
+mod slow_clients;
 mod streaming;
 mod tls;
 mod upstreams;

@@ -1,0 +1,83 @@
+//! One slow client never stalls the others: clients that stop reading large server streams,
+//! or leave client streams half-sent, hold no resource that unary calls to the same upstream
+//! need.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::{Harness, Reply};
+
+/// Unary GETs one after the other, each given `limit`; their latencies, sorted.
+async fn unary_latencies(h: &Harness, n: usize, limit: Duration) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        let response = tokio::time::timeout(limit, h.get("/v1/shelves/1")).await;
+        let response = response.unwrap_or_else(|_| panic!("unary call {i} stalled for {limit:?}"));
+        assert_eq!(response.status, 200, "unary call {i}: {}", response.text());
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99).div_ceil(100).saturating_sub(1)]
+}
+
+/// Opens a request on its own connection, sends `head` (and `body` if any), then never reads.
+async fn hold(h: &Harness, head: String, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(h.gateway.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_or_never_finish_do_not_stall_unary_calls() {
+    let h = Harness::start().await;
+    let big = "x".repeat(64 * 1024);
+    h.upstream.script(move |call| match call.path.as_str() {
+        // 400 messages of 64 KiB (25 MiB), then held open: far past every flow-control window.
+        "/protogate.testing.v1.StreamService/Watch" => Reply::stream(vec![json!({"stringValue": big}); 400]).hold(),
+        _ => Reply::json(json!({"id": "1", "theme": "unary"})),
+    });
+    let idle = unary_latencies(&h, 200, Duration::from_secs(5)).await;
+
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let head = format!("GET /v1/streams/s{i} HTTP/1.1\r\nhost: gw\r\n\r\n");
+        held.push(hold(&h, head, b"").await);
+    }
+    for _ in 0..20 {
+        let head = "POST /v1/streams:collect HTTP/1.1\r\nhost: gw\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n";
+        let line = b"{\"int32Value\": 1}\n";
+        let chunk = [format!("{:x}\r\n", line.len()).as_bytes(), line, b"\r\n"].concat();
+        held.push(hold(&h, head.to_owned(), &chunk).await);
+    }
+    // Every server stream has filled what it can before the unary calls start.
+    h.upstream.wait_until("the 20 server streams are open", |u| u.open_streams() >= 20).await;
+    for _ in 0..200 {
+        let sent = h.upstream.sent();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if h.upstream.sent() == sent {
+            break;
+        }
+    }
+
+    let loaded = unary_latencies(&h, 200, Duration::from_secs(5)).await;
+    println!(
+        "unary p99: idle {:?}, with 20 stalled server streams and 20 half-sent client streams {:?} ({:.2}x)",
+        p99(&idle),
+        p99(&loaded),
+        p99(&loaded).as_secs_f64() / p99(&idle).as_secs_f64()
+    );
+    let current = h.gateway.current();
+    let upstream = current.upstreams().iter().next().unwrap();
+    let lanes = upstream.endpoint_states()[0].connection().lanes();
+    assert!(lanes >= 10, "40 streams, at most 4 a lane: {lanes} lanes");
+    drop(held);
+}
