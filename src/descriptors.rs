@@ -88,16 +88,41 @@ pub fn load(paths: &[PathBuf]) -> Result<Descriptors, Vec<DescriptorError>> {
     }
     let origin: HashMap<&str, &Path> = chosen.iter().map(|f| (f.name.as_str(), f.origin.as_path())).collect();
     let set = FileSet { file: chosen.iter().map(|f| f.bytes.clone()).collect() };
-    if let Err(e) = pool.decode_file_descriptor_set(set.encode_to_vec().as_slice()) {
-        let file = e.file().unwrap_or("");
-        let path = origin.get(file).map_or_else(|| PathBuf::from(file), |p| p.to_path_buf());
-        return Err(vec![DescriptorError { path, reason: format!("{file}: {e}") }]);
-    }
+    let encoded = set.encode_to_vec();
+    // prost-reflect can panic while describing what is wrong with a malformed set (an index
+    // past its file list, found by fuzzing): a file dropped into the directory must be refused,
+    // never take the gateway down. The pool is only used when this succeeds.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut candidate = pool.clone();
+        candidate.decode_file_descriptor_set(encoded.as_slice()).map(|()| candidate)
+    }));
+    pool = match decoded {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(e)) => {
+            let file = e.file().unwrap_or("");
+            let path = origin.get(file).map_or_else(|| PathBuf::from(file), |p| p.to_path_buf());
+            return Err(vec![DescriptorError { path, reason: format!("{file}: {e}") }]);
+        }
+        Err(_) => {
+            let paths: Vec<String> = sources_of(&chosen);
+            let path = PathBuf::from(paths.join(", "));
+            let reason = "not a valid descriptor set: the descriptor library failed on it".to_owned();
+            return Err(vec![DescriptorError { path, reason }]);
+        }
+    };
     let mut http_rules = HashMap::new();
     for file in &chosen {
         http_rules.extend(file.http_rules());
     }
     Ok(Descriptors { pool, http_rules, sources })
+}
+
+/// The distinct files the chosen descriptors came from.
+fn sources_of(chosen: &[RawFile]) -> Vec<String> {
+    let mut paths: Vec<String> = chosen.iter().map(|f| f.origin.display().to_string()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 // === raw files ===

@@ -1014,6 +1014,11 @@ pub struct Redis {
 impl Redis {
     pub async fn start() -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Redis::start_on(port).await
+    }
+
+    /// A redis-server on `port` (one that was stopped there, say).
+    pub async fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let process = tokio::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
@@ -1124,6 +1129,16 @@ impl RequestBuilder {
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         TestResponse { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// Sends the request and reads the whole answer: an error (not a panic) if the request
+    /// cannot be sent or the answer breaks off.
+    pub async fn try_send(self) -> Result<TestResponse, String> {
+        let request = self.request.body(Full::new(self.body).boxed()).map_err(|e| e.to_string())?;
+        let response = self.client.inner.request(request).await.map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body })
     }
 
     /// Sends the request and reads the whole body: an error if the response breaks off,
