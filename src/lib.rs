@@ -10,7 +10,7 @@
 //! | 1b | [`policy`], [`auth`] | the request's policy; its bearer token verified (401, 403) |
 //! | 2 | [`transcode::engine`] | body, path values and query → request message bytes (400, 413, 415) |
 //! | 3 | [`metadata`] | headers → gRPC metadata and deadline |
-//! | 4 | [`upstream`] | the gRPC call over the endpoint's shared HTTP/2 connection (502, 504) |
+//! | 4 | [`upstream`] | the gRPC call over the endpoint's HTTP/2 connections — one shared by unary calls, stream lanes for streams (502, 504) |
 //! | 5 | [`transcode::engine`] | response message bytes → JSON |
 //! | 6 | [`metadata`] | response headers and trailers → `Grpc-Metadata-*`, `Grpc-Trailer-*` |
 //!
