@@ -215,6 +215,15 @@ pub struct Limits {
     /// `header_read_timeout` is closed.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub http2_keep_alive_interval: Duration,
+    /// Streaming calls one client (by address) may have open at once — server and client
+    /// streams, WebSocket sessions, gRPC calls; more are refused with 429. Behind a load
+    /// balancer, list it in `[rate_limit] trusted_proxies`, or every client is one address.
+    pub max_streams_per_client: usize,
+    /// How long a request body may send nothing while the gateway waits for it (a client
+    /// stream between lines included) before the request fails with 408 and its call is
+    /// cancelled.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -225,6 +234,8 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             http2_keep_alive_interval: Duration::from_secs(60),
+            max_streams_per_client: 1000,
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -1052,8 +1063,10 @@ impl Config {
         for (key, zero) in [
             ("max_concurrent_requests", self.limits.max_concurrent_requests == 0),
             ("max_headers", self.limits.max_headers == 0),
+            ("max_streams_per_client", self.limits.max_streams_per_client == 0),
             ("max_header_bytes", self.limits.max_header_bytes < 1024),
             ("header_read_timeout", self.limits.header_read_timeout.is_zero()),
+            ("body_read_timeout", self.limits.body_read_timeout.is_zero()),
             ("http2_keep_alive_interval", self.limits.http2_keep_alive_interval.is_zero()),
         ] {
             if zero {

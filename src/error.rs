@@ -52,6 +52,18 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The client sent no body data for `[limits] body_read_timeout`.
+    #[error("the request body sent nothing for {after:?}")]
+    BodyTimeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// The client has `[limits] max_streams_per_client` streaming calls open already.
+    #[error("this client has {limit} streaming calls open, the most allowed; close one first")]
+    TooManyStreams {
+        /// The limit.
+        limit: usize,
+    },
     /// The request's headers are over `[limits]`: too many, or too many bytes.
     #[error("the request headers are over the limit: {what}")]
     HeadersTooLarge {
@@ -173,6 +185,10 @@ impl GatewayError {
             }
             GatewayError::BodyTooLarge { .. } | GatewayError::LineTooLong { .. } => {
                 return (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            GatewayError::BodyTimeout { .. } => return (Code::DeadlineExceeded, StatusCode::REQUEST_TIMEOUT),
+            GatewayError::TooManyStreams { .. } => {
+                return (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS);
             }
             GatewayError::HeadersTooLarge { .. } => {
                 return (Code::ResourceExhausted, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);

@@ -11,6 +11,8 @@
 //! Allowed imports: the built [`Gateway`] and everything below it (policies, cache, upstream,
 //! transcoding, metadata, error); never a door, a layer or the server.
 
+pub mod idle_body;
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,6 +27,7 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
+use crate::observability::streams::ClientSeat;
 use crate::policy::{self, Access, Guard};
 use crate::profile::View;
 use crate::route::{BodySelector, Route};
@@ -179,7 +182,15 @@ pub async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, GatewayE
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(e) => Err(GatewayError::BodyRead { reason: e.to_string() }),
+        Err(e) => Err(body_error(&*e)),
+    }
+}
+
+/// Why a request body could not be read: the client went quiet (408), or the body broke off.
+pub fn body_error(error: &(dyn std::error::Error + 'static)) -> GatewayError {
+    match idle_body::is_idle(error) {
+        Some(after) => GatewayError::BodyTimeout { after },
+        None => GatewayError::BodyRead { reason: error.to_string() },
     }
 }
 
@@ -240,11 +251,25 @@ pub struct CallTarget<'g> {
     pub metadata: HeaderMap,
     /// The call's deadline.
     pub deadline: Option<Duration>,
+    /// A streaming call's place among its client's (see [`CallTarget::open`]).
+    pub seat: Option<ClientSeat>,
+}
+
+impl CallTarget<'_> {
+    /// Opens the streaming call at `path`; the client's seat is held until the call ends.
+    pub async fn open(
+        self,
+        path: http::uri::PathAndQuery,
+    ) -> Result<(crate::upstream::RequestSink, crate::upstream::PendingResponse), UpstreamError> {
+        let kept = self.seat.map(|seat| crate::upstream::Kept(Box::new(seat)));
+        self.upstream.open_keeping(path, self.metadata, self.deadline, kept).await
+    }
 }
 
 /// Where route `index`'s call goes, with which metadata (`metadata`: the door's headers
 /// already turned into metadata, to which the verified claims are added), and its deadline
-/// (`requested`: the client's, in the door's own syntax).
+/// (`requested`: the client's, in the door's own syntax). A streaming call takes one of its
+/// client's `[limits] max_streams_per_client` seats, or is refused with 429.
 pub fn call_target<'g>(
     gateway: &'g Gateway,
     index: usize,
@@ -252,11 +277,19 @@ pub fn call_target<'g>(
     requested: Option<Duration>,
     kind: CallKind,
     access: &Access<'_>,
+    peer: Peer,
 ) -> Result<CallTarget<'g>, GatewayError> {
     let upstream = upstream_for(gateway, index)?;
+    let seat = match kind {
+        CallKind::Unary => None,
+        CallKind::Stream => {
+            let limit = gateway.edge().limits.max_streams_per_client;
+            gateway.streams().seat(peer.client, limit).map_err(|limit| GatewayError::TooManyStreams { limit })?
+        }
+    };
     forward_claims(gateway, access, &mut metadata);
     let deadline = deadline(requested, kind, access, upstream);
-    Ok(CallTarget { upstream, metadata, deadline })
+    Ok(CallTarget { upstream, metadata, deadline, seat })
 }
 
 /// [`call_target`] for a request whose headers are HTTP's: `Grpc-Metadata-*`, `Authorization`,
@@ -270,7 +303,7 @@ pub fn http_call_target<'g>(
     access: &Access<'_>,
 ) -> Result<CallTarget<'g>, GatewayError> {
     let metadata = metadata::to_grpc(headers, peer, gateway.observer().request_id_header())?;
-    call_target(gateway, index, metadata, metadata::grpc_timeout(headers)?, kind, access)
+    call_target(gateway, index, metadata, metadata::grpc_timeout(headers)?, kind, access, peer)
 }
 
 /// The upstream serving route `index`.

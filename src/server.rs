@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::layers;
+use crate::pipeline::idle_body::IdleBody;
 use crate::reload::Live;
 
 /// The router: every method and path goes to the gateway serving at the time, behind the
@@ -49,6 +50,11 @@ async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response
     // Present when served by `serve`; absent when the router is driven without a socket.
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
     let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
+    // A bodiless request (most GETs) needs no timer.
+    if !http_body::Body::is_end_stream(request.body()) {
+        let timeout = gateway.edge().limits.body_read_timeout;
+        request = request.map(|body| axum::body::Body::new(IdleBody::new(body, timeout)));
+    }
     let peer = gateway.forwarding().peer(ip, tls, request.headers());
     crate::doors::handle(&gateway, request, peer).await
 }

@@ -90,7 +90,8 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
     let metadata = request_metadata(&parts.headers, peer, gateway.observer().request_id_header())?;
-    let call = pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access)?;
+    let call =
+        pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access, peer)?;
     let idempotent = pipeline::idempotent(None, call.upstream, route.grpc_path.path());
     let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
     let reply = exchange.time_call(reply).await?;

@@ -106,9 +106,9 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let access = pipeline::authorize(gateway, index, Arrival::Method, &parts.headers, peer).await?;
     let metadata = metadata::passthrough(&parts.headers, peer, gateway.observer().request_id_header())?;
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
-    let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access)?;
+    let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access, peer)?;
     let started = std::time::Instant::now();
-    let (sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, None).await?;
+    let (sink, pending) = call.open(route.grpc_path.clone()).await?;
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
     let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));

@@ -67,12 +67,15 @@ pub async fn upgrade(
         Some(gateway.transcoder().decode(index, route, &values, parts.uri.query(), b"")?)
     };
     let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
-    let (metadata, deadline) = (call.metadata, call.deadline);
+    // The client's stream seat is taken before the handshake (a 429 refuses it) and held
+    // for the whole session.
+    let (metadata, deadline, seat) = (call.metadata, call.deadline, call.seat);
     let query = parts.uri.query().map(str::to_owned);
     let max_message = gateway.max_body_bytes();
     Ok(handshake.max_message_size(max_message).on_upgrade(move |socket| async move {
         let session = Session { gateway, index, values, query };
         session.run(socket, request, metadata, deadline).await;
+        drop(seat);
     }))
 }
 

@@ -206,6 +206,17 @@ pub struct CallHold {
     _call: CallGuard,
     /// A streaming call's seat on its stream lane.
     _seat: Option<connection::LaneSeat>,
+    /// What the caller keeps for as long as the call lasts (the client's stream seat).
+    _kept: Option<Kept>,
+}
+
+/// Something a caller keeps until its call ends: dropped with the call.
+pub struct Kept(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
 }
 
 /// Which of an endpoint's connections a call goes on (see [`connection`]).
@@ -465,6 +476,17 @@ impl Upstream {
         metadata: HeaderMap,
         deadline: Option<Duration>,
     ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
+        self.open_keeping(path, metadata, deadline, None).await
+    }
+
+    /// [`Upstream::open`], keeping `kept` until the call ends.
+    pub async fn open_keeping(
+        &self,
+        path: PathAndQuery,
+        metadata: HeaderMap,
+        deadline: Option<Duration>,
+        kept: Option<Kept>,
+    ) -> Result<(RequestSink, PendingResponse), UpstreamError> {
         let slot = self.admit()?;
         let expires = deadline.map(|d| tokio::time::Instant::now() + d);
         let (member, response, body, seat) = self.start(path, metadata, deadline, Lane::Stream).await?;
@@ -474,7 +496,7 @@ impl Upstream {
             deadline,
             expires,
             max_message_bytes: self.max_response_bytes,
-            _held: Arc::new(CallHold { _slot: slot, _call: member.begin_call(), _seat: seat }),
+            _held: Arc::new(CallHold { _slot: slot, _call: member.begin_call(), _seat: seat, _kept: kept }),
         };
         Ok((RequestSink::new(body, context.clone()), PendingResponse::new(response, context)))
     }

@@ -81,3 +81,66 @@ async fn clients_that_stop_reading_or_never_finish_do_not_stall_unary_calls() {
     assert!(lanes >= 10, "40 streams, at most 4 a lane: {lanes} lanes");
     drop(held);
 }
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_streams_than_its_share() {
+    let h = Harness::start_with("[limits]\nmax_streams_per_client = 2").await;
+    h.upstream.script(|call| match call.path.as_str() {
+        "/protogate.testing.v1.StreamService/Watch" => Reply::stream(vec![json!({"int32Value": 1})]).hold(),
+        _ => Reply::json(json!({"id": "1"})),
+    });
+    let mut held = Vec::new();
+    for i in 0..2 {
+        held.push(hold(&h, format!("GET /v1/streams/s{i} HTTP/1.1\r\nhost: gw\r\n\r\n"), b"").await);
+    }
+    h.upstream.wait_until("both streams are open", |u| u.open_streams() >= 2).await;
+    let refused = h.get("/v1/streams/third").await;
+    let json = refused.assert_error(429, 8);
+    assert!(json["message"].as_str().unwrap().contains("2 streaming calls open"), "{json}");
+    assert_eq!(h.get("/v1/shelves/1").await.status, 200, "unary calls are not streams");
+
+    // A stream that ends gives its seat back.
+    drop(held.pop());
+    for _ in 0..500 {
+        let again =
+            tokio::time::timeout(Duration::from_secs(5), h.request("GET", "/v1/streams/again").send_streaming());
+        let again = again.await.expect("an answer within 5 s");
+        if again.status == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the seat of the closed stream never came back");
+}
+
+/// What the gateway answers on `stream` within 5 s.
+async fn answer_on(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_goes_quiet_is_408_and_its_call_cancelled() {
+    let h = Harness::start_with("[limits]\nbody_read_timeout = \"300ms\"").await;
+    // A unary body that promises 100 bytes and sends 10.
+    let head = "POST /v1/shelves HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+    let mut unary = hold(&h, head.to_owned(), b"{\"theme\": ").await;
+    let answer = answer_on(&mut unary).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":4"#) && answer.contains("sent nothing for 300ms"), "{answer}");
+
+    // A client stream that sends a line, then nothing: the upstream call is cancelled.
+    let head = "POST /v1/streams:collect HTTP/1.1\r\nhost: gw\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n";
+    let line = b"{\"int32Value\": 1}\n";
+    let chunk = [format!("{:x}\r\n", line.len()).as_bytes(), line, b"\r\n"].concat();
+    let mut stream = hold(&h, head.to_owned(), &chunk).await;
+    let answer = answer_on(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    h.upstream.wait_until("the upstream stream is gone", |u| u.open_streams() == 0).await;
+    assert!(h.upstream.calls().iter().all(|c| !c.path.ends_with("/Collect")), "the half-sent call never completed");
+}

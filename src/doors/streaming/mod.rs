@@ -45,7 +45,7 @@ pub async fn server_stream(
     let mask = pipeline::partial_response(&gateway, index, &parts)?;
     let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
     let started = std::time::Instant::now();
-    let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
+    let (mut sink, pending) = call.open(route.grpc_path.clone()).await?;
     sink.send(&message).await?;
     sink.finish()?;
     let format = response::StreamFormat::negotiate(&parts.headers);
@@ -72,7 +72,7 @@ pub async fn client_stream(
     };
     let mask = pipeline::partial_response(gateway, index, &parts)?;
     let call = pipeline::http_call_target(gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
-    let (mut sink, pending) = call.upstream.open(route.grpc_path.clone(), call.metadata, call.deadline).await?;
+    let (mut sink, pending) = call.open(route.grpc_path.clone()).await?;
     let exchange = Exchange::of(&parts.extensions);
     let answer = exchange.time_call(single_response(pending));
     tokio::pin!(answer);

@@ -76,7 +76,7 @@ impl Messages<'_> {
         // The messages of the lines a chunk completes leave together: one write, not one each.
         let mut frames = BytesMut::new();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?;
+            let chunk = chunk.map_err(|e| pipeline::body_error(&e))?;
             lines.push(&chunk);
             while let Some((number, line)) = lines.next_line()? {
                 self.encode(number, &line, &mut frames)?;
@@ -95,7 +95,7 @@ impl Messages<'_> {
     async fn pump_raw(&self, target: RawTarget, body: Body, sink: &mut RequestSink) -> Result<(), GatewayError> {
         let mut chunks = body.into_data_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| GatewayError::BodyRead { reason: e.to_string() })?;
+            let chunk = chunk.map_err(|e| pipeline::body_error(&e))?;
             if chunk.is_empty() {
                 continue;
             }
