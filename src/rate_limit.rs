@@ -44,7 +44,15 @@ pub struct Limiter {
     fail_open: bool,
     /// Decisions the backend could not make (let through or refused, per `fail_open`).
     backend_errors: std::sync::atomic::AtomicU64,
+    /// When a backend failure was last logged: an outage under load is one line every
+    /// [`LOG_EVERY`], not one per request.
+    last_logged: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Failures since the last line.
+    unlogged: std::sync::atomic::AtomicU64,
 }
+
+/// How often a run of backend failures is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One limit of one policy.
 struct Limit {
@@ -133,7 +141,27 @@ impl Limiter {
             redis,
             fail_open: settings.on_backend_error_allows(),
             backend_errors: std::sync::atomic::AtomicU64::new(0),
+            last_logged: std::sync::Mutex::new(None),
+            unlogged: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Logs a backend failure, at most once per [`LOG_EVERY`] with how many went unlogged
+    /// (the metric counts every one).
+    fn log_backend_error(&self, reason: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(mut last) = self.last_logged.try_lock() else {
+            self.unlogged.fetch_add(1, Relaxed);
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            self.unlogged.fetch_add(1, Relaxed);
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let also = self.unlogged.swap(0, Relaxed);
+        let outcome = if self.fail_open { "letting requests through" } else { "refusing requests (503)" };
+        tracing::warn!(reason, unlogged_since_last = also, "rate limit backend unavailable: {outcome}");
     }
 
     /// Whether policy `policy` lets this request through, counting it.
@@ -147,8 +175,8 @@ impl Limiter {
                     Ok(decision) => decision,
                     Err(reason) => {
                         self.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.log_backend_error(&reason);
                         if self.fail_open {
-                            tracing::warn!(reason, "rate limit backend unavailable: letting the request through");
                             Ok(())
                         } else {
                             Err(Refusal::BackendUnavailable { reason })
@@ -341,6 +369,15 @@ impl RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_outage_is_one_log_line_per_interval() {
+        let limiter = Limiter::new(&[], &RateLimitSettings::default());
+        for _ in 0..1000 {
+            limiter.log_backend_error("Connection refused");
+        }
+        assert_eq!(limiter.unlogged.load(std::sync::atomic::Ordering::Relaxed), 999, "one logged, the rest counted");
+    }
 
     #[test]
     fn ipv6_clients_count_per_network_and_header_values_as_digests() {
