@@ -176,11 +176,7 @@ impl Limiter {
                     Err(reason) => {
                         self.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.log_backend_error(&reason);
-                        if self.fail_open {
-                            Ok(())
-                        } else {
-                            Err(Refusal::BackendUnavailable { reason })
-                        }
+                        if self.fail_open { Ok(()) } else { Err(Refusal::BackendUnavailable { reason }) }
                     }
                 },
                 (None, None) => Ok(()),

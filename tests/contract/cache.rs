@@ -208,25 +208,15 @@ async fn with_redis_one_replicas_answer_serves_the_others() {
     assert_eq!(upstream.calls().len(), 1, "one upstream call for both replicas");
 
     // A private answer is shared across replicas only with the same user.
-    let alice = a
-        .client
-        .request("GET", "/v1/books/1")
-        .header("host", HOST)
-        .header("authorization", &token("alice"))
-        .send()
-        .await;
+    let book_for = |gateway: &Gateway, user: &str| {
+        gateway.client.request("GET", "/v1/books/1").header("host", HOST).header("authorization", &token(user)).send()
+    };
+    let alice = book_for(&a, "alice").await;
     assert_eq!(alice.header("x-cache"), Some("MISS"));
-    let alice_again = b
-        .client
-        .request("GET", "/v1/books/1")
-        .header("host", HOST)
-        .header("authorization", &token("alice"))
-        .send()
-        .await;
+    let alice_again = book_for(&b, "alice").await;
     assert_eq!(alice_again.header("x-cache"), Some("HIT"));
     assert_eq!(alice_again.header("cache-control"), Some("private, max-age=60"));
-    let bob =
-        b.client.request("GET", "/v1/books/1").header("host", HOST).header("authorization", &token("bob")).send().await;
+    let bob = book_for(&b, "bob").await;
     assert_eq!(bob.header("x-cache"), Some("MISS"), "never alice's answer");
     assert_eq!(upstream.calls().len(), 3);
 

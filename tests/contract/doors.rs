@@ -494,13 +494,7 @@ async fn a_browser_gets_no_cookie_or_security_header_an_upstream_set() {
             .header("strict-transport-security", "max-age=0")
             .header("x-served-by", "shelves")
     });
-    let connect = h
-        .request("POST", GET_SHELF)
-        .header("content-type", "application/json")
-        .header("connect-protocol-version", "1")
-        .body(r#"{"shelf": "7"}"#)
-        .send()
-        .await;
+    let connect = connect_get_shelf(&h).await;
     assert_eq!(connect.status, 200, "{}", connect.text());
     assert_eq!(connect.header("x-served-by"), Some("shelves"), "metadata is plain headers in Connect");
     for directive in ["set-cookie", "access-control-allow-origin", "strict-transport-security"] {
@@ -512,14 +506,14 @@ async fn a_browser_gets_no_cookie_or_security_header_an_upstream_set() {
 
     let exposed = start("[doors]\nexpose_upstream_headers = [\"Set-Cookie\"]").await;
     exposed.upstream.script(|_| Reply::json(json!({"id": "7"})).header("set-cookie", "session=upstream"));
-    let connect = exposed
-        .request("POST", GET_SHELF)
-        .header("content-type", "application/json")
-        .header("connect-protocol-version", "1")
-        .body(r#"{"shelf": "7"}"#)
-        .send()
-        .await;
+    let connect = connect_get_shelf(&exposed).await;
     assert_eq!(connect.header("set-cookie"), Some("session=upstream"), "exposed by configuration");
+}
+
+/// GetShelf over Connect, its answer as it came.
+async fn connect_get_shelf(h: &Harness) -> crate::support::TestResponse {
+    let request = h.request("POST", GET_SHELF).header("connect-protocol-version", "1");
+    request.json(&json!({"shelf": "7"})).send().await
 }
 
 #[tokio::test]
