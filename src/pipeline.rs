@@ -4,8 +4,8 @@
 //! | step | function | fails with |
 //! |---|---|---|
 //! | authorize | [`authorize`], [`authorize_composite`] | 401, 403, 429 |
-//! | read the request | [`read_limited`], [`read_body`], [`read_body_json`], [`MediaType`] | 413, 415 |
-//! | build the call target | [`call_target`] (upstream, metadata, forwarded claims, [`deadline`], [`idempotent`]) | 400, 502 |
+//! | read the request | [`read_limited`], [`read_body`], [`read_body_json`], [`MediaType`], [`idle_body`] | 408, 413, 415 |
+//! | build the call target | [`call_target`] (upstream, metadata, forwarded claims, [`deadline`], [`idempotent`], a streaming call's client seat) | 400, 429, 502 |
 //! | render | [`respond_with`], [`partial_response`], [`through_cache`] | 400, 500 |
 //!
 //! Allowed imports: the built [`Gateway`] and everything below it (policies, cache, upstream,

@@ -232,7 +232,7 @@ impl EndpointConnection {
         }
     }
 
-    /// Lanes open now, for tests and metrics.
+    /// Stream lanes open now (idle ones beyond one close at the next streaming call).
     pub fn lanes(&self) -> usize {
         self.lanes.lock().map_or(0, |lanes| lanes.len())
     }
