@@ -56,6 +56,7 @@ async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response
         request = request.map(|body| axum::body::Body::new(IdleBody::new(body, timeout)));
     }
     let peer = gateway.forwarding().peer(ip, tls, request.headers());
+    crate::observability::Exchange::of(request.extensions()).client(peer.client);
     crate::doors::handle(&gateway, request, peer).await
 }
 

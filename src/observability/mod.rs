@@ -238,7 +238,7 @@ impl Observer {
                 time: watch.start_time,
                 request_id: watch.request_id.to_str().unwrap_or("-"),
                 trace_id: &trace_id,
-                client_ip: watch.client_ip,
+                client_ip: record.client.or(watch.client_ip),
                 method: watch.method.as_str(),
                 path: watch.uri.path(),
                 route: route.map(|r| &*r.route),
@@ -273,7 +273,7 @@ impl Observer {
             KeyValue::new("http.response.status_code", i64::from(outcome.status)),
             KeyValue::new("protogate.request_id", watch.request_id.to_str().unwrap_or("-").to_owned()),
         ];
-        if let Some(ip) = watch.client_ip {
+        if let Some(ip) = record.client.or(watch.client_ip) {
             attributes.push(KeyValue::new("client.address", ip.to_string()));
         }
         if let Some(route) = route {

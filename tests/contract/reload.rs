@@ -213,3 +213,21 @@ async fn sample_now(admin: &Client, series: &str) -> Option<f64> {
     let text = String::from_utf8(admin.request("GET", "/metrics").send().await.body.to_vec()).unwrap();
     text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+#[tokio::test]
+async fn a_reload_of_trusted_proxies_reaches_the_access_log() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    write_config(&file, &upstream, "");
+    let gateway = Gateway::with_config_file(&file).await;
+    let admin = gateway.admin().await;
+    let forwarded = || gateway.client.request("GET", "/v1/shelves").header("x-forwarded-for", "203.0.113.9").send();
+    assert_eq!(forwarded().await.status, 200);
+    assert_eq!(gateway.access_log(1).await[0]["client_ip"], "127.0.0.1", "not a trusted proxy yet");
+
+    write_config(&file, &upstream, "[rate_limit]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    assert_eq!(admin.request("POST", "/reload").send().await.status, 200);
+    assert_eq!(forwarded().await.status, 200);
+    assert_eq!(gateway.access_log(2).await[1]["client_ip"], "203.0.113.9", "the reloaded rule names the client");
+}
