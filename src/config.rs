@@ -224,6 +224,10 @@ pub struct Limits {
     /// cancelled.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub body_read_timeout: Duration,
+    /// How long a client may take no bytes while the gateway has some to send it (it stopped
+    /// reading a stream) before it is disconnected and its calls cancelled.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -236,6 +240,7 @@ impl Default for Limits {
             http2_keep_alive_interval: Duration::from_secs(60),
             max_streams_per_client: 1000,
             body_read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -1067,6 +1072,7 @@ impl Config {
             ("max_header_bytes", self.limits.max_header_bytes < 1024),
             ("header_read_timeout", self.limits.header_read_timeout.is_zero()),
             ("body_read_timeout", self.limits.body_read_timeout.is_zero()),
+            ("write_timeout", self.limits.write_timeout.is_zero()),
             ("http2_keep_alive_interval", self.limits.http2_keep_alive_interval.is_zero()),
         ] {
             if zero {

@@ -5,11 +5,13 @@
 //! 431, and a client that takes longer than `header_read_timeout` to send a request's headers
 //! — a slowloris, or an idle keep-alive connection — is disconnected.
 //!
-//! The header limits are the gateway's, checked before any door with a JSON answer; hyper's
+//! A client that stops taking bytes is disconnected after `write_timeout`
+//! ([`write_stall`]). The header limits are the gateway's, checked before any door with a JSON answer; hyper's
 //! and h2's own caps sit well above them as a backstop, and what hyper still answers by
 //! itself (a request it cannot parse) is given a JSON body by [`bare_answers`].
 
 pub mod bare_answers;
+pub mod write_stall;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use crate::config::Limits;
 use crate::layers;
 use crate::pipeline::idle_body::IdleBody;
 use crate::reload::Live;
+use write_stall::WriteStall;
 
 /// The router: every method and path goes to the gateway serving at the time, behind the
 /// layer stack.
@@ -130,7 +133,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(service);
         match &tls {
             None => {
-                let io = bare_answers::JsonAnswers::new(TokioIo::new(tcp));
+                let io = bare_answers::JsonAnswers::new(WriteStall::new(TokioIo::new(tcp), limits.write_timeout));
                 let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -141,6 +144,7 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                let write_timeout = limits.write_timeout;
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
                     let stream = match handshake.await {
@@ -148,7 +152,7 @@ pub async fn serve(
                         Ok(Err(e)) => return tracing::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => return tracing::debug!("TLS handshake with {peer} timed out"),
                     };
-                    let io = bare_answers::JsonAnswers::new(TokioIo::new(stream));
+                    let io = bare_answers::JsonAnswers::new(WriteStall::new(TokioIo::new(stream), write_timeout));
                     let connection = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!("connection from {peer} ended: {e}");

@@ -144,3 +144,15 @@ async fn a_body_that_goes_quiet_is_408_and_its_call_cancelled() {
     h.upstream.wait_until("the upstream stream is gone", |u| u.open_streams() == 0).await;
     assert!(h.upstream.calls().iter().all(|c| !c.path.ends_with("/Collect")), "the half-sent call never completed");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_its_stream_cancelled() {
+    let h = Harness::start_with("[limits]\nwrite_timeout = \"500ms\"").await;
+    let big = "x".repeat(64 * 1024);
+    h.upstream.script(move |_| Reply::stream(vec![json!({"stringValue": big}); 400]).hold());
+    let _reader_gone_quiet = hold(&h, "GET /v1/streams/s HTTP/1.1\r\nhost: gw\r\n\r\n".to_owned(), b"").await;
+    h.upstream.wait_until("the stream is open", |u| u.open_streams() == 1).await;
+    // Once the socket buffers are full nothing moves; after write_timeout the gateway gives up.
+    h.upstream.wait_until("the upstream stream is cancelled", |u| u.cancelled() == 1).await;
+    assert_eq!(h.get("/v1/shelves/1").await.status, 200, "others are served");
+}
