@@ -212,7 +212,8 @@ fn walk(dir: &Path, sets: &mut Vec<PathBuf>, protos: &mut Vec<PathBuf>) -> std::
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if entry.file_type()?.is_dir() {
+        // Links followed: a ConfigMap mounts its files as links into `..data`.
+        if std::fs::metadata(&path)?.is_dir() {
             walk(&path, sets, protos)?;
         } else {
             match kind_of(&path) {

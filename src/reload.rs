@@ -234,6 +234,7 @@ pub fn watch(live: &Arc<Live>, config_file: Option<&Path>) -> Result<(), String>
         }
     }
     let live = Arc::downgrade(live);
+    let mut last = fingerprint(&targets);
     tokio::spawn(async move {
         // Dropped with the task: the watcher stops with it.
         let _watcher = watcher;
@@ -245,6 +246,13 @@ pub fn watch(live: &Arc<Live>, config_file: Option<&Path>) -> Result<(), String>
                     Err(_) => break,
                 }
             }
+            // Events say something moved; the content says whether anything changed.
+            let watched = targets.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&watched)).await else { return };
+            if now == last {
+                continue;
+            }
+            last = now;
             let Some(live) = Weak::upgrade(&live) else { return };
             let _ = live.reload(trigger).await;
         }
@@ -252,9 +260,51 @@ pub fn watch(live: &Arc<Live>, config_file: Option<&Path>) -> Result<(), String>
     Ok(())
 }
 
+/// What the watched paths hold now, as one number. A reload follows a change of content, not
+/// every event: a Kubernetes ConfigMap update is a burst of renames of `..data` links around
+/// files whose content changed once, and an editor's save touches files it does not change.
+fn fingerprint(targets: &[Target]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for target in targets {
+        match &target.file {
+            Some(file) => std::fs::read(file).ok().hash(&mut hasher),
+            None => hash_tree(&target.watch, 0, &mut hasher),
+        }
+    }
+    hasher.finish()
+}
+
+/// The names and contents under `dir`, links followed, hidden entries (`..data`, editors'
+/// swap files) skipped as the descriptor loader skips them.
+fn hash_tree(dir: &Path, depth: usize, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    // Deep enough for any layout; a link loop ends here.
+    if depth > 16 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        path.hash(hasher);
+        if path.is_dir() {
+            hash_tree(&path, depth + 1, hasher);
+        } else {
+            std::fs::read(&path).ok().hash(hasher);
+        }
+    }
+}
+
 /// One watched path: a directory (and everything under it), or one file seen through the
-/// directory that holds it — editors replace a file by renaming another over it, which a
-/// watch on the file itself would miss.
+/// directory that holds it — editors replace a file by renaming another over it, and a
+/// Kubernetes ConfigMap swaps the `..data` link the file points through, which a watch on the
+/// file itself would miss. Any event in that directory counts; [`fingerprint`] then tells
+/// whether the file changed.
 #[derive(Debug, Clone)]
 struct Target {
     /// What is given to the watcher.
@@ -282,7 +332,7 @@ impl Target {
 
     fn covers(&self, path: &Path) -> bool {
         match &self.file {
-            Some(file) => path == file,
+            Some(_) => path.parent() == Some(self.watch.as_path()),
             None => path.starts_with(&self.watch),
         }
     }
@@ -314,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_target_covers_that_file_only_and_a_directory_everything_under_it() {
+    fn a_file_target_covers_its_directory_and_a_directory_everything_under_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let directory = Target::new(&root, Trigger::Descriptors);
@@ -323,7 +373,8 @@ mod tests {
         let file = Target::new(&root.join("gateway.toml"), Trigger::Config);
         assert_eq!(file.watch, root);
         assert!(file.covers(&root.join("gateway.toml")));
-        assert!(!file.covers(&root.join("other.toml")));
+        assert!(file.covers(&root.join("..data")), "a ConfigMap's link swap");
+        assert!(!file.covers(&root.join("sub/gateway.toml")));
         assert_eq!(file.mode(), RecursiveMode::NonRecursive);
     }
 }

@@ -231,3 +231,35 @@ async fn a_reload_of_trusted_proxies_reaches_the_access_log() {
     assert_eq!(forwarded().await.status, 200);
     assert_eq!(gateway.access_log(2).await[1]["client_ip"], "203.0.113.9", "the reloaded rule names the client");
 }
+
+/// Writes `config` as a Kubernetes ConfigMap volume does: into a fresh timestamped
+/// directory, then one atomic rename of the `..data` link to it; `gateway.toml` itself is a
+/// link through `..data` and never changes.
+fn configmap_update(dir: &Path, version: u32, config: &str) {
+    let data = dir.join(format!("..2026_12_02_{version}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("gateway.toml"), config).unwrap();
+    let temporary = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &temporary).unwrap();
+    std::fs::rename(&temporary, dir.join("..data")).unwrap();
+    let link = dir.join("gateway.toml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/gateway.toml", &link).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_configmap_update_swapping_links_is_followed() {
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch.toml");
+    write_config(&scratch, &first, "");
+    configmap_update(dir.path(), 1, &std::fs::read_to_string(&scratch).unwrap());
+    let gateway = Gateway::with_config_file(&dir.path().join("gateway.toml")).await;
+    assert_eq!(gateway.client.request("GET", "/v1/shelves").send().await.status, 200);
+    assert_eq!(first.calls().len(), 1);
+
+    write_config(&scratch, &second, "");
+    configmap_update(dir.path(), 2, &std::fs::read_to_string(&scratch).unwrap());
+    wait_for_calls(&second, &gateway.client, "/v1/shelves").await;
+}
