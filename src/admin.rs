@@ -2,9 +2,10 @@
 //! address of its own (`admin_listen`, loopback in the examples) and never on the public one.
 //!
 //! - `GET /healthz`: the process is alive and serving (liveness).
-//! - `GET /readyz`: descriptors are loaded, every upstream has an endpoint that takes
-//!   connections and that its health checks (if any) leave in, and shutdown has not begun;
-//!   503 naming what is not (readiness).
+//! - `GET /readyz`: the gateway's own readiness — it serves routes and shutdown has not
+//!   begun; 503 naming what is not. Each upstream's endpoints (connected, what the health
+//!   checks say) are in the body; with `readiness = "upstreams"` an upstream with no endpoint
+//!   taking calls makes it 503 too.
 //! - `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
@@ -36,6 +37,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tonic::Code;
 
+use crate::config::Readiness;
 use crate::error::json_response;
 use crate::gateway::Gateway;
 use crate::observability::metrics::Sample;
@@ -172,7 +174,7 @@ async fn readyz(State(live): State<Arc<Live>>) -> Response {
             })
             .collect();
         let ready = endpoints.iter().any(|e| e["ready"] == true);
-        if !ready {
+        if !ready && gateway.edge().readiness == Readiness::Upstreams {
             reasons.push(format!("upstream {} has no endpoint taking calls: {}", upstream.name, why.join("; ")));
         }
         upstreams.push(json!({ "name": upstream.name, "ready": ready, "endpoints": endpoints }));

@@ -130,6 +130,7 @@ async fn serve(source: SourceArgs) -> ExitCode {
     let config_file = config_path(&source);
     let (listen, admin_listen, tls, watch) =
         (config.listen, config.admin_listen, config.tls.is_some(), config.descriptors.watch);
+    let shutdown_delay = config.shutdown_delay;
     let reread = source.clone();
     let live = Live::with_source(gateway, config, Box::new(move || load_config(reread.clone())));
     if watch {
@@ -161,7 +162,16 @@ async fn serve(source: SourceArgs) -> ExitCode {
     let draining = live.clone();
     let shutdown = async move {
         shutdown_signal().await;
+        // Readiness fails at once; connections are still taken until the load balancers
+        // have seen it (a second signal cuts the wait short).
         draining.gateway().start_draining();
+        if !shutdown_delay.is_zero() {
+            tracing::info!("shutting down: readiness fails now, new connections are refused in {shutdown_delay:?}");
+            tokio::select! {
+                () = tokio::time::sleep(shutdown_delay) => {}
+                () = shutdown_signal() => {}
+            }
+        }
     };
     let served = protogate::server::serve(listener, live.clone(), shutdown).await;
     let _ = stop.send(true);

@@ -54,6 +54,14 @@ pub struct Config {
     /// before their connections are closed.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long the listener keeps accepting while `/readyz` fails, so that
+    /// load balancers and endpoint lists that have not yet seen the pod go stop sending
+    /// before connections are refused; then the drain begins. A second signal skips it.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub shutdown_delay: Duration,
+    /// What `/readyz` requires: `gateway` (listening, routes loaded, not shutting down) or
+    /// `upstreams` (also an endpoint taking calls for every upstream).
+    pub readiness: Readiness,
     /// What the listener accepts from clients.
     pub limits: Limits,
     /// TLS termination on the listener; cleartext when absent.
@@ -99,6 +107,8 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             compression: true,
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
+            readiness: Readiness::Gateway,
             limits: Limits::default(),
             tls: None,
             policy: Vec::new(),
@@ -417,6 +427,18 @@ pub struct RateLimitSettings {
     /// How long a decision may wait for Redis.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub redis_timeout: Duration,
+}
+
+/// What `/readyz` requires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// The gateway's own readiness: one dead backend must not take every replica, and every
+    /// route with it, out of its Service (Envoy and Kong do the same).
+    #[default]
+    Gateway,
+    /// Also every upstream has an endpoint taking calls.
+    Upstreams,
 }
 
 /// The header trusted proxies name the client in.

@@ -256,6 +256,7 @@ impl Gateway {
                 compression: config.compression,
                 limits: config.limits.clone(),
                 drain_timeout: config.drain_timeout,
+                readiness: config.readiness,
                 tls: config.tls.clone(),
                 admin_hosts: config.admin_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             },
@@ -537,6 +538,8 @@ pub struct Edge {
     pub tls: Option<crate::config::TlsConfig>,
     /// The names the admin listener answers to, beside addresses and `localhost`.
     pub admin_hosts: Vec<String>,
+    /// What `/readyz` requires.
+    pub readiness: crate::config::Readiness,
 }
 
 impl fmt::Display for Gateway {

@@ -423,9 +423,22 @@ async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
     let upstream = Upstream::start().await;
     upstream.reply(Reply::json(serde_json::json!({"id": "7"})).delay(Duration::from_millis(1500)));
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, "shutdown_delay = \"1s\"\n").unwrap();
     let (d, url) = (descriptors_dir(), upstream.url());
-    let args =
-        ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
+    let args = [
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--descriptors",
+        &d,
+        "--upstream",
+        &url,
+    ];
     let Served { mut child, addr, admin, .. } = serve_with_admin(&args, dir.path(), &[]).await;
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     let admin = Client::new(admin.unwrap().parse().unwrap());
@@ -440,15 +453,28 @@ async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
     upstream.wait_for_calls(50).await;
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // During shutdown_delay: readiness fails at once, and a late connection is still served.
+    let mut ready = admin.request("GET", "/readyz").send().await;
+    for _ in 0..100 {
+        if ready.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        ready = admin.request("GET", "/readyz").send().await;
+    }
+    assert_eq!(ready.status, 503, "draining: load balancers are told to stop sending");
+    assert!(ready.json()["reasons"][0].as_str().unwrap().starts_with("shutting down"));
+    let late = tokio::spawn({
+        let client = Client::new(addr);
+        async move { client.request("GET", "/v1/users/7").send().await.status }
+    });
     let refused = async {
         while tokio::net::TcpStream::connect(addr).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), refused).await.expect("new connections are refused");
-    let ready = admin.request("GET", "/readyz").send().await;
-    assert_eq!(ready.status, 503, "draining: load balancers are told to stop sending");
-    assert!(ready.json()["reasons"][0].as_str().unwrap().starts_with("shutting down"));
+    tokio::time::timeout(Duration::from_secs(5), refused).await.expect("new connections are refused after the delay");
+    assert_eq!(late.await.unwrap(), 200, "a connection made during shutdown_delay is served");
     for request in requests {
         assert_eq!(request.await.unwrap(), 200, "a request in flight at SIGTERM completes");
     }

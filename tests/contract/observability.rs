@@ -298,17 +298,27 @@ keys = [{ alg = "HS256", secret = "admin-test-secret-0123456789abcdef" }]
 }
 
 #[tokio::test]
-async fn readiness_names_the_upstream_that_cannot_be_reached() {
+async fn readiness_is_the_gateways_own_and_names_an_upstream_that_cannot_be_reached() {
     let url = Upstream::closed_url().await;
+    // One dead backend does not take the replica (and every other route) out of its Service.
     let gateway = Gateway::start(&url, "").await;
     let admin = gateway.admin().await;
+    let ready = admin.request("GET", "/readyz").send().await;
+    let report = ready.json();
+    assert_eq!(ready.status, 200, "{report}");
+    assert_eq!(report["status"], "ready");
+    assert_eq!(report["upstreams"][0]["ready"], false, "the upstream's state is in the body");
+    assert_eq!(report["upstreams"][0]["endpoints"][0]["ready"], false);
+
+    // The strict mode asks for every upstream.
+    let strict = Gateway::start(&url, "readiness = \"upstreams\"").await;
+    let admin = strict.admin().await;
     let ready = admin.request("GET", "/readyz").send().await;
     let report = ready.json();
     assert_eq!(ready.status, 503, "{report}");
     assert_eq!(report["status"], "not ready");
     let reason = report["reasons"][0].as_str().unwrap();
     assert!(reason.contains("upstream test") && reason.contains(&url[7..]), "{reason}");
-    assert_eq!(report["upstreams"][0]["endpoints"][0]["ready"], false);
     assert_eq!(admin.request("GET", "/healthz").send().await.status, 200, "alive, though not ready");
 }
 
