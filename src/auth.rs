@@ -369,9 +369,9 @@ pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
             );
             errors.push((format!("keys[{i}].secret"), message));
         }
-        let sources = [key.secret.is_some(), key.pem.is_some(), key.pem_file.is_some()];
+        let sources = [key.secret.is_some() || key.secret_file.is_some(), key.pem.is_some(), key.pem_file.is_some()];
         if sources.iter().filter(|s| **s).count() != 1 {
-            errors.push((format!("keys[{i}]"), "give exactly one of secret, pem, pem_file".into()));
+            errors.push((format!("keys[{i}]"), "give exactly one of secret (or secret_file), pem, pem_file".into()));
         }
         match Algorithm::from_str(&key.alg) {
             Ok(alg) if !config.algorithms.contains(&key.alg) => {
@@ -394,7 +394,16 @@ pub fn validate(config: &JwtConfig) -> Vec<(String, String)> {
 
 fn inline_key(config: &KeyConfig) -> Result<Key, String> {
     let alg = Algorithm::from_str(&config.alg).map_err(|_| format!("{:?} is not an algorithm", config.alg))?;
-    let pem = match (&config.secret, &config.pem, &config.pem_file) {
+    // A secret file the config loader did not read (a library caller's config) is read here.
+    let from_file = match (&config.secret, &config.secret_file) {
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        _ => None,
+    };
+    let pem = match (config.secret.as_ref().or(from_file.as_ref()), &config.pem, &config.pem_file) {
         (Some(secret), _, _) => {
             if alg.family() != jsonwebtoken::AlgorithmFamily::Hmac {
                 return Err(format!("a secret is an HMAC key, not a {alg:?} key"));
@@ -404,7 +413,7 @@ fn inline_key(config: &KeyConfig) -> Result<Key, String> {
         }
         (None, Some(pem), _) => pem.clone().into_bytes(),
         (None, None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        (None, None, None) => return Err("give exactly one of secret, pem, pem_file".into()),
+        (None, None, None) => return Err("give exactly one of secret (or secret_file), pem, pem_file".into()),
     };
     let key = match alg.family() {
         jsonwebtoken::AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),

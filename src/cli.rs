@@ -87,8 +87,15 @@ fn load_config(args: SourceArgs) -> Result<Config, String> {
     let mut config = match &path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut config = Config::from_toml(&text).map_err(|e| format!("{}: {}", path.display(), e.message))?;
+            let mut config = Config::from_toml(&text).map_err(|e| match e.key.is_empty() {
+                true => format!("{}: {}", path.display(), e.message),
+                false => format!("{}: {e}", path.display()),
+            })?;
             config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            config.read_secret_files().map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                format!("{}: {}", path.display(), lines.join("; "))
+            })?;
             config
         }
         None => Config::default(),

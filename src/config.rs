@@ -358,6 +358,8 @@ pub struct CacheSettings {
     pub max_bytes: u64,
     /// The Redis server for `backend = "redis"`; `[rate_limit] redis_url` when absent.
     pub redis_url: Option<String>,
+    /// A file holding `redis_url` (a mounted secret: the URL carries the password).
+    pub redis_url_file: Option<PathBuf>,
     /// How long a lookup or store may wait for Redis; past it, the request goes on without.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub redis_timeout: Duration,
@@ -369,6 +371,7 @@ impl Default for CacheSettings {
             backend: "memory".into(),
             max_bytes: 64 * 1024 * 1024,
             redis_url: None,
+            redis_url_file: None,
             redis_timeout: Duration::from_millis(250),
         }
     }
@@ -414,6 +417,8 @@ pub struct RateLimitSettings {
     pub backend: RateLimitBackend,
     /// The Redis server, for `backend = "redis"`.
     pub redis_url: Option<String>,
+    /// A file holding `redis_url` (a mounted secret: the URL carries the password).
+    pub redis_url_file: Option<PathBuf>,
     /// When Redis cannot be reached: `allow` (the default; logged) or `deny` (503).
     pub on_backend_error: OnBackendError,
     /// Peers whose forwarding headers are believed: addresses or CIDRs. From anyone else
@@ -457,6 +462,7 @@ impl Default for RateLimitSettings {
         RateLimitSettings {
             backend: RateLimitBackend::Memory,
             redis_url: None,
+            redis_url_file: None,
             on_backend_error: OnBackendError::Allow,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
@@ -659,6 +665,8 @@ pub struct KeyConfig {
     /// An HMAC secret.
     #[serde(serialize_with = "redacted")]
     pub secret: Option<String>,
+    /// A file holding the HMAC secret (a mounted Kubernetes Secret, say).
+    pub secret_file: Option<PathBuf>,
     /// A public key in PEM.
     pub pem: Option<String>,
     /// A file holding a public key in PEM.
@@ -937,10 +945,56 @@ pub struct ConfigError {
 // === impl Config ===
 
 impl Config {
-    /// Parses a TOML document. Unknown keys are errors.
+    /// Parses a TOML document, its `${VAR}` / `${VAR:-default}` taken from the environment.
+    /// Unknown keys are errors.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError { key: String::new(), message: e.to_string().trim_end().to_owned() })
+        Config::from_toml_with(text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_toml`] with the variables `var` gives.
+    pub fn from_toml_with(text: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let parse_error =
+            |e: toml::de::Error| ConfigError { key: String::new(), message: e.to_string().trim_end().to_owned() };
+        // Without a `$` there is nothing to substitute, and serde's errors keep their line.
+        if !text.contains('$') {
+            return toml::from_str(text).map_err(parse_error);
+        }
+        let mut value: toml::Value = toml::from_str(text).map_err(parse_error)?;
+        let mut errors = Vec::new();
+        env::interpolate(&mut value, "", var, &mut errors);
+        if let Some(first) = errors.into_iter().next() {
+            return Err(first);
+        }
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError { key: e.path().to_string(), message: e.inner().to_string() })
+    }
+
+    /// Reads the `*_file` variants of secrets (`[jwt] keys[].secret_file`, `redis_url_file`)
+    /// into their values; giving both a value and its file is an error. Run after
+    /// [`Config::resolve_paths`].
+    pub fn read_secret_files(&mut self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut read = |key: String, file: &Option<PathBuf>, value: &mut Option<String>| {
+            let Some(file) = file else { return };
+            if value.is_some() {
+                let name = key.rsplit('.').next().unwrap_or(&key).trim_end_matches("_file").to_owned();
+                errors.push(ConfigError { key, message: format!("give {name} or its file, not both") });
+                return;
+            }
+            match std::fs::read_to_string(file) {
+                // A trailing newline is the editor's, not the secret's.
+                Ok(text) => *value = Some(text.trim_end_matches(['\n', '\r']).to_owned()),
+                Err(e) => errors.push(ConfigError { key, message: format!("cannot read {}: {e}", file.display()) }),
+            }
+        };
+        read("rate_limit.redis_url_file".into(), &self.rate_limit.redis_url_file, &mut self.rate_limit.redis_url);
+        read("cache.redis_url_file".into(), &self.cache.redis_url_file, &mut self.cache.redis_url);
+        if let Some(jwt) = &mut self.jwt {
+            for (i, key) in jwt.keys.iter_mut().enumerate() {
+                read(format!("jwt.keys[{i}].secret_file"), &key.secret_file, &mut key.secret);
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// Makes relative descriptor paths relative to `dir` (the directory of the config file).
@@ -964,7 +1018,10 @@ impl Config {
         if let Some(jwt) = &mut self.jwt {
             jwt.jwks_file.iter_mut().for_each(resolve);
             jwt.keys.iter_mut().filter_map(|k| k.pem_file.as_mut()).for_each(resolve);
+            jwt.keys.iter_mut().filter_map(|k| k.secret_file.as_mut()).for_each(resolve);
         }
+        self.rate_limit.redis_url_file.iter_mut().for_each(resolve);
+        self.cache.redis_url_file.iter_mut().for_each(resolve);
     }
 
     /// Applies command-line overrides: flags win over the file.
@@ -1422,6 +1479,8 @@ impl FromStr for UpstreamFlag {
         Ok(UpstreamFlag { selector, endpoint: url.parse()? })
     }
 }
+
+mod env;
 
 #[cfg(test)]
 mod tests;

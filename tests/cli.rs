@@ -511,3 +511,47 @@ async fn a_stream_open_at_sigterm_is_closed_after_the_drain_timeout() {
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exits 0 once the drain timeout has passed: {status:?}");
 }
+
+#[tokio::test]
+async fn environment_variables_and_secret_files_configure_the_binary() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt.secret"), "a mounted HMAC secret of 32+ bytes\n").unwrap();
+    let config = r#"[descriptors]
+paths = ["${DESCRIPTORS}"]
+[[upstreams]]
+name = "examples"
+services = ["*"]
+endpoints = ["${UPSTREAM_URL}"]
+timeout = "${UPSTREAM_TIMEOUT:-5s}"
+[jwt]
+algorithms = ["HS256"]
+keys = [{ kid = "k", alg = "HS256", secret_file = "jwt.secret" }]
+"#;
+    std::fs::write(dir.path().join("gw.toml"), config).unwrap();
+    let descriptors = descriptors_dir();
+    let url = upstream.url();
+    let env = [("DESCRIPTORS", descriptors.as_str()), ("UPSTREAM_URL", url.as_str())];
+    let args = ["serve", "--config", "gw.toml", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let Served { mut child, admin, .. } = serve_with_admin(&args, dir.path(), &env).await;
+    let admin = Client::new(admin.unwrap().parse().unwrap());
+    let shown: serde_json::Value = admin.request("GET", "/config").send().await.json();
+    assert_eq!(shown["upstreams"][0]["endpoints"][0], url.as_str(), "the variable's value");
+    assert_eq!(shown["upstreams"][0]["timeout"], "5s", "the default");
+    assert_eq!(shown["jwt"]["keys"][0]["secret"], "[redacted]", "never the secret");
+    assert!(shown["jwt"]["keys"][0]["secret_file"].as_str().unwrap().ends_with("jwt.secret"), "where it came from");
+    let _ = child.start_kill();
+
+    // An unset variable with no default is an error naming it and its key.
+    let out = Command::new(BIN)
+        .args(["check", "--config", "gw.toml"])
+        .current_dir(dir.path())
+        .env_remove("PROTOGATE_CONFIG")
+        .env_remove("UPSTREAM_URL")
+        .env("DESCRIPTORS", &descriptors)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("upstreams[0].endpoints[0]") && stderr.contains("UPSTREAM_URL is not set"), "{stderr}");
+}

@@ -312,3 +312,33 @@ fn relative_descriptor_paths_follow_the_config_file() {
     config.resolve_paths(Path::new("/etc/protogate"));
     assert_eq!(config.descriptors.paths, [PathBuf::from("/etc/protogate/d"), PathBuf::from("/abs")]);
 }
+
+#[test]
+fn environment_variables_fill_strings_and_unknown_keys_keep_their_path() {
+    let env = |name: &str| (name == "REDIS").then(|| "redis://:p\"w@10.0.0.5:6379".to_owned());
+    let config =
+        Config::from_toml_with("[rate_limit]\nbackend = \"redis\"\nredis_url = \"${REDIS}\"\n# costs $0\n", &env)
+            .unwrap();
+    assert_eq!(config.rate_limit.redis_url.as_deref(), Some("redis://:p\"w@10.0.0.5:6379"), "a quote stays inside");
+    let unknown = Config::from_toml_with("[json]\nemit_unpopulatd = \"${REDIS}\"\n", &env).unwrap_err();
+    assert_eq!(unknown.key, "json.emit_unpopulatd");
+    let unset = Config::from_toml_with("listen = \"${LISTEN}\"\n", &env).unwrap_err();
+    assert_eq!(unset.key, "listen");
+    assert!(unset.message.contains("LISTEN is not set"), "{unset}");
+}
+
+#[test]
+fn secret_files_fill_their_values_and_not_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("redis"), "redis://:pw@h:6379\n").unwrap();
+    let mut config = Config::from_toml(
+        "[rate_limit]\nredis_url_file = \"redis\"\n[cache]\nredis_url = \"redis://a\"\nredis_url_file = \"redis\"\n",
+    )
+    .unwrap();
+    config.resolve_paths(dir.path());
+    let errors = config.read_secret_files().unwrap_err();
+    assert_eq!(config.rate_limit.redis_url.as_deref(), Some("redis://:pw@h:6379"), "the trailing newline is dropped");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "cache.redis_url_file");
+    assert!(errors[0].message.contains("not both"), "{}", errors[0]);
+}
