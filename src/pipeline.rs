@@ -66,16 +66,27 @@ pub async fn authorize<'g>(
     gateway: &'g Gateway,
     index: usize,
     arrival: Arrival<'_>,
-    headers: &HeaderMap,
+    parts: &Parts,
     peer: Peer,
 ) -> Result<Access<'g>, GatewayError> {
+    let headers = &parts.headers;
     metadata::single_authorization(headers)?;
     let route = gateway.route_at(index);
     let mut guard = Guard::new();
     add_guard(gateway, index, arrival, &mut guard);
     let request =
         policy::Request { http_method: &route.http_method, template: &route.template, headers, client: peer.client };
-    Ok(gateway.policies().admit(&guard, &request).await?)
+    let access = gateway.policies().admit(&guard, &request).await?;
+    note_quotas(parts, &access);
+    Ok(access)
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of the limits a request passed, for its
+/// response whatever the door (the observe layer adds them on the way out).
+fn note_quotas(parts: &Parts, access: &Access<'_>) {
+    if !access.quotas.is_empty() {
+        Exchange::of(&parts.extensions).rate_limits(policy::quota_headers(&access.quotas));
+    }
 }
 
 /// Step 1b for a composite route (`request` names its own HTTP method and template), which
@@ -86,6 +97,7 @@ pub async fn authorize_composite<'g>(
     routes: impl Iterator<Item = usize>,
     request: &policy::Request<'_>,
     paths: &[&str],
+    parts: &Parts,
 ) -> Result<Access<'g>, GatewayError> {
     metadata::single_authorization(request.headers)?;
     let mut guard = Guard::new();
@@ -94,7 +106,9 @@ pub async fn authorize_composite<'g>(
             add_guard(gateway, index, Arrival::Via { http_method: request.http_method, path }, &mut guard);
         }
     }
-    Ok(gateway.policies().admit(&guard, request).await?)
+    let access = gateway.policies().admit(&guard, request).await?;
+    note_quotas(parts, &access);
+    Ok(access)
 }
 
 fn add_guard(gateway: &Gateway, index: usize, arrival: Arrival<'_>, guard: &mut Guard) {

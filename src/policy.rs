@@ -84,6 +84,8 @@ pub struct Access<'p> {
     pub policy: Option<&'p Policy>,
     /// The verified token's claims, when a policy required one.
     pub claims: Option<Claims>,
+    /// Where the request stands with each rate limit it passed.
+    pub quotas: Vec<crate::rate_limit::Standing>,
 }
 
 /// What a policy decision looks at besides which policies apply.
@@ -120,10 +122,57 @@ pub enum Denied {
     RateLimited(#[from] Refusal),
 }
 
-/// The rate limit headers of a 429 (draft-ietf-httpapi-ratelimit-headers).
-const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+/// The rate limit headers (draft-ietf-httpapi-ratelimit-headers): the policies, and where the
+/// client stands with each.
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+/// See [`RATELIMIT_POLICY`].
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+/// `RateLimit-Policy: "orders.ip";q=100;w=60` and `RateLimit: "orders.ip";r=42;t=35` for the
+/// limits a request passed.
+pub fn quota_headers(standings: &[crate::rate_limit::Standing]) -> HeaderMap {
+    let policies: Vec<String> = standings
+        .iter()
+        .map(|s| format!("{};q={};w={}", sf_string(&s.name), s.limit, whole_seconds(&s.window)))
+        .collect();
+    let states: Vec<String> = standings
+        .iter()
+        .map(|s| format!("{};r={};t={}", sf_string(&s.name), s.remaining, whole_seconds(&s.reset)))
+        .collect();
+    rate_limit_headers(&policies.join(", "), &states.join(", "))
+}
+
+fn rate_limit_headers(policy: &str, state: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let (Ok(policy), Ok(state)) = (http::HeaderValue::from_str(policy), http::HeaderValue::from_str(state)) {
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, state);
+    }
+    headers
+}
+
+/// A structured-field string (RFC 8941 §3.3.3): quoted, `"` and `\` escaped, printable ASCII.
+fn sf_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Whole seconds, rounded up: a client that waits that long is never early.
+fn whole_seconds(duration: &Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
 
 impl From<Denied> for GatewayError {
     fn from(denied: Denied) -> GatewayError {
@@ -144,12 +193,12 @@ impl Denied {
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         match self {
-            Denied::RateLimited(Refusal::Limited { limit, remaining, retry_after, reset, .. }) => {
-                let seconds = |d: &Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
-                headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds(retry_after).max(1)));
-                headers.insert(RATELIMIT_LIMIT, http::HeaderValue::from(*limit));
-                headers.insert(RATELIMIT_REMAINING, http::HeaderValue::from(*remaining));
-                headers.insert(RATELIMIT_RESET, http::HeaderValue::from(seconds(reset).max(1)));
+            Denied::RateLimited(Refusal::Limited { name, window, limit, remaining, retry_after, .. }) => {
+                let wait = whole_seconds(retry_after).max(1);
+                headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait));
+                let name = sf_string(name);
+                let policy = format!("{name};q={limit};w={}", whole_seconds(window));
+                headers.extend(rate_limit_headers(&policy, &format!("{name};r={remaining};t={wait}")));
             }
             Denied::RateLimited(Refusal::BackendUnavailable { .. }) => {}
             Denied::Unauthenticated(_) | Denied::Forbidden { .. } => {
@@ -187,7 +236,8 @@ impl Policies {
     /// The policies of the configuration (already validated) with their verifier and rate
     /// limits. Must run inside a tokio runtime (the in-memory limits sweep idle keys on it).
     pub fn new(configs: &[PolicyConfig], verifier: Option<Verifier>, settings: &RateLimitSettings) -> Policies {
-        let limits: Vec<&[RateLimitConfig]> = configs.iter().map(|c| c.rate_limits.as_slice()).collect();
+        let limits: Vec<(&str, &[RateLimitConfig])> =
+            configs.iter().map(|c| (c.name.as_str(), c.rate_limits.as_slice())).collect();
         let limiter = Limiter::new(&limits, settings);
         Policies { policies: configs.iter().map(Policy::new).collect(), verifier, limiter }
     }
@@ -259,10 +309,11 @@ impl Policies {
         }
         let Request { http_method, template, headers, client } = *request;
         let subject = Subject { client, headers, claims: claims.as_ref(), http_method, template };
+        let mut quotas = Vec::new();
         for (index, _) in policies.clone() {
-            self.limiter.check(index, &subject).await?;
+            quotas.extend(self.limiter.check(index, &subject).await?);
         }
-        Ok(Access { policy: policies.map(|(_, p)| p).next(), claims })
+        Ok(Access { policy: policies.map(|(_, p)| p).next(), claims, quotas })
     }
 
     /// What in the policies selects nothing that is loaded: a `grpc` selector no method fits,
@@ -484,6 +535,20 @@ pub fn validate(config: &PolicyConfig) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rate_limit_headers_follow_the_draft() {
+        let standing = crate::rate_limit::Standing {
+            name: "orders \"api\".ip\u{e9}".into(),
+            limit: 100,
+            window: Duration::from_secs(60),
+            remaining: 42,
+            reset: Duration::from_millis(34_500),
+        };
+        let headers = quota_headers(&[standing.clone(), crate::rate_limit::Standing { name: "b".into(), ..standing }]);
+        assert_eq!(headers[RATELIMIT_POLICY], r#""orders \"api\".ip?";q=100;w=60, "b";q=100;w=60"#);
+        assert_eq!(headers[RATELIMIT], r#""orders \"api\".ip?";r=42;t=35, "b";r=42;t=35"#);
+    }
+
     use super::*;
 
     fn policy(toml: &str) -> Policy {

@@ -56,6 +56,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One limit of one policy.
 struct Limit {
+    /// How the `RateLimit-Policy` and `RateLimit` headers name it: `<policy>.<key>`.
+    name: String,
     key: KeyKind,
     /// Requests allowed at once.
     burst: u32,
@@ -100,6 +102,10 @@ pub enum Refusal {
     /// Over the limit: 429.
     #[error("rate limit of {limit} requests exceeded for {key}; retry in {}s", retry_after.as_secs_f64().ceil())]
     Limited {
+        /// The limit's name, for the `RateLimit` headers.
+        name: String,
+        /// How long the whole limit takes to come back.
+        window: Duration,
         /// What it counts by, for the message.
         key: String,
         /// Requests allowed at once.
@@ -119,15 +125,32 @@ pub enum Refusal {
     },
 }
 
+/// Where a request stands with one limit it passed, for the `RateLimit-Policy` and
+/// `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    /// `<policy>.<key>`.
+    pub name: String,
+    /// Requests allowed at once.
+    pub limit: u32,
+    /// How long the whole limit takes to come back.
+    pub window: Duration,
+    /// Requests left now.
+    pub remaining: u32,
+    /// When the limit is whole again.
+    pub reset: Duration,
+}
+
 impl Limiter {
-    /// The limits of `policies` (each policy's `rate_limits`, already validated).
-    pub fn new(policies: &[&[RateLimitConfig]], settings: &RateLimitSettings) -> Limiter {
+    /// The limits of `policies` (each policy's name and `rate_limits`, already validated).
+    pub fn new(policies: &[(&str, &[RateLimitConfig])], settings: &RateLimitSettings) -> Limiter {
         let redis = (settings.backend == RateLimitBackend::Redis).then(|| RedisBackend::new(settings));
         let policies: Vec<Vec<Limit>> = policies
             .iter()
             .enumerate()
-            .map(|(p, limits)| {
-                limits.iter().enumerate().filter_map(|(l, config)| Limit::new(config, p, l, redis.is_none())).collect()
+            .map(|(p, (name, limits))| {
+                let limits = limits.iter().enumerate();
+                limits.filter_map(|(l, config)| Limit::new(name, config, p, l, redis.is_none())).collect()
             })
             .collect();
         let memory: Vec<std::sync::Weak<MemoryLimiter>> =
@@ -164,26 +187,29 @@ impl Limiter {
         tracing::warn!(reason, unlogged_since_last = also, "rate limit backend unavailable: {outcome}");
     }
 
-    /// Whether policy `policy` lets this request through, counting it.
-    pub async fn check(&self, policy: usize, subject: &Subject<'_>) -> Result<(), Refusal> {
-        let Some(limits) = self.policies.get(policy) else { return Ok(()) };
+    /// Whether policy `policy` lets this request through, counting it; where it stands with
+    /// each limit it passed.
+    pub async fn check(&self, policy: usize, subject: &Subject<'_>) -> Result<Vec<Standing>, Refusal> {
+        let Some(limits) = self.policies.get(policy) else { return Ok(Vec::new()) };
+        let mut quotas = Vec::with_capacity(limits.len());
         for limit in limits {
             let key = limit.key_of(subject, self.ipv6_prefix);
             let decision = match (&limit.memory, &self.redis) {
-                (Some(memory), _) => limit.check_memory(memory, &key),
+                (Some(memory), _) => limit.check_memory(memory, &key).map(Some),
                 (None, Some(redis)) => match redis.check(limit, &key).await {
-                    Ok(decision) => decision,
+                    Ok(decision) => decision.map(Some),
                     Err(reason) => {
                         self.backend_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.log_backend_error(&reason);
-                        if self.fail_open { Ok(()) } else { Err(Refusal::BackendUnavailable { reason }) }
+                        // Let through, nothing is known of where the client stands.
+                        if self.fail_open { Ok(None) } else { Err(Refusal::BackendUnavailable { reason }) }
                     }
                 },
-                (None, None) => Ok(()),
+                (None, None) => Ok(None),
             };
-            decision?;
+            quotas.extend(decision?);
         }
-        Ok(())
+        Ok(quotas)
     }
 }
 
@@ -201,7 +227,7 @@ impl std::fmt::Debug for Limiter {
 }
 
 impl Limit {
-    fn new(config: &RateLimitConfig, policy: usize, index: usize, in_memory: bool) -> Option<Limit> {
+    fn new(policy_name: &str, config: &RateLimitConfig, policy: usize, index: usize, in_memory: bool) -> Option<Limit> {
         let (count, period) = config.rate()?;
         let burst = config.burst.unwrap_or(count).max(1);
         let interval = period / count.max(1);
@@ -212,7 +238,8 @@ impl Limit {
                 .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
             Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
         });
-        Some(Limit { key, burst, interval, id: format!("protogate:rl:{policy}:{index}"), memory })
+        let name = format!("{policy_name}.{key}");
+        Some(Limit { name, key, burst, interval, id: format!("protogate:rl:{policy}:{index}"), memory })
     }
 
     /// This request's key: what it counts by, and its value (`-` when absent: requests
@@ -226,9 +253,9 @@ impl Limit {
         }
     }
 
-    fn check_memory(&self, limiter: &MemoryLimiter, key: &String) -> Result<(), Refusal> {
+    fn check_memory(&self, limiter: &MemoryLimiter, key: &String) -> Result<Standing, Refusal> {
         match limiter.check_key(key) {
-            Ok(_) => Ok(()),
+            Ok(snapshot) => Ok(self.quota(snapshot.remaining_burst_capacity())),
             Err(not_until) => {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
                 Err(self.refusal(retry_after))
@@ -236,8 +263,27 @@ impl Limit {
         }
     }
 
+    /// Where a request that passed stands, with `remaining` requests left.
+    fn quota(&self, remaining: u32) -> Standing {
+        let remaining = remaining.min(self.burst);
+        Standing {
+            name: self.name.clone(),
+            limit: self.burst,
+            window: self.window(),
+            remaining,
+            reset: self.interval * (self.burst - remaining),
+        }
+    }
+
+    /// How long the whole limit takes to come back after it is used up.
+    fn window(&self) -> Duration {
+        self.interval * self.burst
+    }
+
     fn refusal(&self, retry_after: Duration) -> Refusal {
         Refusal::Limited {
+            name: self.name.clone(),
+            window: self.window(),
             key: self.key.to_string(),
             limit: self.burst,
             remaining: 0,
@@ -341,7 +387,7 @@ impl RedisBackend {
         RedisBackend { connection: RedisConnection::new(url, settings.redis_timeout), script: redis::Script::new(GCRA) }
     }
 
-    async fn check(&self, limit: &Limit, key: &str) -> Result<Result<(), Refusal>, String> {
+    async fn check(&self, limit: &Limit, key: &str) -> Result<Result<Standing, Refusal>, String> {
         let interval_ms = limit.interval.as_millis().max(1) as u64;
         let redis_key = format!("{}:{key}", limit.id);
         let mut connection = self.connection.get().await?;
@@ -354,9 +400,12 @@ impl RedisBackend {
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("no answer within {timeout:?}")),
         };
-        let [allowed, retry_ms, _] = reply[..] else { return Err(format!("unexpected script reply {reply:?}")) };
+        let [allowed, retry_ms, used_ms] = reply[..] else { return Err(format!("unexpected script reply {reply:?}")) };
         if allowed == 1 {
-            return Ok(Ok(()));
+            // `used_ms` is how far ahead of now the limit's clock runs: the requests taken.
+            let used = u64::try_from(used_ms).unwrap_or(0).div_ceil(interval_ms);
+            let remaining = u64::from(limit.burst).saturating_sub(used);
+            return Ok(Ok(limit.quota(u32::try_from(remaining).unwrap_or(0))));
         }
         Ok(Err(limit.refusal(Duration::from_millis(retry_ms.max(0) as u64))))
     }

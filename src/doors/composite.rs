@@ -75,7 +75,7 @@ pub async fn respond(
     };
     let routes = aggregate.calls.iter().map(|call| call.route);
     let paths = [parts.uri.path(), route_path];
-    let access = pipeline::authorize_composite(gateway, routes, &request, &paths).await?;
+    let access = pipeline::authorize_composite(gateway, routes, &request, &paths, parts).await?;
     let values = &matched.values;
     // A GET takes nothing from a body (`check` refuses `{body}` there): the key holds
     // everything the calls read, but the claims, which a verified subject keys.

@@ -71,7 +71,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
     let index = gateway.method_route(path).ok_or_else(|| GatewayError::UnknownMethod { path: path.to_owned() })?;
     let route = gateway.route_at(index);
     let exchange = pipeline::note_route(gateway, &parts, index);
-    let access = pipeline::authorize(gateway, index, Arrival::Method, &parts.headers, peer).await?;
+    let access = pipeline::authorize(gateway, index, Arrival::Method, &parts, peer).await?;
     if route.method.is_client_streaming() || route.method.is_server_streaming() {
         return Err(GatewayError::ConnectStreaming { method: route.method.full_name().to_owned() });
     }

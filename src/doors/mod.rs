@@ -75,7 +75,7 @@ async fn respond(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let view = place.route_view(gateway, matched.index, &parts)?;
     Exchange::of(&parts.extensions).matched(view.labels);
     let arrival = place.arrival(matched.route, parts.uri.path());
-    let access = pipeline::authorize(gateway, matched.index, arrival, &parts.headers, peer).await?;
+    let access = pipeline::authorize(gateway, matched.index, arrival, &parts, peer).await?;
     let method = &matched.route.method;
     let (index, values) = (matched.index, matched.values);
     match (method.is_client_streaming(), method.is_server_streaming()) {

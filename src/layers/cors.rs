@@ -14,9 +14,15 @@ use crate::config::CorsConfig;
 use crate::metadata::origin::OriginPattern;
 use crate::metadata::{METADATA_PREFIX, TRAILER_PREFIX};
 
-/// Headers every allowed origin may read, with the request id header.
-const ALWAYS_EXPOSED: [HeaderName; 2] =
-    [HeaderName::from_static("grpc-status"), HeaderName::from_static("grpc-message")];
+/// Headers every allowed origin may read, with the request id header: the gRPC status, and
+/// the rate limits (a page can pace itself only if it can read them).
+const ALWAYS_EXPOSED: [HeaderName; 5] = [
+    HeaderName::from_static("grpc-status"),
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("ratelimit-policy"),
+    HeaderName::from_static("ratelimit"),
+    HeaderName::from_static("retry-after"),
+];
 
 /// The CORS layer for a validated `[cors]`.
 pub fn layer(config: &CorsConfig, request_id: &HeaderName) -> CorsLayer {

@@ -80,7 +80,16 @@ where
         let span = watch.span().clone();
         Box::pin(async move {
             let response = inner.call(request).instrument(span).await?;
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // Every response of a rate-limited route says where the client stands; a refusal
+            // says it already, for the limit that refused.
+            if let Some(limits) = watch.exchange().take_rate_limits() {
+                for (name, value) in &limits {
+                    if !parts.headers.contains_key(name) {
+                        parts.headers.insert(name.clone(), value.clone());
+                    }
+                }
+            }
             watch.responded(&parts);
             Ok(Response::from_parts(parts, Body::new(WatchedBody { inner: body, watch })))
         })

@@ -47,6 +47,8 @@ pub struct Record {
     /// The client's address as the gateway serving the request resolved it (its
     /// `trusted_proxies`, which a reload may change).
     pub client: Option<std::net::IpAddr>,
+    /// The `RateLimit-Policy` and `RateLimit` headers of the limits the request passed.
+    pub rate_limits: Option<http::HeaderMap>,
 }
 
 impl Exchange {
@@ -59,6 +61,16 @@ impl Exchange {
     /// The client's address, as the serving gateway resolved it.
     pub fn client(&self, ip: Option<std::net::IpAddr>) {
         self.update(|record| record.client = ip);
+    }
+
+    /// The rate limits the request passed, as response headers.
+    pub fn rate_limits(&self, headers: http::HeaderMap) {
+        self.update(|record| record.rate_limits = Some(headers));
+    }
+
+    /// Takes the rate limit headers noted, for the response.
+    pub fn take_rate_limits(&self) -> Option<http::HeaderMap> {
+        self.0.lock().ok()?.rate_limits.take()
     }
 
     /// The route matched.

@@ -310,6 +310,11 @@ impl Observer {
 // === impl Watch ===
 
 impl Watch {
+    /// The request's record.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
     /// The tracing span the request is handled in.
     pub fn span(&self) -> &tracing::Span {
         &self.span

@@ -1,5 +1,6 @@
 //! Rate limits: in memory per replica, in Redis across replicas, keyed by IP (trusting only
-//! configured proxies), header, claim or route; 429 with Retry-After and RateLimit-* headers.
+//! configured proxies), header, claim or route; every answer of a limited route with
+//! `RateLimit-Policy` and `RateLimit` (the IETF draft), a 429 with `Retry-After` too.
 
 use std::time::Instant;
 
@@ -12,18 +13,23 @@ fn limits(extra: &str, limits: &str) -> String {
 #[tokio::test]
 async fn a_burst_then_429_with_retry_after_and_ratelimit_headers() {
     let h = Harness::start_with(&limits("", r#"{ key = "ip", per_minute = 60, burst = 3 }"#)).await;
-    for _ in 0..3 {
-        assert_eq!(h.get("/v1/shelves/1").await.status, 200);
+    for left in [2, 1, 0] {
+        let admitted = h.get("/v1/shelves/1").await;
+        assert_eq!(admitted.status, 200);
+        assert_eq!(admitted.header("ratelimit-policy"), Some(r#""limited.ip";q=3;w=3"#));
+        let state = admitted.header("ratelimit").unwrap();
+        assert!(state.starts_with(&format!(r#""limited.ip";r={left};t="#)), "{state}");
     }
     let refused = h.get("/v1/shelves/1").await;
     let json = refused.assert_error(429, 8);
     assert!(json["message"].as_str().unwrap().starts_with("rate limit of 3 requests exceeded for ip"), "{json}");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    assert_eq!(refused.header("ratelimit-limit"), Some("3"));
-    assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
-    let reset: u64 = refused.header("ratelimit-reset").unwrap().parse().unwrap();
-    assert!((2..=3).contains(&reset), "the limit is whole again in about 3 s: {reset}");
+    assert_eq!(refused.header("ratelimit-policy"), Some(r#""limited.ip";q=3;w=3"#));
+    assert_eq!(refused.header("ratelimit"), Some(r#""limited.ip";r=0;t=1"#));
     assert_eq!(h.upstream.calls().len(), 3, "the refused request never reached the upstream");
+    // A route no limit holds says nothing of limits.
+    let other = Harness::start().await;
+    assert_eq!(other.get("/v1/shelves/1").await.header("ratelimit"), None);
 }
 
 #[tokio::test]
@@ -72,7 +78,12 @@ async fn three_replicas_share_one_limit_in_redis() {
     let mut admitted = 0;
     let mut refused = 0;
     for i in 0..90 {
-        let status = replicas[i % 3].client.request("GET", "/v1/shelves/1").send().await.status;
+        let response = replicas[i % 3].client.request("GET", "/v1/shelves/1").send().await;
+        if i == 0 {
+            let state = response.header("ratelimit").unwrap();
+            assert!(state.starts_with(r#""limited.route";r=19;t="#), "one of 20 taken, by Redis's count: {state}");
+        }
+        let status = response.status;
         match status.as_u16() {
             200 => admitted += 1,
             429 => refused += 1,
