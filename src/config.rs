@@ -677,16 +677,44 @@ pub struct KeyConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JsonConfig {
-    /// Emit fields that hold their default value.
-    pub emit_unpopulated: bool,
+    /// A set of defaults: the contract's (`protogate`), or grpc-gateway's (`grpc-gateway`:
+    /// unpopulated fields emitted, unknown fields ignored), so its clients see what they saw.
+    /// The options below, when given, win over it.
+    pub preset: JsonPreset,
+    /// Emit fields that hold their default value (the preset's choice when absent).
+    pub emit_unpopulated: Option<bool>,
     /// Emit proto field names instead of lowerCamelCase JSON names.
     pub use_proto_names: bool,
     /// Emit enums as numbers instead of names.
     pub enums_as_ints: bool,
-    /// Skip unknown JSON fields and query parameters instead of answering 400.
-    pub ignore_unknown_fields: bool,
+    /// Skip unknown JSON fields and query parameters instead of answering 400 (the preset's
+    /// choice when absent).
+    pub ignore_unknown_fields: Option<bool>,
     /// Query parameters that are never bound to a field (e.g. `_` cache busters).
     pub ignored_query_parameters: Vec<String>,
+}
+
+/// The defaults `[json]` starts from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JsonPreset {
+    /// The contract's: default values omitted, unknown fields refused.
+    #[default]
+    Protogate,
+    /// grpc-gateway v2's marshaler: default values emitted, unknown fields discarded.
+    GrpcGateway,
+}
+
+impl JsonConfig {
+    /// Whether default values are written out: the option, else the preset's choice.
+    pub fn emits_unpopulated(&self) -> bool {
+        self.emit_unpopulated.unwrap_or(self.preset == JsonPreset::GrpcGateway)
+    }
+
+    /// Whether unknown fields and query parameters are skipped: the option, else the preset's.
+    pub fn ignores_unknown_fields(&self) -> bool {
+        self.ignore_unknown_fields.unwrap_or(self.preset == JsonPreset::GrpcGateway)
+    }
 }
 
 /// `[request_id]`: the correlation id header.

@@ -39,12 +39,12 @@ impl JsonOptions {
                 .stringify_64_bit_integers(true)
                 .use_enum_numbers(config.enums_as_ints)
                 .use_proto_field_name(config.use_proto_names)
-                .skip_default_fields(!config.emit_unpopulated),
-            deserialize: DeserializeOptions::new().deny_unknown_fields(!config.ignore_unknown_fields),
-            emit_unpopulated: config.emit_unpopulated,
+                .skip_default_fields(!config.emits_unpopulated()),
+            deserialize: DeserializeOptions::new().deny_unknown_fields(!config.ignores_unknown_fields()),
+            emit_unpopulated: config.emits_unpopulated(),
             use_proto_names: config.use_proto_names,
             enums_as_ints: config.enums_as_ints,
-            ignore_unknown_fields: config.ignore_unknown_fields,
+            ignore_unknown_fields: config.ignores_unknown_fields(),
             ignored_query_parameters: config.ignored_query_parameters.iter().cloned().collect(),
         }
     }

@@ -172,3 +172,18 @@ async fn unknown_fields_are_accepted_when_configured() {
     assert_eq!(response.status, 200);
     assert_eq!(h.upstream.last_call().request, json!({"nested": {"name": "n"}}));
 }
+
+#[tokio::test]
+async fn the_grpc_gateway_preset_keeps_what_its_clients_saw_and_options_still_win() {
+    let h = Harness::start_with("[json]\npreset = \"grpc-gateway\"").await;
+    let response = h.post_json("/v1/everything", json!({"unknownField": 1, "int32Value": 5})).await;
+    assert_eq!(response.status, 200, "unknown fields are discarded, as grpc-gateway does");
+    let json = response.json();
+    assert_eq!(json["int32Value"], 5);
+    assert_eq!(json["int64Value"], "0", "unpopulated fields are emitted, as grpc-gateway does");
+    assert_eq!(json["repeatedString"], json!([]));
+
+    let tuned = Harness::start_with("[json]\npreset = \"grpc-gateway\"\nemit_unpopulated = false").await;
+    let json = tuned.post_json("/v1/everything", json!({"unknownField": 1, "int32Value": 5})).await.json();
+    assert_eq!(json, json!({"int32Value": 5}), "an explicit option wins over the preset");
+}

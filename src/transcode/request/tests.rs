@@ -127,7 +127,7 @@ fn ignored_and_unknown_parameters_follow_the_options() {
         r#"{"pageSize":2}"#
     );
     assert!(decode_with(&ignoring, "GET", "/v1/shelves?other=1", "").is_err());
-    let lenient = JsonOptions::from_config(&JsonConfig { ignore_unknown_fields: true, ..JsonConfig::default() });
+    let lenient = JsonOptions::from_config(&JsonConfig { ignore_unknown_fields: Some(true), ..JsonConfig::default() });
     assert_eq!(decode_with(&lenient, "GET", "/v1/shelves?other=1&page_size=2", "").unwrap(), r#"{"pageSize":2}"#);
     assert_eq!(
         decode_with(&lenient, "POST", "/v1/shelves", r#"{"theme":"t","color":"red"}"#).unwrap(),
