@@ -4,9 +4,9 @@
 //! the test checks what the upstream produced arrived, and that a gateway which does not
 //! allow the page's origin is refused.
 //!
-//! `.ci/run` installs Chromium and sets `PROTOGATE_REQUIRE_BROWSER=1`, which makes a missing
-//! browser a failure; elsewhere the test says it was skipped. `PROTOGATE_CHROMIUM` picks
-//! another binary.
+//! `scripts/test` (run by `.ci/run`) installs Chromium and sets `PROTOGATE_REQUIRE_BROWSER=1`,
+//! which makes a missing browser a failure; elsewhere the test says it was skipped.
+//! `PROTOGATE_CHROMIUM` picks another binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
