@@ -37,6 +37,8 @@ pub struct Config {
     pub admin_hosts: Vec<String>,
     /// Where the protobuf descriptors come from.
     pub descriptors: DescriptorsConfig,
+    /// Request headers sent upstream beyond the contract's.
+    pub headers: HeadersConfig,
     /// Options of the proto3 JSON mapping.
     pub json: JsonConfig,
     /// Upstream gRPC services and which protobuf services they serve.
@@ -100,6 +102,7 @@ impl Default for Config {
             admin_listen: None,
             admin_hosts: Vec::new(),
             descriptors: DescriptorsConfig::default(),
+            headers: HeadersConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -692,6 +695,16 @@ pub struct JsonConfig {
     pub ignore_unknown_fields: Option<bool>,
     /// Query parameters that are never bound to a field (e.g. `_` cache busters).
     pub ignored_query_parameters: Vec<String>,
+}
+
+/// `[headers]`: request headers sent upstream beyond `Grpc-Metadata-*`, `Authorization`, the
+/// request id, the trace context and the forwarding headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Header names sent upstream as metadata of the same name, at every door
+    /// (`accept-language`, `cookie`, ...). The names the gateway sets itself cannot be listed.
+    pub forward: Vec<String>,
 }
 
 /// The defaults `[json]` starts from.

@@ -16,6 +16,7 @@ use crate::cache::ResponseCache;
 use crate::config::{Config, ConfigError, DoorsConfig};
 use crate::descriptors::{self, DescriptorError, Descriptors, Source};
 use crate::error::GatewayError;
+use crate::metadata::HeaderRules;
 use crate::metadata::forwarded::Forwarding;
 use crate::observability::{Observer, RouteLabels, StreamCounter};
 use crate::policy::{Guard, Policies};
@@ -71,6 +72,8 @@ pub struct Gateway {
     exposed_headers: Vec<HeaderName>,
     /// Whose forwarding headers are believed.
     forwarding: Forwarding,
+    /// Which request headers go upstream.
+    header_rules: HeaderRules,
     /// What in the configuration selects nothing loaded, for `check` and the startup log.
     warnings: Vec<String>,
 }
@@ -233,6 +236,7 @@ impl Gateway {
         profiles.name_upstreams(&route_labels);
         observer.metrics().descriptors_loaded(true);
         let transcoder = Transcoder::build(table.routes(), json);
+        let request_id_header = observer.request_id_header().clone();
         // The implicit `POST /pkg.Service/Method` route of each method: the whole message in
         // the body, nothing from the path.
         let methods = table
@@ -283,6 +287,15 @@ impl Gateway {
                 .filter_map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
             forwarding: Forwarding::from_config(&config.rate_limit),
+            header_rules: HeaderRules {
+                request_id: request_id_header,
+                forward: config
+                    .headers
+                    .forward
+                    .iter()
+                    .filter_map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok())
+                    .collect(),
+            },
             warnings,
         })
     }
@@ -425,6 +438,11 @@ impl Gateway {
         &self.exposed_headers
     }
 
+    /// Which request headers go upstream as metadata.
+    pub fn header_rules(&self) -> &HeaderRules {
+        &self.header_rules
+    }
+
     /// Whose forwarding headers are believed: the gateway's view of who sent a request.
     pub fn forwarding(&self) -> &Forwarding {
         &self.forwarding
@@ -494,6 +512,19 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     for (i, proxy) in config.rate_limit.trusted_proxies.iter().enumerate() {
         if let Err(message) = crate::metadata::forwarded::parse_net(proxy) {
             add(String::new(), vec![(format!("rate_limit.trusted_proxies[{i}]"), message)]);
+        }
+    }
+    for (i, name) in config.headers.forward.iter().enumerate() {
+        let key = format!("headers.forward[{i}]");
+        let request_id = HeaderName::from_bytes(config.request_id.header.to_ascii_lowercase().as_bytes())
+            .unwrap_or(crate::metadata::REQUEST_ID);
+        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            Err(_) => add(String::new(), vec![(key, format!("{name:?} is not a header name"))]),
+            Ok(header) if !crate::metadata::is_forwardable(header.as_str(), &request_id) => {
+                let message = format!("{name:?} is set by the gateway itself and cannot be forwarded from clients");
+                add(String::new(), vec![(key, message)]);
+            }
+            Ok(_) => {}
         }
     }
     if config.rate_limit.ipv6_prefix > 128 {

@@ -78,6 +78,31 @@ pub struct Peer {
     pub trusted: bool,
 }
 
+/// Which request headers go upstream beside the contract's.
+#[derive(Debug, Clone)]
+pub struct HeaderRules {
+    /// The correlation id header (`[request_id] header`).
+    pub request_id: HeaderName,
+    /// Request headers sent upstream as metadata of their own name (`[headers] forward`):
+    /// `accept-language`, or `cookie` for an upstream that reads sessions. Never one the
+    /// gateway owns ([`is_forwardable`] says which may be listed).
+    pub forward: Vec<HeaderName>,
+}
+
+impl HeaderRules {
+    /// The contract's headers only.
+    pub fn new(request_id: HeaderName) -> HeaderRules {
+        HeaderRules { request_id, forward: Vec::new() }
+    }
+}
+
+/// Whether `[headers] forward` may list `name`: not a header the gateway sets upstream
+/// itself (credentials, forwarding headers, ids), nor one of the connection or of gRPC.
+/// `cookie` may be: it is withheld by default, not owned.
+pub fn is_forwardable(name: &str, request_id: &HeaderName) -> bool {
+    name == "cookie" || !(is_gateway_owned(name, request_id) || is_reserved(name))
+}
+
 /// Refuses a request that sends `Authorization` more than once.
 pub fn single_authorization(headers: &HeaderMap) -> Result<(), MetadataError> {
     match headers.get_all(AUTHORIZATION).iter().nth(1) {
@@ -88,7 +113,8 @@ pub fn single_authorization(headers: &HeaderMap) -> Result<(), MetadataError> {
 
 /// The metadata sent upstream for an HTTP request's headers; `request_id` names the
 /// correlation id header.
-pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, MetadataError> {
+pub fn to_grpc(headers: &HeaderMap, peer: Peer, rules: &HeaderRules) -> Result<HeaderMap, MetadataError> {
+    let request_id = &rules.request_id;
     single_authorization(headers)?;
     let mut metadata = HeaderMap::with_capacity(8);
     let hop_by_hop = connection_tokens(headers);
@@ -110,7 +136,7 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Resu
             let mut value = value.clone();
             value.set_sensitive(true);
             metadata.append(name.clone(), value);
-        } else if name == TRACESTATE {
+        } else if name == TRACESTATE || rules.forward.contains(name) {
             metadata.append(name.clone(), value.clone());
         }
     }
@@ -122,7 +148,8 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Resu
 /// end-to-end headers (its `grpc-*`, content type and user agent included) but for the
 /// cookies and forwarding headers REST requests do not forward either, and the
 /// `X-Forwarded-*` the gateway sets.
-pub fn passthrough(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, MetadataError> {
+pub fn passthrough(headers: &HeaderMap, peer: Peer, rules: &HeaderRules) -> Result<HeaderMap, MetadataError> {
+    let request_id = &rules.request_id;
     single_authorization(headers)?;
     let hop_by_hop = connection_tokens(headers);
     let mut metadata = HeaderMap::with_capacity(headers.len() + 3);
@@ -131,7 +158,9 @@ pub fn passthrough(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> 
         if is_hop_by_hop(key)
             || matches!(key, "host" | "content-length")
             || hop_by_hop.iter().any(|h| h == key)
-            || (is_gateway_owned(key, request_id) && !is_taken_as_sent(name, request_id))
+            || (is_gateway_owned(key, request_id)
+                && !is_taken_as_sent(name, request_id)
+                && !rules.forward.contains(name))
         {
             continue;
         }

@@ -316,7 +316,7 @@ pub fn http_call_target<'g>(
     kind: CallKind,
     access: &Access<'_>,
 ) -> Result<CallTarget<'g>, GatewayError> {
-    let metadata = metadata::to_grpc(headers, peer, gateway.observer().request_id_header())?;
+    let metadata = metadata::to_grpc(headers, peer, gateway.header_rules())?;
     call_target(gateway, index, metadata, metadata::grpc_timeout(headers)?, kind, access, peer)
 }
 

@@ -109,7 +109,7 @@ async fn run(
     };
     let always: &[&str] = if aggregate.on_error == OnError::Partial { &["errors"] } else { &[] };
     let mask = fields::requested_composite(parts.uri.query(), &aggregate.answer_keys, always)?;
-    let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.observer().request_id_header())?;
+    let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.header_rules())?;
     pipeline::forward_claims(gateway, access, &mut metadata);
     let mut run = Run {
         gateway,

@@ -89,7 +89,7 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Proto => body,
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
-    let metadata = request_metadata(&parts.headers, peer, gateway.observer().request_id_header())?;
+    let metadata = request_metadata(&parts.headers, peer, gateway.header_rules())?;
     let call =
         pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access, peer)?;
     let idempotent = pipeline::idempotent(None, call.upstream, route.grpc_path.path());
@@ -104,8 +104,8 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
 
 /// The request's headers as metadata: Connect sends metadata as plain headers. Its own
 /// headers and the message's encoding are not metadata.
-fn request_metadata(headers: &HeaderMap, peer: Peer, request_id: &HeaderName) -> Result<HeaderMap, GatewayError> {
-    let mut metadata = metadata::passthrough(headers, peer, request_id)?;
+fn request_metadata(headers: &HeaderMap, peer: Peer, rules: &metadata::HeaderRules) -> Result<HeaderMap, GatewayError> {
+    let mut metadata = metadata::passthrough(headers, peer, rules)?;
     let connect_owned: Vec<HeaderName> = metadata
         .keys()
         .filter(|name| {

@@ -104,7 +104,7 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let route = gateway.route_at(index);
     let exchange = pipeline::note_route(gateway, &parts, index);
     let access = pipeline::authorize(gateway, index, Arrival::Method, &parts, peer).await?;
-    let metadata = metadata::passthrough(&parts.headers, peer, gateway.observer().request_id_header())?;
+    let metadata = metadata::passthrough(&parts.headers, peer, gateway.header_rules())?;
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
     let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access, peer)?;
     let started = std::time::Instant::now();

@@ -19,6 +19,10 @@ fn peer() -> Peer {
     Peer { ip, client: ip, tls: false, trusted: false }
 }
 
+fn rules() -> HeaderRules {
+    HeaderRules::new(REQUEST_ID)
+}
+
 fn proxy() -> Peer {
     Peer { trusted: true, ..peer() }
 }
@@ -39,7 +43,7 @@ fn request_headers_become_metadata() {
             ("content-type", "application/json"),
         ]),
         peer(),
-        &REQUEST_ID,
+        &rules(),
     )
     .unwrap();
     assert_eq!(
@@ -69,7 +73,7 @@ const FORWARDING: [(&str, &str); 5] = [
 
 #[test]
 fn forwarded_headers_extend_what_trusted_proxies_sent() {
-    let md = to_grpc(&headers(&FORWARDING), proxy(), &REQUEST_ID).unwrap();
+    let md = to_grpc(&headers(&FORWARDING), proxy(), &rules()).unwrap();
     assert_eq!(md["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
     assert_eq!(md["x-forwarded-host"], "outer.example");
     assert_eq!(md["x-forwarded-proto"], "https");
@@ -79,8 +83,8 @@ fn forwarded_headers_extend_what_trusted_proxies_sent() {
 #[test]
 fn anyone_else_s_forwarding_headers_are_replaced_by_what_the_gateway_saw() {
     for md in [
-        to_grpc(&headers(&FORWARDING), peer(), &REQUEST_ID).unwrap(),
-        passthrough(&headers(&FORWARDING), peer(), &REQUEST_ID).unwrap(),
+        to_grpc(&headers(&FORWARDING), peer(), &rules()).unwrap(),
+        passthrough(&headers(&FORWARDING), peer(), &rules()).unwrap(),
     ] {
         assert_eq!(md["x-forwarded-for"], "10.0.0.7");
         assert_eq!(md["x-forwarded-host"], "api.example.com");
@@ -104,7 +108,7 @@ fn names_the_gateway_owns_are_never_taken_from_a_client() {
         ("grpc-metadata-tenant", "acme"),
     ]);
     let correlation = HeaderName::from_static("x-correlation-id");
-    let md = to_grpc(&sent, peer(), &correlation).unwrap();
+    let md = to_grpc(&sent, peer(), &HeaderRules::new(correlation)).unwrap();
     assert_eq!(md.get_all("authorization").iter().collect::<Vec<_>>(), ["Bearer verified"]);
     for owned in ["cookie", "x-real-ip", "forwarded", "x-request-id", "traceparent", "x-correlation-id"] {
         assert!(!md.contains_key(owned), "{owned}");
@@ -121,7 +125,7 @@ fn names_the_gateway_owns_are_never_taken_from_a_client() {
         ("tenant", "acme"),
         ("grpc-timeout", "1S"),
     ]);
-    let md = passthrough(&plain, peer(), &REQUEST_ID).unwrap();
+    let md = passthrough(&plain, peer(), &rules()).unwrap();
     assert_eq!(
         pairs(&md),
         [
@@ -140,8 +144,8 @@ fn names_the_gateway_owns_are_never_taken_from_a_client() {
 fn two_authorization_headers_are_refused() {
     let two = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
     let refused = MetadataError::Repeated { header: "authorization" };
-    assert_eq!(to_grpc(&two, peer(), &REQUEST_ID).unwrap_err(), refused);
-    assert_eq!(passthrough(&two, peer(), &REQUEST_ID).unwrap_err(), refused);
+    assert_eq!(to_grpc(&two, peer(), &rules()).unwrap_err(), refused);
+    assert_eq!(passthrough(&two, peer(), &rules()).unwrap_err(), refused);
     assert_eq!(single_authorization(&two), Err(refused));
 }
 
@@ -184,7 +188,7 @@ fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
             ("grpc-metadata-ok", "1"),
         ]),
         Peer { tls: true, ..Peer::default() },
-        &REQUEST_ID,
+        &rules(),
     )
     .unwrap();
     assert_eq!(pairs(&md), [("ok", "1"), ("x-forwarded-proto", "https")].map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -192,11 +196,11 @@ fn hop_by_hop_and_reserved_keys_are_never_forwarded() {
 
 #[test]
 fn binary_metadata_is_base64_and_normalised() {
-    let md = to_grpc(&headers(&[("grpc-metadata-a-bin", "AQI="), ("grpc-metadata-b-bin", "_-8")]), peer(), &REQUEST_ID)
+    let md = to_grpc(&headers(&[("grpc-metadata-a-bin", "AQI="), ("grpc-metadata-b-bin", "_-8")]), peer(), &rules())
         .unwrap();
     assert_eq!(md["a-bin"], "AQI");
     assert_eq!(md["b-bin"], "/+8");
-    let err = to_grpc(&headers(&[("grpc-metadata-c-bin", "***")]), peer(), &REQUEST_ID).unwrap_err();
+    let err = to_grpc(&headers(&[("grpc-metadata-c-bin", "***")]), peer(), &rules()).unwrap_err();
     assert_eq!(err.to_string(), "header grpc-metadata-c-bin: a -bin value must be base64");
 }
 
@@ -254,4 +258,25 @@ fn x_http_code_chooses_the_success_status() {
     assert_eq!(http_code(&headers(&[("x-http-code", "500")]), &HeaderMap::new()), None, "not for errors");
     assert_eq!(http_code(&headers(&[("x-http-code", "abc")]), &HeaderMap::new()), None);
     assert_eq!(http_code(&HeaderMap::new(), &HeaderMap::new()), None);
+}
+
+#[test]
+fn listed_headers_are_forwarded_at_every_door_but_never_the_gateways_own() {
+    let sent = headers(&[("accept-language", "fr"), ("cookie", "session=1"), ("x-other", "o")]);
+    let rules = HeaderRules {
+        request_id: REQUEST_ID,
+        forward: vec![HeaderName::from_static("accept-language"), HeaderName::from_static("cookie")],
+    };
+    let md = to_grpc(&sent, peer(), &rules).unwrap();
+    assert_eq!((md["accept-language"].to_str().unwrap(), md["cookie"].to_str().unwrap()), ("fr", "session=1"));
+    assert!(md.get("x-other").is_none(), "only what is listed");
+    let md = passthrough(&sent, peer(), &rules).unwrap();
+    assert_eq!(md["cookie"], "session=1", "a pass-through door forwards a listed cookie too");
+    assert!(passthrough(&sent, peer(), &super::HeaderRules::new(REQUEST_ID)).unwrap().get("cookie").is_none());
+    for owned in
+        ["authorization", "x-forwarded-for", "forwarded", "traceparent", "x-request-id", "grpc-timeout", "host"]
+    {
+        assert!(!is_forwardable(owned, &REQUEST_ID), "{owned}");
+    }
+    assert!(is_forwardable("cookie", &REQUEST_ID) && is_forwardable("accept-language", &REQUEST_ID));
 }

@@ -120,3 +120,25 @@ async fn bad_header_values_are_400() {
     assert!(json["message"].as_str().unwrap().contains("is not a gRPC timeout"));
     assert!(h.upstream.calls().is_empty());
 }
+
+#[tokio::test]
+async fn listed_request_headers_reach_the_upstream_and_owned_ones_cannot_be_listed() {
+    let h = Harness::start_with("[headers]\nforward = [\"Accept-Language\", \"cookie\"]").await;
+    let rest = h.request("GET", "/v1/shelves/1").header("accept-language", "fr").header("cookie", "s=1");
+    assert_eq!(rest.send().await.status, 200);
+    let md = h.upstream.last_call().metadata;
+    assert_eq!((md["accept-language"].to_str().unwrap(), md["cookie"].to_str().unwrap()), ("fr", "s=1"));
+    let connect = h
+        .request("POST", "/protogate.testing.v1.Bookstore/GetShelf")
+        .header("connect-protocol-version", "1")
+        .header("cookie", "s=2")
+        .json(&json!({"shelf": "1"}));
+    assert_eq!(connect.send().await.status, 200);
+    assert_eq!(h.upstream.last_call().metadata["cookie"], "s=2", "every door");
+
+    let config =
+        protogate::config::Config::from_toml("[headers]\nforward = [\"authorization\", \"x-forwarded-for\"]").unwrap();
+    let errors: Vec<String> = protogate::gateway::validate(&config).iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("headers.forward[0]") && errors[0].contains("set by the gateway"), "{errors:?}");
+}
