@@ -148,9 +148,6 @@ pub struct DoorsConfig {
     pub grpc_web: bool,
     /// WebSocket upgrades on streaming methods' routes.
     pub websocket: bool,
-    /// Upstream response headers that Connect and gRPC-Web answers may carry although a
-    /// browser acts on them (`set-cookie`, CORS and security headers): none unless listed.
-    pub expose_upstream_headers: Vec<String>,
 }
 
 impl Default for DoorsConfig {
@@ -162,7 +159,6 @@ impl Default for DoorsConfig {
             grpc: true,
             grpc_web: true,
             websocket: true,
-            expose_upstream_headers: Vec::new(),
         }
     }
 }
@@ -705,6 +701,11 @@ pub struct HeadersConfig {
     /// Header names sent upstream as metadata of the same name, at every door
     /// (`accept-language`, `cookie`, ...). The names the gateway sets itself cannot be listed.
     pub forward: Vec<String>,
+    /// Upstream response metadata returned as plain headers of the same name: on REST answers
+    /// beside `Grpc-Metadata-*` (`cache-control`, `x-total-count`), and on Connect and
+    /// gRPC-Web answers even when a browser acts on it (`set-cookie`, CORS and security
+    /// headers, otherwise dropped there).
+    pub expose: Vec<String>,
 }
 
 /// The defaults `[json]` starts from.

@@ -233,7 +233,7 @@ impl GatewayError {
         let (message, mut details) = match &self {
             GatewayError::Upstream(UpstreamError::Status(reply)) => {
                 let status = &reply.status;
-                metadata::from_grpc(&reply.headers, status.metadata().as_ref(), &mut headers);
+                metadata::from_grpc(&reply.headers, status.metadata().as_ref(), &[], &mut headers);
                 (status.message().to_owned(), status::render_details(status.details(), pool, options))
             }
             GatewayError::Transcode(e) | GatewayError::InvalidLine { error: e, .. }

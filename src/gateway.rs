@@ -67,8 +67,7 @@ pub struct Gateway {
     method_guards: Vec<Guard>,
     /// Which doors are open.
     doors: DoorsConfig,
-    /// The upstream response headers a browser acts on that Connect and gRPC-Web answers
-    /// may carry.
+    /// Upstream response metadata returned as plain headers (`[headers] expose`).
     exposed_headers: Vec<HeaderName>,
     /// Whose forwarding headers are believed.
     forwarding: Forwarding,
@@ -281,8 +280,8 @@ impl Gateway {
             method_guards,
             doors,
             exposed_headers: config
-                .doors
-                .expose_upstream_headers
+                .headers
+                .expose
                 .iter()
                 .filter_map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
@@ -433,7 +432,7 @@ impl Gateway {
         &self.doors
     }
 
-    /// The upstream response headers a browser acts on that Connect and gRPC-Web answers may carry.
+    /// Upstream response metadata returned as plain headers (`[headers] expose`).
     pub fn exposed_headers(&self) -> &[HeaderName] {
         &self.exposed_headers
     }
@@ -530,9 +529,9 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     if config.rate_limit.ipv6_prefix > 128 {
         add(String::new(), vec![("rate_limit.ipv6_prefix".into(), "must be at most 128".into())]);
     }
-    for (i, name) in config.doors.expose_upstream_headers.iter().enumerate() {
-        if HeaderName::from_bytes(name.as_bytes()).is_err() {
-            let key = format!("doors.expose_upstream_headers[{i}]");
+    for (i, name) in config.headers.expose.iter().enumerate() {
+        if HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).is_err() {
+            let key = format!("headers.expose[{i}]");
             add(String::new(), vec![(key, format!("{name:?} is not a header name"))]);
         }
     }

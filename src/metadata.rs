@@ -314,10 +314,16 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
 }
 
 /// Adds an upstream's response metadata to HTTP response headers: `headers` as
-/// `Grpc-Metadata-*`, `trailers` as `Grpc-Trailer-*`.
-pub fn from_grpc(headers: &HeaderMap, trailers: &HeaderMap, out: &mut HeaderMap) {
+/// `Grpc-Metadata-*`, `trailers` as `Grpc-Trailer-*`, and the names `exposed` lists (from
+/// either) also as plain headers, those the gateway reserves aside.
+pub fn from_grpc(headers: &HeaderMap, trailers: &HeaderMap, exposed: &[HeaderName], out: &mut HeaderMap) {
     copy_prefixed(headers, METADATA_PREFIX, out);
     copy_prefixed(trailers, TRAILER_PREFIX, out);
+    for name in exposed.iter().filter(|name| !is_reserved(name.as_str()) && name.as_str() != HTTP_CODE) {
+        for value in headers.get_all(name).iter().chain(trailers.get_all(name)) {
+            out.append(name.clone(), value.clone());
+        }
+    }
 }
 
 fn copy_prefixed(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap) {

@@ -406,7 +406,7 @@ pub fn respond_with(
         response.headers_mut().remove(CONTENT_TYPE);
     }
     *response.status_mut() = status;
-    metadata::from_grpc(&reply.headers, &reply.trailers, response.headers_mut());
+    metadata::from_grpc(&reply.headers, &reply.trailers, gateway.exposed_headers(), response.headers_mut());
     Ok(response)
 }
 

@@ -242,12 +242,19 @@ fn response_metadata_becomes_prefixed_headers() {
             ("session-bin", "AQID"),
         ]),
         &headers(&[("grpc-status", "0"), ("grpc-message", ""), ("x-cost", "3"), ("connection", "close")]),
+        &[HeaderName::from_static("x-served-by"), HeaderName::from_static("grpc-status")],
         &mut out,
     );
     assert_eq!(
         pairs(&out),
-        [("grpc-metadata-session-bin", "AQID"), ("grpc-metadata-x-served-by", "users"), ("grpc-trailer-x-cost", "3")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        [
+            ("grpc-metadata-session-bin", "AQID"),
+            ("grpc-metadata-x-served-by", "users"),
+            ("grpc-trailer-x-cost", "3"),
+            ("x-served-by", "users"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        "an exposed name is also a plain header; a reserved one never"
     );
 }
 

@@ -504,7 +504,7 @@ async fn a_browser_gets_no_cookie_or_security_header_an_upstream_set() {
     assert_eq!(rest.header("grpc-metadata-set-cookie"), Some("session=upstream"), "REST names it as metadata");
     assert_eq!(rest.header("set-cookie"), None);
 
-    let exposed = start("[doors]\nexpose_upstream_headers = [\"Set-Cookie\"]").await;
+    let exposed = start("[headers]\nexpose = [\"Set-Cookie\"]").await;
     exposed.upstream.script(|_| Reply::json(json!({"id": "7"})).header("set-cookie", "session=upstream"));
     let connect = connect_get_shelf(&exposed).await;
     assert_eq!(connect.header("set-cookie"), Some("session=upstream"), "exposed by configuration");

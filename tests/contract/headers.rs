@@ -142,3 +142,13 @@ async fn listed_request_headers_reach_the_upstream_and_owned_ones_cannot_be_list
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].starts_with("headers.forward[0]") && errors[0].contains("set by the gateway"), "{errors:?}");
 }
+
+#[tokio::test]
+async fn exposed_upstream_metadata_is_a_plain_header_too() {
+    let h = Harness::start_with("[headers]\nexpose = [\"X-Total-Count\"]").await;
+    h.upstream.reply(Reply::json(json!({"id": "1"})).header("x-total-count", "42").header("x-other", "o"));
+    let response = h.get("/v1/shelves/1").await;
+    assert_eq!(response.header("x-total-count"), Some("42"));
+    assert_eq!(response.header("grpc-metadata-x-total-count"), Some("42"), "still metadata as well");
+    assert_eq!(response.header("x-other"), None, "only what is listed");
+}

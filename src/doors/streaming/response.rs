@@ -126,12 +126,13 @@ impl MessageStream {
     /// The HTTP response, in `format`; HTTP trailers only if the request's `TE` allows them.
     pub fn into_response(self, format: StreamFormat, request: &HeaderMap) -> Response<Body> {
         let upstream_headers = self.responses.headers().clone();
+        let gateway = self.gateway.clone();
         let mut response = match (self.raw, format) {
             (Some(target), _) => self.into_raw(target, super::accepts_trailers(request)),
             (None, StreamFormat::Ndjson) => self.into_ndjson(super::accepts_trailers(request)),
             (None, StreamFormat::EventStream) => self.into_event_stream(),
         };
-        metadata::from_grpc(&upstream_headers, &HeaderMap::new(), response.headers_mut());
+        metadata::from_grpc(&upstream_headers, &HeaderMap::new(), gateway.exposed_headers(), response.headers_mut());
         response
     }
 
@@ -271,7 +272,7 @@ fn http_trailers(code: Code, message: &str, upstream: &HeaderMap) -> HeaderMap {
             out.insert("grpc-message", value);
         }
     }
-    metadata::from_grpc(&HeaderMap::new(), upstream, &mut out);
+    metadata::from_grpc(&HeaderMap::new(), upstream, &[], &mut out);
     out
 }
 
