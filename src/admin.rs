@@ -108,8 +108,9 @@ fn is_own_host(host: &str, names: &[String]) -> bool {
         || names.iter().any(|own| own.eq_ignore_ascii_case(name))
 }
 
-/// Whether a browser sent this without a preflight: it says where it comes from (`Origin`,
-/// `Sec-Fetch-Site` other than `none`, a URL typed by the user) and lacks the reload header.
+/// Whether a browser sent this without a preflight: it says which page it comes from
+/// (`Origin`, or `Sec-Fetch-Site` other than `none`, which is a URL the user typed) and lacks
+/// the reload header.
 fn is_browser_simple_request(headers: &HeaderMap) -> bool {
     let from_a_page =
         headers.contains_key(http::header::ORIGIN) || headers.get("sec-fetch-site").is_some_and(|site| site != "none");
