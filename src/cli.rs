@@ -64,6 +64,21 @@ struct RoutesArgs {
 }
 
 impl Cli {
+    /// The diagnostic log's format, from the config file the subcommand will read: the log
+    /// starts before the config is loaded, so this is a light first read (a file that does not
+    /// parse gives the default, and its errors come when it is loaded for real).
+    pub(crate) fn log_format(&self) -> protogate::config::LogFormat {
+        let source = match &self.command {
+            Command::Serve(source) | Command::Check(source) => source,
+            Command::Routes(args) => &args.source,
+        };
+        config_path(source)
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| Config::from_toml(&text).ok())
+            .map(|config| config.log.format)
+            .unwrap_or_default()
+    }
+
     /// Runs the subcommand.
     pub(crate) async fn run(self) -> ExitCode {
         match self.command {

@@ -39,6 +39,8 @@ pub struct Config {
     pub descriptors: DescriptorsConfig,
     /// Request headers sent upstream beyond the contract's.
     pub headers: HeadersConfig,
+    /// The diagnostic log (stderr).
+    pub log: LogConfig,
     /// Options of the proto3 JSON mapping.
     pub json: JsonConfig,
     /// Upstream gRPC services and which protobuf services they serve.
@@ -103,6 +105,7 @@ impl Default for Config {
             admin_hosts: Vec::new(),
             descriptors: DescriptorsConfig::default(),
             headers: HeadersConfig::default(),
+            log: LogConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -706,6 +709,25 @@ pub struct HeadersConfig {
     /// gRPC-Web answers even when a browser acts on it (`set-cookie`, CORS and security
     /// headers, otherwise dropped there).
     pub expose: Vec<String>,
+}
+
+/// `[log]`: the diagnostic log, on stderr (the access log is `[access_log]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` (one object per line) for log pipelines. Read at start.
+    pub format: LogFormat,
+}
+
+/// How diagnostic lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, target, message, fields, spans.
+    Json,
 }
 
 /// The defaults `[json]` starts from.

@@ -195,6 +195,8 @@ fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!(compression, "compression");
     keep!(limits, "limits");
     keep!(drain_timeout, "drain_timeout");
+    keep!(shutdown_delay, "shutdown_delay");
+    keep!(log, "log");
     keep!(request_id, "request_id");
     keep!(access_log, "access_log");
     keep!(tracing, "tracing");

@@ -555,3 +555,29 @@ keys = [{ kid = "k", alg = "HS256", secret_file = "jwt.secret" }]
     let stderr = text(&out.stderr);
     assert!(stderr.contains("upstreams[0].endpoints[0]") && stderr.contains("UPSTREAM_URL is not set"), "{stderr}");
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_diagnostic_line() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gw.toml"), "[log]\nformat = \"json\"\n").unwrap();
+    let (d, url) = (descriptors_dir(), upstream.url());
+    let args = ["serve", "--config", "gw.toml", "--listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
+    let mut child = tokio::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("PROTOGATE_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let line: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["fields"]["message"].as_str().unwrap().starts_with("loaded "), "{line}");
+    assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
+    let _ = child.start_kill();
+}
