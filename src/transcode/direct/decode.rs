@@ -347,6 +347,26 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     /// Reads a number as serde_json does: integers as `u64`/`i64` when they fit, else `f64`.
     fn number(&mut self) -> Result<Number> {
+        let (text, negative, float) = self.number_text()?;
+        if !float {
+            if negative {
+                if let Ok(n) = text.parse::<i64>() {
+                    return Ok(Number::Signed(n));
+                }
+            } else if let Ok(n) = text.parse::<u64>() {
+                return Ok(Number::Unsigned(n));
+            }
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Number::Float(f)),
+            _ => Err(self.syntax("number out of range")),
+        }
+    }
+
+    /// Reads a number's text, checking its syntax only; whether it is negative, and whether it
+    /// has a fraction or an exponent. A skipped value stops here: its range does not matter
+    /// (serde_json, the reference, ignores `1e999` in an unknown field too).
+    fn number_text(&mut self) -> Result<(&'a str, bool, bool)> {
         let start = self.pos;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -390,20 +410,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 self.pos += 1;
             }
         }
-        let text = as_str(&self.input[start..self.pos]);
-        if !float {
-            if negative {
-                if let Ok(n) = text.parse::<i64>() {
-                    return Ok(Number::Signed(n));
-                }
-            } else if let Ok(n) = text.parse::<u64>() {
-                return Ok(Number::Unsigned(n));
-            }
-        }
-        match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => Ok(Number::Float(f)),
-            _ => Err(self.syntax("number out of range")),
-        }
+        Ok((as_str(&self.input[start..self.pos]), negative, float))
     }
 
     /// Reads a scalar value, or identifies an array or object without reading it.
@@ -472,6 +479,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 self.leave();
                 Ok(())
             }
+            Some(b'-' | b'0'..=b'9') => self.number_text().map(|_| ()),
             _ => self.found().map(|_| ()),
         }
     }

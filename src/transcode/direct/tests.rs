@@ -603,6 +603,14 @@ proptest! {
 }
 
 #[test]
+fn an_unknown_field_is_skipped_whatever_its_number_says() {
+    // serde_json checks a skipped number's syntax, not its range: so does the direct decoder.
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    assert!(assert_same_decode(plans, &desc, br#"{"unknown":[-1e996117,{"x":1e999}],"int32Value":1}"#, false));
+    assert!(assert_same_decode(plans, &desc, br#"{"doubleValue":1e999}"#, false), "a field's own number is checked");
+}
+
+#[test]
 fn decode_declines_repeated_keys() {
     let (plans, desc) = fixture("protogate.testing.v1.Everything");
     let (reference, direct) = decode_both(plans, &desc, br#"{"nested":{"name":"a"},"nested":{"amount":1}}"#, true);
