@@ -327,10 +327,16 @@ pub fn from_grpc(headers: &HeaderMap, trailers: &HeaderMap, exposed: &[HeaderNam
 }
 
 fn copy_prefixed(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap) {
+    copy_unreserved(metadata, prefix, out, |name| name != HTTP_CODE);
+}
+
+/// Copies the metadata no one reserves (see [`is_reserved`], and the names its `Connection`
+/// lists) that `keep` keeps, each name prefixed with `prefix`.
+fn copy_unreserved(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let hop_by_hop = connection_tokens(metadata);
     for (name, value) in metadata {
         let key = name.as_str();
-        if is_reserved(key) || key == HTTP_CODE || hop_by_hop.iter().any(|h| h == key) {
+        if is_reserved(key) || hop_by_hop.iter().any(|h| h == key) || !keep(name) {
             continue;
         }
         if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()) {
@@ -344,19 +350,7 @@ fn copy_prefixed(metadata: &HeaderMap, prefix: &str, out: &mut HeaderMap) {
 /// names as [`from_grpc`] and without the headers a browser acts on (see
 /// [`is_browser_directive`]) unless `exposed` lists them.
 pub fn to_plain_headers(metadata: &HeaderMap, prefix: &str, exposed: &[HeaderName], out: &mut HeaderMap) {
-    let hop_by_hop = connection_tokens(metadata);
-    for (name, value) in metadata {
-        let key = name.as_str();
-        if is_reserved(key) || key == "te" || key == "trailer" || hop_by_hop.iter().any(|h| h == key) {
-            continue;
-        }
-        if is_browser_directive(key) && !exposed.contains(name) {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(format!("{prefix}{key}").as_bytes()) {
-            out.append(name, value.clone());
-        }
-    }
+    copy_unreserved(metadata, prefix, out, |name| !is_browser_directive(name.as_str()) || exposed.contains(name));
 }
 
 /// Removes from a passed-through answer (gRPC, gRPC-Web) the headers a browser acts on,

@@ -26,7 +26,7 @@ use crate::auth::{AuthError, Claims, Verifier};
 use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
 use crate::error::{GatewayError, RefusalKind, Refused};
-use crate::rate_limit::{Limiter, Refusal, Subject};
+use crate::rate_limit::{Limiter, Refusal, Standing, Subject, whole_seconds};
 use crate::route::template::Segment;
 use crate::route::{PathTemplate, Route};
 
@@ -85,7 +85,7 @@ pub struct Access<'p> {
     /// The verified token's claims, when a policy required one.
     pub claims: Option<Claims>,
     /// Where the request stands with each rate limit it passed.
-    pub quotas: Vec<crate::rate_limit::Standing>,
+    pub quotas: Vec<Standing>,
 }
 
 /// What a policy decision looks at besides which policies apply.
@@ -130,15 +130,10 @@ pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit
 
 /// `RateLimit-Policy: "orders.ip";q=100;w=60` and `RateLimit: "orders.ip";r=42;t=35` for the
 /// limits a request passed.
-pub fn quota_headers(standings: &[crate::rate_limit::Standing]) -> HeaderMap {
-    let policies: Vec<String> = standings
-        .iter()
-        .map(|s| format!("{};q={};w={}", sf_string(&s.name), s.limit, whole_seconds(&s.window)))
-        .collect();
-    let states: Vec<String> = standings
-        .iter()
-        .map(|s| format!("{};r={};t={}", sf_string(&s.name), s.remaining, whole_seconds(&s.reset)))
-        .collect();
+pub fn quota_headers(standings: &[Standing]) -> HeaderMap {
+    let policies: Vec<&str> = standings.iter().map(|s| s.label.policy.as_str()).collect();
+    let states: Vec<String> =
+        standings.iter().map(|s| format!("{};r={};t={}", s.label.name, s.remaining, whole_seconds(&s.reset))).collect();
     rate_limit_headers(&policies.join(", "), &states.join(", "))
 }
 
@@ -149,29 +144,6 @@ fn rate_limit_headers(policy: &str, state: &str) -> HeaderMap {
         headers.insert(RATELIMIT, state);
     }
     headers
-}
-
-/// A structured-field string (RFC 8941 §3.3.3): quoted, `"` and `\` escaped, printable ASCII.
-fn sf_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Whole seconds, rounded up: a client that waits that long is never early.
-fn whole_seconds(duration: &Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 impl From<Denied> for GatewayError {
@@ -193,12 +165,11 @@ impl Denied {
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         match self {
-            Denied::RateLimited(Refusal::Limited { name, window, limit, remaining, retry_after, .. }) => {
+            Denied::RateLimited(Refusal::Limited { label, retry_after, .. }) => {
                 let wait = whole_seconds(retry_after).max(1);
                 headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(wait));
-                let name = sf_string(name);
-                let policy = format!("{name};q={limit};w={}", whole_seconds(window));
-                headers.extend(rate_limit_headers(&policy, &format!("{name};r={remaining};t={wait}")));
+                let state = format!("{};r=0;t={wait}", label.name);
+                headers.extend(rate_limit_headers(&label.policy, &state));
             }
             Denied::RateLimited(Refusal::BackendUnavailable { .. }) => {}
             Denied::Unauthenticated(_) | Denied::Forbidden { .. } => {
@@ -537,16 +508,14 @@ pub fn validate(config: &PolicyConfig) -> Vec<(String, String)> {
 mod tests {
     #[test]
     fn rate_limit_headers_follow_the_draft() {
-        let standing = crate::rate_limit::Standing {
-            name: "orders \"api\".ip\u{e9}".into(),
-            limit: 100,
-            window: Duration::from_secs(60),
+        let standing = |name: &str| Standing {
+            label: std::sync::Arc::new(crate::rate_limit::Label::new(name, 100, Duration::from_secs(60))),
             remaining: 42,
             reset: Duration::from_millis(34_500),
         };
-        let headers = quota_headers(&[standing.clone(), crate::rate_limit::Standing { name: "b".into(), ..standing }]);
-        assert_eq!(headers[RATELIMIT_POLICY], r#""orders \"api\".ip?";q=100;w=60, "b";q=100;w=60"#);
-        assert_eq!(headers[RATELIMIT], r#""orders \"api\".ip?";r=42;t=35, "b";r=42;t=35"#);
+        let headers = quota_headers(&[standing("orders \"api\"\u{e9}.ip"), standing("b.ip")]);
+        assert_eq!(headers[RATELIMIT_POLICY], r#""orders \"api\"?.ip";q=100;w=60, "b.ip";q=100;w=60"#);
+        assert_eq!(headers[RATELIMIT], r#""orders \"api\"?.ip";r=42;t=35, "b.ip";r=42;t=35"#);
     }
 
     use super::*;

@@ -56,8 +56,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One limit of one policy.
 struct Limit {
-    /// How the `RateLimit-Policy` and `RateLimit` headers name it: `<policy>.<key>`.
-    name: String,
+    /// How the `RateLimit-Policy` and `RateLimit` headers name it.
+    label: Arc<Label>,
     key: KeyKind,
     /// Requests allowed at once.
     burst: u32,
@@ -102,20 +102,14 @@ pub enum Refusal {
     /// Over the limit: 429.
     #[error("rate limit of {limit} requests exceeded for {key}; retry in {}s", retry_after.as_secs_f64().ceil())]
     Limited {
-        /// The limit's name, for the `RateLimit` headers.
-        name: String,
-        /// How long the whole limit takes to come back.
-        window: Duration,
+        /// The limit, for the `RateLimit` headers.
+        label: Arc<Label>,
         /// What it counts by, for the message.
         key: String,
         /// Requests allowed at once.
         limit: u32,
-        /// Requests left (0).
-        remaining: u32,
         /// When one more request will be allowed.
         retry_after: Duration,
-        /// When the limit is whole again.
-        reset: Duration,
     },
     /// The shared counters could not be reached and the policy is to refuse: 503.
     #[error("the rate limit backend is unavailable: {reason}")]
@@ -125,16 +119,53 @@ pub enum Refusal {
     },
 }
 
-/// Where a request stands with one limit it passed, for the `RateLimit-Policy` and
-/// `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
+/// How the `RateLimit-Policy` and `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers)
+/// name one limit: written once, when the limits are built, not per request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Label {
+    /// `<policy>.<key>` as a structured-field string: `"orders.ip"`.
+    pub name: String,
+    /// Its `RateLimit-Policy` item: `"orders.ip";q=<burst>;w=<seconds to refill>`.
+    pub policy: String,
+}
+
+impl Label {
+    /// The label of a limit named `name` that allows `burst` at once and refills in `window`.
+    pub fn new(name: &str, burst: u32, window: Duration) -> Label {
+        let name = sf_string(name);
+        let policy = format!("{name};q={burst};w={}", whole_seconds(&window));
+        Label { name, policy }
+    }
+}
+
+/// A structured-field string (RFC 8941 §3.3.3): quoted, `"` and `\` escaped, printable ASCII.
+fn sf_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Whole seconds, rounded up: a client that waits that long is never early.
+pub fn whole_seconds(duration: &Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// Where a request stands with one limit it passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
-    /// `<policy>.<key>`.
-    pub name: String,
-    /// Requests allowed at once.
-    pub limit: u32,
-    /// How long the whole limit takes to come back.
-    pub window: Duration,
+    /// The limit.
+    pub label: Arc<Label>,
     /// Requests left now.
     pub remaining: u32,
     /// When the limit is whole again.
@@ -238,8 +269,8 @@ impl Limit {
                 .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
             Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
         });
-        let name = format!("{policy_name}.{key}");
-        Some(Limit { name, key, burst, interval, id: format!("protogate:rl:{policy}:{index}"), memory })
+        let label = Arc::new(Label::new(&format!("{policy_name}.{key}"), burst, interval * burst));
+        Some(Limit { label, key, burst, interval, id: format!("protogate:rl:{policy}:{index}"), memory })
     }
 
     /// This request's key: what it counts by, and its value (`-` when absent: requests
@@ -266,30 +297,11 @@ impl Limit {
     /// Where a request that passed stands, with `remaining` requests left.
     fn quota(&self, remaining: u32) -> Standing {
         let remaining = remaining.min(self.burst);
-        Standing {
-            name: self.name.clone(),
-            limit: self.burst,
-            window: self.window(),
-            remaining,
-            reset: self.interval * (self.burst - remaining),
-        }
-    }
-
-    /// How long the whole limit takes to come back after it is used up.
-    fn window(&self) -> Duration {
-        self.interval * self.burst
+        Standing { label: self.label.clone(), remaining, reset: self.interval * (self.burst - remaining) }
     }
 
     fn refusal(&self, retry_after: Duration) -> Refusal {
-        Refusal::Limited {
-            name: self.name.clone(),
-            window: self.window(),
-            key: self.key.to_string(),
-            limit: self.burst,
-            remaining: 0,
-            retry_after,
-            reset: retry_after + self.interval * self.burst.saturating_sub(1),
-        }
+        Refusal::Limited { label: self.label.clone(), key: self.key.to_string(), limit: self.burst, retry_after }
     }
 }
 

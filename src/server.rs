@@ -14,11 +14,10 @@ pub mod bare_answers;
 pub mod write_stall;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -29,6 +28,7 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::layers;
+use crate::metadata::Peer;
 use crate::pipeline::idle_body::IdleBody;
 use crate::reload::Live;
 use write_stall::WriteStall;
@@ -39,10 +39,6 @@ pub fn router(live: Arc<Live>) -> Router {
     layers::apply(Router::new().fallback(handle).with_state(live.clone()), &live)
 }
 
-/// Whether the connection a request came on is TLS: set by the listener.
-#[derive(Debug, Clone, Copy)]
-pub struct Tls(pub bool);
-
 async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response {
     host_from_authority(&mut request);
     let gateway = live.gateway();
@@ -50,16 +46,13 @@ async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response
         let request_id = gateway.request_id(request.headers()).cloned();
         return gateway.error_response(error, request_id.as_ref()).map(axum::body::Body::from);
     }
-    // Present when served by `serve`; absent when the router is driven without a socket.
-    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let tls = request.extensions().get::<Tls>().is_some_and(|t| t.0);
+    // Set when served by `serve`; absent when the router is driven without a socket.
+    let peer = request.extensions().get::<Peer>().copied().unwrap_or_default();
     // A bodiless request (most GETs) needs no timer.
     if !http_body::Body::is_end_stream(request.body()) {
         let timeout = gateway.edge().limits.body_read_timeout;
         request = request.map(|body| axum::body::Body::new(IdleBody::new(body, timeout)));
     }
-    let peer = gateway.forwarding().peer(ip, tls, request.headers());
-    crate::observability::Exchange::of(request.extensions()).client(peer.client);
     crate::doors::handle(&gateway, request, peer).await
 }
 
@@ -106,7 +99,7 @@ pub async fn serve(
         Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
         None => None,
     };
-    let app = router(live);
+    let app = router(live.clone());
     let builder = connection_builder(&limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -125,9 +118,12 @@ pub async fn serve(
         // Responses are written whole; Nagle's algorithm would only hold their last segment back.
         let _ = tcp.set_nodelay(true);
         let secure = tls.is_some();
+        let resolver = live.clone();
+        // Who sent each request, resolved once, before any layer: the access log, the
+        // policies and the upstream metadata all read this one answer.
         let service = app.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(Tls(secure));
+            let client = resolver.gateway().forwarding().peer(Some(peer.ip()), secure, request.headers());
+            request.extensions_mut().insert(client);
             request
         });
         let service = TowerToHyperService::new(service);

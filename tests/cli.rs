@@ -423,22 +423,10 @@ async fn sigterm_lets_requests_in_flight_finish_and_refuses_new_connections() {
     let upstream = Upstream::start().await;
     upstream.reply(Reply::json(serde_json::json!({"id": "7"})).delay(Duration::from_millis(1500)));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gw.toml");
-    std::fs::write(&config, "shutdown_delay = \"1s\"\n").unwrap();
+    std::fs::write(dir.path().join("gw.toml"), "shutdown_delay = \"1s\"\n").unwrap();
     let (d, url) = (descriptors_dir(), upstream.url());
-    let args = [
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--descriptors",
-        &d,
-        "--upstream",
-        &url,
-    ];
+    let mut args = vec!["serve", "--config", "gw.toml", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    args.extend(["--descriptors", &d, "--upstream", &url]);
     let Served { mut child, addr, admin, .. } = serve_with_admin(&args, dir.path(), &[]).await;
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     let admin = Client::new(admin.unwrap().parse().unwrap());
@@ -487,20 +475,9 @@ async fn a_stream_open_at_sigterm_is_closed_after_the_drain_timeout() {
     let upstream = Upstream::start().await;
     upstream.reply(Reply::stream(vec![serde_json::json!({"id": "1"})]).hold());
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gw.toml");
-    std::fs::write(&config, "drain_timeout = \"300ms\"\n").unwrap();
+    std::fs::write(dir.path().join("gw.toml"), "drain_timeout = \"300ms\"\n").unwrap();
     let (d, url) = (descriptors_dir(), upstream.url());
-    let args = [
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--descriptors",
-        &d,
-        "--upstream",
-        &url,
-    ];
+    let args = ["serve", "--config", "gw.toml", "--listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
     let (mut child, addr) = serve(&args, dir.path(), &[]).await;
     let client = Client::new(addr.parse().unwrap());
     let mut stream = client.request("GET", "/v1/users/1/orders:watch").send_streaming().await;

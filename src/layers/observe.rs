@@ -7,14 +7,12 @@
 //! counted as the client saw them.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
@@ -22,6 +20,7 @@ use http_body::{Frame, SizeHint};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use crate::metadata::Peer;
 use crate::observability::{Observer, Watch};
 
 /// Wraps services in [`Observe`].
@@ -66,8 +65,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-        let (mut watch, bytes_in) = self.observer.begin(&mut request, peer);
+        // Resolved by the listener (see `server::serve`); absent without a socket.
+        let client = request.extensions().get::<Peer>().and_then(|peer| peer.client);
+        let (mut watch, bytes_in) = self.observer.begin(&mut request, client);
         // A bodiless request (most GETs) has nothing to count.
         let request = if http_body::Body::is_end_stream(request.body()) {
             request

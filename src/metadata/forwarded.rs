@@ -45,11 +45,6 @@ impl Forwarding {
         Peer { ip: socket, client, tls, trusted }
     }
 
-    /// The client's address, for a request from `socket` (the access log's view of [`Self::peer`]).
-    pub fn client_ip(&self, socket: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        self.peer(socket, false, headers).client
-    }
-
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
@@ -57,12 +52,18 @@ impl Forwarding {
     /// Walks the chain from the nearest hop past every trusted proxy. A hop that is not an
     /// address ends the walk: the last trusted hop is then all that is known.
     fn client_behind(&self, proxy: IpAddr, headers: &HeaderMap) -> IpAddr {
+        match self.header {
+            ForwardedHeader::XForwardedFor => self.first_untrusted(proxy, list(headers, "x-forwarded-for").rev()),
+            ForwardedHeader::Forwarded => {
+                self.first_untrusted(proxy, list(headers, FORWARDED.as_str()).rev().filter_map(forwarded_for))
+            }
+        }
+    }
+
+    /// The first of `hops` (nearest first) that is not a trusted proxy.
+    fn first_untrusted<'h>(&self, proxy: IpAddr, hops: impl Iterator<Item = &'h str>) -> IpAddr {
         let mut client = proxy;
-        let hops: Vec<&str> = match self.header {
-            ForwardedHeader::XForwardedFor => list(headers, "x-forwarded-for").collect(),
-            ForwardedHeader::Forwarded => list(headers, FORWARDED.as_str()).filter_map(forwarded_for).collect(),
-        };
-        for hop in hops.iter().rev() {
+        for hop in hops {
             let Some(ip) = parse_ip(hop) else { break };
             client = ip;
             if !self.is_trusted(ip) {
@@ -74,7 +75,7 @@ impl Forwarding {
 }
 
 /// The comma-separated elements of every `name` header, in order.
-fn list<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
+fn list<'h>(headers: &'h HeaderMap, name: &str) -> impl DoubleEndedIterator<Item = &'h str> {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 

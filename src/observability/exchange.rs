@@ -44,9 +44,6 @@ pub struct Record {
     pub grpc_status: Option<Code>,
     /// Why a stream ended with an error.
     pub stream_error: Option<String>,
-    /// The client's address as the gateway serving the request resolved it (its
-    /// `trusted_proxies`, which a reload may change).
-    pub client: Option<std::net::IpAddr>,
     /// The `RateLimit-Policy` and `RateLimit` headers of the limits the request passed.
     pub rate_limits: Option<http::HeaderMap>,
 }
@@ -56,11 +53,6 @@ impl Exchange {
     /// without the layers, say): notes then go nowhere.
     pub fn of(extensions: &Extensions) -> Exchange {
         extensions.get::<Exchange>().cloned().unwrap_or_default()
-    }
-
-    /// The client's address, as the serving gateway resolved it.
-    pub fn client(&self, ip: Option<std::net::IpAddr>) {
-        self.update(|record| record.client = ip);
     }
 
     /// The rate limits the request passed, as response headers.

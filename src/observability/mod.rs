@@ -27,7 +27,6 @@ use tonic::Code;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::error::RefusalKind;
-use crate::metadata::forwarded::Forwarding;
 use crate::status::code_name;
 use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
@@ -41,8 +40,6 @@ use trace_context::TraceContext;
 pub struct Observer {
     request_id: HeaderName,
     sample_ratio: f64,
-    /// Who the client is, for the access log (the gateway's own copy: this outlives reloads).
-    forwarding: Forwarding,
     metrics: Metrics,
     access_log: Option<AccessLog>,
     #[cfg(feature = "otlp")]
@@ -105,7 +102,6 @@ impl Observer {
         Ok(Observer {
             request_id,
             sample_ratio: config.tracing.sample_ratio,
-            forwarding: Forwarding::from_config(&config.rate_limit),
             metrics: Metrics::new(),
             access_log,
             #[cfg(feature = "otlp")]
@@ -136,14 +132,13 @@ impl Observer {
         }
     }
 
-    /// Starts watching a request that came from `peer`: its trace context is continued or
+    /// Starts watching a request from `client` (as the listener resolved it): its trace context is continued or
     /// started (and what goes upstream set in its headers), and an [`Exchange`] put in its
     /// extensions. `bytes_in` is what its body counter will add to.
-    pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, peer: Option<IpAddr>) -> (Watch, Arc<AtomicU64>) {
+    pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, client: Option<IpAddr>) -> (Watch, Arc<AtomicU64>) {
         let headers = request.headers();
         let request_id = headers.get(&self.request_id).cloned().unwrap_or(HeaderValue::from_static("-"));
         let trace = TraceContext::continue_or_start(headers, self.sample_ratio);
-        let client_ip = self.forwarding.client_ip(peer, headers);
         let user_agent = headers.get(USER_AGENT).cloned();
         trace.apply(request.headers_mut());
         let exchange = Exchange::default();
@@ -170,7 +165,7 @@ impl Observer {
             trace,
             method: request.method().clone(),
             uri: request.uri().clone(),
-            client_ip,
+            client_ip: client,
             user_agent,
             exchange,
             bytes_in: bytes_in.clone(),
@@ -238,7 +233,7 @@ impl Observer {
                 time: watch.start_time,
                 request_id: watch.request_id.to_str().unwrap_or("-"),
                 trace_id: &trace_id,
-                client_ip: record.client.or(watch.client_ip),
+                client_ip: watch.client_ip,
                 method: watch.method.as_str(),
                 path: watch.uri.path(),
                 route: route.map(|r| &*r.route),
@@ -273,7 +268,7 @@ impl Observer {
             KeyValue::new("http.response.status_code", i64::from(outcome.status)),
             KeyValue::new("protogate.request_id", watch.request_id.to_str().unwrap_or("-").to_owned()),
         ];
-        if let Some(ip) = record.client.or(watch.client_ip) {
+        if let Some(ip) = watch.client_ip {
             attributes.push(KeyValue::new("client.address", ip.to_string()));
         }
         if let Some(route) = route {
