@@ -13,13 +13,13 @@
 //! every key in turn.
 
 pub mod jwks;
+pub mod token;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::config::{JwtConfig, KeyConfig};
 use jwks::JwksSource;
+pub use token::{QueryToken, TokenPlaces, take_query_token};
 
 /// Verifies bearer tokens and turns their claims into upstream metadata.
 pub struct Verifier {
@@ -58,6 +59,9 @@ pub enum AuthError {
     /// No `Authorization: Bearer` header.
     #[error("a bearer token is required")]
     Missing,
+    /// A token both in `Authorization` and in the `access_token` query parameter.
+    #[error("the bearer token is sent both in the Authorization header and as access_token: send it once")]
+    TwoTokens,
     /// An `Authorization` header that is not a bearer token.
     #[error("the Authorization header is not \"Bearer <token>\"")]
     NotBearer,
@@ -139,11 +143,16 @@ impl Verifier {
         Ok(Verifier { keys, jwks, validations, forward, max_token_bytes: config.max_token_bytes })
     }
 
-    /// The claims of the request's bearer token, once verified.
-    pub async fn verify_request(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
-        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
-        let token = bearer_token(value).ok_or(AuthError::NotBearer)?;
-        self.verify(token).await
+    /// The claims of the request's bearer token (see [`token::find`] for where it may be),
+    /// once verified.
+    pub async fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&QueryToken>,
+        places: &TokenPlaces,
+    ) -> Result<Claims, AuthError> {
+        let token = token::find(headers, query, places)?;
+        self.verify(&token).await
     }
 
     /// The claims of a token, once verified. A token whose key is not known yet makes the
@@ -296,14 +305,6 @@ impl Claims {
             None => false,
         }
     }
-}
-
-/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive).
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    let (scheme, token) = text.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// What a verification failure means, in words a client can act on.
@@ -559,15 +560,5 @@ mod tests {
         let Err(message) = jwks_keys(br#"{"keys": [{"kty": "AKP"}]}"#) else { panic!("no usable key") };
         assert!(message.contains("none of its 1 keys"), "{message}");
         assert!(jwks_keys(b"[]").is_err(), "not a document");
-    }
-
-    #[test]
-    fn only_bearer_tokens() {
-        let value = |v: &str| HeaderValue::from_str(v).unwrap();
-        assert_eq!(bearer_token(&value("Bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(&value("bearer  abc ")), Some("abc"));
-        assert_eq!(bearer_token(&value("Basic abc")), None);
-        assert_eq!(bearer_token(&value("Bearer ")), None);
-        assert_eq!(bearer_token(&value("Bearer")), None);
     }
 }

@@ -326,6 +326,15 @@ pub struct PolicyConfig {
     /// Claims the token must hold, with these exact values.
     #[serde(default)]
     pub claims: std::collections::BTreeMap<String, String>,
+    /// Also take the token from this cookie when no `Authorization` header is sent (a browser's
+    /// `EventSource` and `WebSocket` send cookies but cannot set headers).
+    #[serde(default)]
+    pub token_cookie: Option<String>,
+    /// Also take the token from the `access_token` query parameter (RFC 6750 §2.3). The
+    /// parameter is then the gateway's: it is removed from every request's query before
+    /// routing, so it reaches no message field, log or upstream.
+    #[serde(default)]
+    pub token_query: bool,
     /// The upstream call's deadline for these requests, unless the client asks for less.
     #[serde(default, deserialize_with = "duration_opt", serialize_with = "show_duration_opt")]
     pub timeout: Option<Duration>,
@@ -1198,6 +1207,14 @@ impl Config {
             if policy.auth == AuthRequirement::None && (!policy.scopes.is_empty() || !policy.claims.is_empty()) {
                 err(format!("policy[{i}].auth"), "scopes and claims need auth = \"required\"".into());
             }
+            if policy.auth == AuthRequirement::None && (policy.token_cookie.is_some() || policy.token_query) {
+                err(format!("policy[{i}].auth"), "token_cookie and token_query need auth = \"required\"".into());
+            }
+            if let Some(name) = &policy.token_cookie
+                && !is_cookie_name(name)
+            {
+                err(format!("policy[{i}].token_cookie"), format!("{name:?} is not a cookie name"));
+            }
         }
         let needs_jwt = self.policy.iter().any(|p| p.auth == AuthRequirement::Required);
         if self.jwt.is_none() && needs_jwt {
@@ -1291,6 +1308,11 @@ impl Config {
         }
         errors
     }
+}
+
+/// A cookie name is an HTTP token (RFC 6265 §4.1.1).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {

@@ -74,8 +74,13 @@ pub async fn authorize<'g>(
     let route = gateway.route_at(index);
     let mut guard = Guard::new();
     add_guard(gateway, index, arrival, &mut guard);
-    let request =
-        policy::Request { http_method: &route.http_method, template: &route.template, headers, client: peer.client };
+    let request = policy::Request {
+        http_method: &route.http_method,
+        template: &route.template,
+        headers,
+        query_token: parts.extensions.get(),
+        client: peer.client,
+    };
     let access = gateway.policies().admit(&guard, &request).await?;
     note_quotas(parts, &access);
     Ok(access)

@@ -22,7 +22,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 use smallvec::SmallVec;
 
-use crate::auth::{AuthError, Claims, Verifier};
+use crate::auth::{AuthError, Claims, QueryToken, TokenPlaces, Verifier};
 use crate::cache::CacheRule;
 use crate::config::{AuthRequirement, PolicyConfig, RateLimitConfig, RateLimitSettings, ServiceSelector};
 use crate::error::{GatewayError, RefusalKind, Refused};
@@ -49,6 +49,8 @@ pub struct Policy {
     auth: AuthRequirement,
     scopes: Vec<String>,
     claims: Vec<(String, String)>,
+    /// Where besides `Authorization` its token may be.
+    token_places: TokenPlaces,
     /// The upstream deadline for these requests.
     pub timeout: Option<Duration>,
     /// How their GET answers are cached, if they are.
@@ -97,6 +99,8 @@ pub struct Request<'a> {
     pub template: &'a PathTemplate,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The `access_token` the request's query held, if a policy reads it there.
+    pub query_token: Option<&'a QueryToken>,
     /// The client's address (see [`crate::metadata::forwarded`]).
     pub client: Option<IpAddr>,
 }
@@ -213,6 +217,13 @@ impl Policies {
         Policies { policies: configs.iter().map(Policy::new).collect(), verifier, limiter }
     }
 
+    /// Whether a policy takes tokens from the `access_token` query parameter: then the
+    /// parameter is the gateway's, taken out of every request's query before routing
+    /// ([`crate::auth::take_query_token`]).
+    pub fn reads_query_tokens(&self) -> bool {
+        self.policies.iter().any(|p| p.token_places.query)
+    }
+
     /// The rate limits.
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
@@ -263,22 +274,26 @@ impl Policies {
     /// rate limits counted (only once every policy has let it through).
     pub async fn admit(&self, guard: &[usize], request: &Request<'_>) -> Result<Access<'_>, Denied> {
         let policies = guard.iter().filter_map(|&i| self.policies.get(i).map(|p| (i, p)));
-        let claims = match policies.clone().any(|(_, p)| p.auth == AuthRequirement::Required) {
-            true => {
+        let mut required = policies.clone().filter(|(_, p)| p.auth == AuthRequirement::Required);
+        let places = required.next().map(|(_, first)| {
+            required.fold(first.token_places.clone(), |places, (_, p)| places.narrowed(&p.token_places))
+        });
+        let claims = match &places {
+            Some(places) => {
                 let verifier = self
                     .verifier
                     .as_ref()
                     .ok_or_else(|| AuthError::Invalid { reason: "no keys are configured to verify it".into() })?;
-                Some(verifier.verify_request(request.headers).await?)
+                Some(verifier.verify_request(request.headers, request.query_token, places).await?)
             }
-            false => None,
+            None => None,
         };
         for (_, policy) in policies.clone().filter(|(_, p)| p.auth == AuthRequirement::Required) {
             if let Some(claims) = &claims {
                 policy.authorize(claims)?;
             }
         }
-        let Request { http_method, template, headers, client } = *request;
+        let Request { http_method, template, headers, client, .. } = *request;
         let subject = Subject { client, headers, claims: claims.as_ref(), http_method, template };
         let mut quotas = Vec::new();
         for (index, _) in policies.clone() {
@@ -335,6 +350,7 @@ impl Policy {
             auth: config.auth,
             scopes: config.scopes.clone(),
             claims: config.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            token_places: TokenPlaces { cookie: config.token_cookie.clone(), query: config.token_query },
             timeout: config.timeout,
             cache: config.cache.as_ref().map(|c| CacheRule {
                 ttl: c.ttl,
@@ -628,8 +644,9 @@ name = "everything else"
         assert!(warnings[0].contains("policy[3].match.grpc[0]"), "{warnings:?}");
         let shelf_guard = &guards[routes.iter().position(|r| r.grpc_path.path().ends_with("/GetShelf")).unwrap()];
         let headers = HeaderMap::new();
+        let template = &routes[0].template;
         let request =
-            Request { http_method: &Method::GET, template: &routes[0].template, headers: &headers, client: None };
+            Request { http_method: &Method::GET, template, headers: &headers, query_token: None, client: None };
         let admission = p.admit(shelf_guard, &request);
         let access = admission.await.unwrap();
         assert_eq!(access.policy.map(|p| p.name.as_str()), Some("admin shelf"), "the first in config order");

@@ -198,16 +198,36 @@ fn script(gateway: SocketAddr, refusing: SocketAddr) -> String {
     )
 }
 
-#[tokio::test]
-async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
-    let Some(binary) = chromium() else {
+/// Chromium, unless the machine has none and the run does not require it.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let binary = chromium();
+    if binary.is_none() {
         assert!(
             std::env::var_os("PROTOGATE_REQUIRE_BROWSER").is_none(),
             "PROTOGATE_REQUIRE_BROWSER is set but there is no /usr/bin/chromium (apt-get install chromium)"
         );
         eprintln!("skipped: no Chromium at /usr/bin/chromium (install Debian's chromium, or set PROTOGATE_CHROMIUM)");
-        return;
-    };
+    }
+    binary
+}
+
+/// A browser with the web app at `page` loaded.
+async fn open_page(binary: &PathBuf, page: SocketAddr) -> Browser {
+    let mut browser = Browser::open(binary, &format!("http://{page}/")).await;
+    // The page target exists before the page has loaded into it: wait for the page.
+    let loaded = format!("location.origin === 'http://{page}' && document.readyState === 'complete'");
+    for _ in 0..200 {
+        if browser.evaluate(&loaded).await == true {
+            return browser;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the page did not load within 10 s");
+}
+
+#[tokio::test]
+async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
+    let Some(binary) = chromium_or_skip() else { return };
     let page = serve_page().await;
     let upstream = Upstream::start().await;
     upstream.script(|call| match call.path.rsplit('/').next().unwrap() {
@@ -223,18 +243,7 @@ async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
     let refusing =
         Gateway::with_config(config("[cors]\nallow_origins = [\"https://elsewhere.example\"]", &upstreams)).await;
 
-    let mut browser = Browser::open(&binary, &format!("http://{page}/")).await;
-    // The page target exists before the page has loaded into it: wait for the page.
-    let loaded = format!("location.origin === 'http://{page}' && document.readyState === 'complete'");
-    let mut ready = false;
-    for _ in 0..200 {
-        if browser.evaluate(&loaded).await == true {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the page did not load within 10 s");
+    let mut browser = open_page(&binary, page).await;
     let out = browser.evaluate(&script(gateway.addr, refusing.addr)).await;
 
     let unary = &out["unary"];
@@ -262,4 +271,76 @@ async fn a_browser_calls_unary_server_stream_and_bidi_methods_across_origins() {
     assert_eq!(calls.iter().filter(|c| c.path.ends_with("/Echo")).count(), 1, "one call, not two: {calls:?}");
     assert!(calls.iter().any(|c| c.path.ends_with("/Watch") && c.request == json!({"stringValue": "news"})));
     assert!(calls.iter().any(|c| c.path.ends_with("/Chat")));
+}
+
+/// The streams of the test above behind a policy that requires a token, which a browser can
+/// put in the `access_token` query parameter (`EventSource`) or a cookie (`WebSocket`).
+fn authenticated_script(gateway: SocketAddr, token: &str) -> String {
+    format!(
+        r#"(async () => {{
+  const gateway = "http://{gateway}";
+  const out = {{}};
+  const firstEvent = (url) => new Promise((resolve) => {{
+    const source = new EventSource(url);
+    source.onmessage = (event) => {{ source.close(); resolve(JSON.parse(event.data)); }};
+    source.onerror = () => {{ source.close(); resolve("refused"); }};
+  }});
+  out.withoutToken = await firstEvent(gateway + "/v1/streams/news");
+  out.queryToken = await firstEvent(gateway + "/v1/streams/news?access_token={token}");
+
+  // The page's cookie goes with the handshake to the gateway's host (cookies ignore ports).
+  document.cookie = "protogate_token={token}; path=/; SameSite=Lax";
+  out.cookieSocket = await new Promise((resolve, reject) => {{
+    const socket = new WebSocket("ws://{gateway}/v1/streams:chat");
+    const replies = [];
+    socket.onopen = () => socket.send(JSON.stringify({{stringValue: "with a cookie"}}));
+    socket.onmessage = (event) => {{ replies.push(JSON.parse(event.data)); socket.send(""); }};
+    socket.onclose = (event) => resolve({{replies, code: event.code}});
+    socket.onerror = () => reject(new Error("WebSocket failed"));
+  }});
+  return out;
+}})()"#
+    )
+}
+
+#[tokio::test]
+async fn a_browser_authenticates_event_source_by_query_and_websocket_by_cookie() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let page = serve_page().await;
+    let upstream = Upstream::start().await;
+    upstream.script(|call| match call.path.rsplit('/').next().unwrap() {
+        "Watch" => Reply::stream(vec![json!({"stringValue": "headline"})]),
+        _ => Reply::default(),
+    });
+    let secret = "an HMAC secret of thirty-two bytes!";
+    let upstreams =
+        format!("[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [\"{}\"]\n", upstream.url());
+    let top = format!(
+        "[cors]\nallow_origins = [\"http://{page}\"]\n\n\
+         {}forward_claims = {{ sub = \"x-user-id\" }}\n\n\
+         [[policy]]\nname = \"browsers\"\nauth = \"required\"\ntoken_cookie = \"protogate_token\"\ntoken_query = true\n",
+        support::hs256_jwt(secret)
+    );
+    let gateway = Gateway::with_config(config(&top, &upstreams)).await;
+    let bearer = support::hs256_bearer(secret, "reader");
+    let token = bearer.trim_start_matches("Bearer ");
+
+    let mut browser = open_page(&binary, page).await;
+    let out = browser.evaluate(&authenticated_script(gateway.addr, token)).await;
+
+    assert_eq!(out["withoutToken"], "refused", "{out}");
+    assert_eq!(out["queryToken"], json!({"stringValue": "headline"}), "{out}");
+    assert_eq!(out["cookieSocket"]["replies"], json!([{"stringValue": "with a cookie"}]), "{out}");
+    assert_eq!(out["cookieSocket"]["code"], 1000, "{out}");
+
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2, "the call without a token never reached the upstream: {calls:?}");
+    let watch = calls.iter().find(|c| c.path.ends_with("/Watch")).unwrap();
+    assert_eq!(watch.request, json!({"stringValue": "news"}), "access_token is no message field");
+    assert!(calls.iter().all(|c| c.metadata.get("x-user-id").is_some()), "both carried the verified subject");
+    for call in &calls {
+        for (name, value) in &call.metadata {
+            assert!(!value.to_str().unwrap_or_default().contains(token), "{name} carries the token");
+        }
+    }
 }

@@ -71,6 +71,7 @@ pub async fn respond(
         http_method: &aggregate.http_method,
         template: &aggregate.template,
         headers: &parts.headers,
+        query_token: parts.extensions.get(),
         client: peer.client,
     };
     let routes = aggregate.calls.iter().map(|call| call.route);

@@ -28,6 +28,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 
 use crate::aggregate::Aggregate;
+use crate::auth;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata::Peer;
@@ -59,7 +60,12 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) 
 /// Step 1, the route, then the door for it: a composite route, a WebSocket session, a stream
 /// or a unary call, each after [`pipeline::authorize`].
 async fn respond(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> Result<Response<Body>, GatewayError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    if gateway.policies().reads_query_tokens()
+        && let Some(token) = auth::take_query_token(&mut parts.uri)
+    {
+        parts.extensions.insert(token);
+    }
     let place = Place::of(gateway, &parts);
     let also_allowed = match gateway.aggregates().lookup(&parts.method, place.path) {
         Lookup::Matched(matched) => {

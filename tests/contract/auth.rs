@@ -462,3 +462,90 @@ async fn a_rate_limit_can_count_by_a_verified_claim() {
     let route = get_shelf(&h, Some(&as_user("dave"))).await;
     assert!(route.assert_error(429, 8)["message"].as_str().unwrap().contains("route"));
 }
+
+/// Policies that also take the token from a cookie or `?access_token=` (for browsers'
+/// `EventSource` and `WebSocket`), beside one that takes it from the header only.
+fn browser_config() -> String {
+    format!(
+        r#"
+[jwt]
+algorithms = ["HS256"]
+keys = [ {{ kid = "hs", alg = "HS256", secret = "{SECRET}" }} ]
+forward_claims = {{ sub = "x-user-id" }}
+
+[[policy]]
+name = "browser reads"
+match = {{ path_prefix = "/v1/shelves", methods = ["GET"] }}
+auth = "required"
+token_cookie = "protogate_token"
+token_query = true
+
+[[policy]]
+name = "header only"
+auth = "required"
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_policy_takes_the_token_from_a_cookie_or_the_query_and_the_query_token_goes_nowhere() {
+    let h = Harness::start_with(&browser_config()).await;
+    let token = sign(Algorithm::HS256, Some("hs"), &claims());
+
+    let query = h.get(&format!("/v1/shelves/1?access_token={token}")).await;
+    assert_eq!(query.status, 200, "{:?}", query.body);
+    let call = h.upstream.last_call();
+    assert_eq!(call.request, json!({"shelf": "1"}), "access_token is no message field");
+    assert_eq!(call.metadata["x-user-id"], "user-7");
+    for (name, value) in &call.metadata {
+        assert!(!value.as_bytes().windows(token.len()).any(|w| w == token.as_bytes()), "{name} carries the token");
+    }
+
+    let cookie = h
+        .request("GET", "/v1/shelves/1")
+        .header("cookie", &format!("theme=dark; protogate_token={token}"))
+        .send()
+        .await;
+    assert_eq!(cookie.status, 200, "{:?}", cookie.body);
+
+    let twice = h
+        .request("GET", &format!("/v1/shelves/1?access_token={token}"))
+        .header("authorization", &format!("Bearer {token}"))
+        .send()
+        .await;
+    let json = twice.assert_error(401, 16);
+    assert_eq!(
+        json["message"],
+        "the bearer token is sent both in the Authorization header and as access_token: send it once"
+    );
+
+    // A policy that does not name these places does not read them, and the parameter is still
+    // taken out of the query.
+    let elsewhere = h
+        .request("POST", &format!("/v1/shelves?access_token={token}"))
+        .header("cookie", &format!("protogate_token={token}"))
+        .json(&json!({"theme": "fiction"}))
+        .send()
+        .await;
+    assert_eq!(elsewhere.assert_error(401, 16)["message"], "a bearer token is required");
+    assert_eq!(h.upstream.calls().len(), 2, "only the two admitted calls arrived");
+
+    let log = h.gateway.access_log(4).await;
+    for line in &log {
+        assert!(!line.to_string().contains(&token), "the access log never holds the token: {line}");
+    }
+}
+
+#[tokio::test]
+async fn token_places_need_a_required_policy_and_a_cookie_name() {
+    let bad = format!(
+        "[jwt]\nalgorithms = [\"HS256\"]\nkeys = [ {{ alg = \"HS256\", secret = \"{SECRET}\" }} ]\n\n\
+         [[policy]]\nname = \"open\"\ntoken_query = true\n\n\
+         [[policy]]\nname = \"odd\"\nauth = \"required\"\ntoken_cookie = \"a b\"\n"
+    );
+    let config = protogate::config::Config::from_toml(&bad).unwrap();
+    let errors = config.validate();
+    let text = format!("{errors:?}");
+    assert!(text.contains("policy[0].auth") && text.contains("token_cookie and token_query need auth"), "{text}");
+    assert!(text.contains("policy[1].token_cookie") && text.contains("is not a cookie name"), "{text}");
+}
