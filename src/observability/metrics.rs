@@ -51,17 +51,25 @@ struct RouteLabels {
     method: &'static str,
 }
 
+/// A duration's labels: where, and how it ended (`2xx` … `5xx`), so that latency objectives can
+/// be read for successful requests alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DurationLabels {
+    route: Label,
+    method: &'static str,
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     route: Label,
     method: &'static str,
     status: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct UpstreamLabels {
-    upstream: Label,
-    grpc_method: Label,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -175,12 +183,12 @@ pub struct Metrics {
     /// The route label of requests no route matched, made once.
     unmatched: Label,
     requests: Family<RequestLabels, Counter>,
-    request_duration: HistogramFamily<RouteLabels>,
+    request_duration: HistogramFamily<DurationLabels>,
     in_flight: Gauge,
     request_bytes: Family<RouteLabels, Counter>,
     response_bytes: Family<RouteLabels, Counter>,
     upstream_requests: Family<UpstreamCodeLabels, Counter>,
-    upstream_duration: HistogramFamily<UpstreamLabels>,
+    upstream_duration: HistogramFamily<UpstreamCodeLabels>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Family<ReasonLabels, Counter>,
@@ -206,7 +214,7 @@ impl Metrics {
     /// The metrics, all at zero.
     pub fn new() -> Metrics {
         let mut metrics = Metrics {
-            registry: Registry::with_prefix("protogate"),
+            registry: Registry::default(),
             unmatched: Label::from(UNMATCHED),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
@@ -228,7 +236,13 @@ impl Metrics {
             upstream_retries: Family::default(),
             upstream_endpoints: Family::default(),
         };
-        let r = &mut metrics.registry;
+        // The process metrics keep the names every exporter gives them; the gateway's own are
+        // under `protogate_`.
+        metrics.registry.register_collector(Box::new(super::process::ProcessCollector));
+        let r = metrics.registry.sub_registry_with_prefix("protogate");
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        r.register("build_info", "The running build: 1, labelled with its version", build);
         r.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status",
@@ -236,7 +250,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "http_request_duration",
-            "Time from a request's arrival to the end of its response, by route template and method",
+            "Time from a request's arrival to the end of its response, by route template, method and status class",
             Unit::Seconds,
             metrics.request_duration.clone(),
         );
@@ -260,7 +274,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "upstream_duration",
-            "Time the upstream took to answer (to its response headers for streams)",
+            "Time the upstream took to answer (to its response headers for streams), by upstream, method and gRPC code",
             Unit::Seconds,
             metrics.upstream_duration.clone(),
         );
@@ -324,7 +338,9 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { route: route.route.clone(), method, status: observation.status })
             .inc();
-        self.request_duration.get_or_create(&route).observe(observation.duration.as_secs_f64());
+        let status_class = status_class(observation.status);
+        let duration = DurationLabels { route: route.route.clone(), method, status_class };
+        self.request_duration.get_or_create(&duration).observe(observation.duration.as_secs_f64());
         if observation.bytes_in > 0 {
             self.request_bytes.get_or_create(&route).inc_by(observation.bytes_in);
         }
@@ -345,11 +361,12 @@ impl Metrics {
     }
 
     fn upstream_call(&self, call: &UpstreamCall) {
-        let labels = UpstreamLabels { upstream: call.upstream.clone(), grpc_method: call.grpc_method.clone() };
+        let (upstream, grpc_method) = (call.upstream.clone(), call.grpc_method.clone());
+        let labels = UpstreamCodeLabels { upstream, grpc_method, code: call.code };
         if let Some(elapsed) = call.elapsed {
             self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
         }
-        let UpstreamLabels { upstream, grpc_method } = labels;
+        let UpstreamCodeLabels { upstream, grpc_method, code } = labels;
         if let Some(kind) = call.error {
             let kind = match kind {
                 UpstreamErrorKind::Connect => "connect",
@@ -359,7 +376,7 @@ impl Metrics {
             };
             self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
         }
-        self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code: call.code }).inc();
+        self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code }).inc();
     }
 
     /// A request to a cached route was answered so (`hit`, `miss`, `refresh`, `bypass`).
@@ -414,6 +431,17 @@ impl Metrics {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// `2xx`, `4xx`, …: a status's class, a label of few values.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod process;
 pub mod streams;
 pub mod trace_context;
 

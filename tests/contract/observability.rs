@@ -199,16 +199,22 @@ async fn metrics_count_requests_by_route_template_not_by_path() {
         sample(&metrics, r#"protogate_http_requests_total{route="unmatched",method="GET",status="404"}"#),
         Some(1_000.0)
     );
-    assert_eq!(sample(&metrics, &format!("protogate_http_request_duration_seconds_count{{{route}}}")), Some(10_000.0));
+    assert_eq!(
+        sample(&metrics, &format!("protogate_http_request_duration_seconds_count{{{route},status_class=\"2xx\"}}")),
+        Some(10_000.0)
+    );
     let upstream = r#"upstream="test",grpc_method="protogate.testing.v1.Bookstore/GetShelf""#;
-    assert_eq!(sample(&metrics, &format!("protogate_upstream_duration_seconds_count{{{upstream}}}")), Some(10_000.0));
+    assert_eq!(
+        sample(&metrics, &format!("protogate_upstream_duration_seconds_count{{{upstream},code=\"OK\"}}")),
+        Some(10_000.0)
+    );
     assert_eq!(
         sample(&metrics, &format!("protogate_upstream_requests_total{{{upstream},code=\"OK\"}}")),
         Some(10_000.0)
     );
     assert_eq!(sample(&metrics, "protogate_http_requests_in_flight"), Some(0.0));
     assert!(!metrics.contains("/v1/shelves/1\"") && !metrics.contains("/nowhere/"), "no raw path is a label");
-    let series = metrics.lines().filter(|l| !l.starts_with('#')).count();
+    let series = metrics.lines().filter(|l| !l.starts_with('#') && !l.starts_with("process_")).count();
     assert!(series < 200, "the 11,000 requests made {series} series:\n{metrics}");
 }
 
@@ -437,4 +443,23 @@ mod otlp {
             "a trace its caller did not sample is not exported"
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_name_the_build_and_the_process_as_every_exporter_does() {
+    let h = Harness::start().await;
+    let metrics = scrape(&h.gateway.admin().await).await;
+    let build = format!("protogate_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&metrics, &build), Some(1.0), "{metrics}");
+    let cpu = sample(&metrics, "process_cpu_seconds_total").expect("CPU time");
+    assert!(cpu > 0.0, "{cpu}");
+    let rss = sample(&metrics, "process_resident_memory_bytes").expect("RSS");
+    assert!(rss > 1_000_000.0, "{rss}");
+    let open = sample(&metrics, "process_open_fds").expect("open fds");
+    let max = sample(&metrics, "process_max_fds").expect("fd limit");
+    assert!(open >= 3.0 && open < max, "{open} of {max}");
+    let started = sample(&metrics, "process_start_time_seconds").expect("start time");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started > now - 3600.0 && started <= now + 1.0, "started at {started}, now {now}");
+    assert!(metrics.contains("# TYPE process_cpu_seconds_total counter"), "{metrics}");
 }
