@@ -115,6 +115,7 @@ fn load_config(args: SourceArgs) -> Result<Config, String> {
         }
         None => Config::default(),
     };
+    config.apply_otel_env(&|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
     config.merge(Overrides {
         listen: args.listen,
         admin_listen: args.admin_listen,

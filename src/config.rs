@@ -799,28 +799,58 @@ pub enum AccessLogFormat {
     Off,
 }
 
-/// `[tracing]`: W3C trace context and OpenTelemetry span export.
+/// `[tracing]`: W3C trace context and OpenTelemetry span export. What is not set here comes
+/// from the OpenTelemetry environment variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, …; see [`Config::apply_otel_env`]).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// An OTLP/gRPC collector (`http://host:4317`) to export one span per request to.
+    /// The OTLP collector spans are exported to: `http://host:4317` over gRPC, the full URL
+    /// (`http://host:4318/v1/traces`) over HTTP. No export when absent.
     pub otlp_endpoint: Option<String>,
-    /// The `service.name` of the exported spans.
-    pub service_name: String,
-    /// The share of new traces (requests without a `traceparent`) that are sampled, 0 to 1.
-    /// A `traceparent`'s own sampled flag is always followed.
-    pub sample_ratio: f64,
+    /// How spans are sent: `grpc` (the default) or `http/protobuf`.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// The `service.name` of the exported spans; `protogate` by default.
+    pub service_name: Option<String>,
+    /// The share of new traces (requests without a `traceparent`) that are sampled, 0 to 1;
+    /// all by default. A `traceparent`'s own sampled flag is always followed.
+    pub sample_ratio: Option<f64>,
     /// How long finished spans wait to be exported together.
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub batch_delay: Duration,
+}
+
+/// The OTLP transports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC, port 4317 by convention.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, port 4318 by convention.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl TracingConfig {
+    /// The `service.name` spans carry.
+    pub fn service_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or("protogate")
+    }
+
+    /// The share of new traces sampled.
+    pub fn sample_ratio(&self) -> f64 {
+        self.sample_ratio.unwrap_or(1.0)
+    }
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
         TracingConfig {
             otlp_endpoint: None,
-            service_name: "protogate".into(),
-            sample_ratio: 1.0,
+            otlp_protocol: None,
+            service_name: None,
+            sample_ratio: None,
             batch_delay: Duration::from_secs(5),
         }
     }
@@ -1151,13 +1181,13 @@ impl Config {
         if let Err(e) = http::HeaderName::from_bytes(self.request_id.header.as_bytes()) {
             err("request_id.header".into(), format!("{:?} is not a header name: {e}", self.request_id.header));
         }
-        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio()) {
             err("tracing.sample_ratio".into(), "must be between 0 and 1".into());
         }
         if let Some(endpoint) = &self.tracing.otlp_endpoint {
             if !cfg!(feature = "otlp") {
                 err("tracing.otlp_endpoint".into(), "this build has no OTLP export (cargo feature \"otlp\")".into());
-            } else if let Err(message) = endpoint.parse::<Endpoint>() {
+            } else if let Err(message) = otlp_endpoint(endpoint, self.tracing.otlp_protocol.unwrap_or_default()) {
                 err("tracing.otlp_endpoint".into(), message);
             }
         }
@@ -1307,6 +1337,18 @@ impl Config {
             }
         }
         errors
+    }
+}
+
+/// An OTLP endpoint: over gRPC a bare `scheme://host:port`, over HTTP the URL spans are
+/// posted to (its path included).
+fn otlp_endpoint(endpoint: &str, protocol: OtlpProtocol) -> Result<(), String> {
+    match protocol {
+        OtlpProtocol::Grpc => endpoint.parse::<Endpoint>().map(drop),
+        OtlpProtocol::HttpProtobuf => match endpoint.parse::<http::Uri>() {
+            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => Ok(()),
+            _ => Err(format!("{endpoint:?} is not an http:// or https:// URL")),
+        },
     }
 }
 
@@ -1567,6 +1609,7 @@ impl FromStr for UpstreamFlag {
 }
 
 mod env;
+mod otel_env;
 
 #[cfg(test)]
 mod tests;

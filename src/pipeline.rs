@@ -27,6 +27,7 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
+use crate::observability::exchange::CallSpan;
 use crate::observability::streams::ClientSeat;
 use crate::policy::{self, Access, Guard};
 use crate::profile::View;
@@ -272,6 +273,8 @@ pub struct CallTarget<'g> {
     pub deadline: Option<Duration>,
     /// A streaming call's place among its client's (see [`CallTarget::open`]).
     pub seat: Option<ClientSeat>,
+    /// The call's span: the metadata's `traceparent` names it.
+    pub span: CallSpan,
 }
 
 impl CallTarget<'_> {
@@ -285,10 +288,20 @@ impl CallTarget<'_> {
     }
 }
 
+/// The request a call is made for: its client, and its record (where the call's span goes).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'r> {
+    /// The client, as the listener resolved it.
+    pub peer: Peer,
+    /// The request's record.
+    pub exchange: &'r Exchange,
+}
+
 /// Where route `index`'s call goes, with which metadata (`metadata`: the door's headers
-/// already turned into metadata, to which the verified claims are added), and its deadline
-/// (`requested`: the client's, in the door's own syntax). A streaming call takes one of its
-/// client's `[limits] max_streams_per_client` seats, or is refused with 429.
+/// already turned into metadata, to which the verified claims and the call's `traceparent`
+/// are added), and its deadline (`requested`: the client's, in the door's own syntax). A
+/// streaming call takes one of its client's `[limits] max_streams_per_client` seats, or is
+/// refused with 429.
 pub fn call_target<'g>(
     gateway: &'g Gateway,
     index: usize,
@@ -296,8 +309,9 @@ pub fn call_target<'g>(
     requested: Option<Duration>,
     kind: CallKind,
     access: &Access<'_>,
-    peer: Peer,
+    caller: Caller<'_>,
 ) -> Result<CallTarget<'g>, GatewayError> {
+    let Caller { peer, exchange } = caller;
     let upstream = upstream_for(gateway, index)?;
     let seat = match kind {
         CallKind::Unary => None,
@@ -308,7 +322,8 @@ pub fn call_target<'g>(
     };
     forward_claims(gateway, access, &mut metadata);
     let deadline = deadline(requested, kind, access, upstream);
-    Ok(CallTarget { upstream, metadata, deadline, seat })
+    let span = exchange.start_call(&gateway.route_at(index).grpc_path, &mut metadata);
+    Ok(CallTarget { upstream, metadata, deadline, seat, span })
 }
 
 /// [`call_target`] for a request whose headers are HTTP's: `Grpc-Metadata-*`, `Authorization`,
@@ -316,13 +331,15 @@ pub fn call_target<'g>(
 pub fn http_call_target<'g>(
     gateway: &'g Gateway,
     index: usize,
-    headers: &HeaderMap,
+    parts: &Parts,
     peer: Peer,
     kind: CallKind,
     access: &Access<'_>,
 ) -> Result<CallTarget<'g>, GatewayError> {
+    let headers = &parts.headers;
     let metadata = metadata::to_grpc(headers, peer, gateway.header_rules())?;
-    call_target(gateway, index, metadata, metadata::grpc_timeout(headers)?, kind, access, peer)
+    let caller = Caller { peer, exchange: &Exchange::of(&parts.extensions) };
+    call_target(gateway, index, metadata, metadata::grpc_timeout(headers)?, kind, access, caller)
 }
 
 /// The upstream serving route `index`.

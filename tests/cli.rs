@@ -558,3 +558,55 @@ async fn log_format_json_writes_one_object_per_diagnostic_line() {
     assert!(line["timestamp"].is_string() && line["target"].is_string(), "{line}");
     let _ = child.start_kill();
 }
+
+/// The OpenTelemetry environment variables configure export where the config file is silent:
+/// here OTLP over HTTP to a collector's receiver, under the service name the environment gives.
+#[tokio::test]
+async fn spans_go_where_the_otel_environment_says_over_otlp_http() {
+    use support::collector::{Collector, attribute, string, unhex};
+
+    let collector = Collector::default();
+    let base = collector.start_http().await;
+    let upstream = Upstream::start().await;
+    upstream.reply(Reply::json(serde_json::json!({"id": "7"})));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.toml"), "[tracing]\nbatch_delay = \"50ms\"\n").unwrap();
+    let d = descriptors_dir();
+    let url = upstream.url();
+    let args =
+        ["serve", "--config", "gateway.toml", "--listen", "127.0.0.1:0", "--descriptors", &d, "--upstream", &url];
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", "gateway-from-env"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+    ];
+    let (_child, addr) = serve(&args, dir.path(), &env).await;
+    let client = Client::new(addr.parse().unwrap());
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = client.request("GET", "/v1/users/7").header("traceparent", traceparent).send().await;
+    assert_eq!(response.status, 200);
+
+    let spans = collector.spans_of(&unhex("0af7651916cd43dd8448eb211c80319c"), 2).await;
+    let kinds: Vec<i32> = spans.iter().map(|(_, s)| s.kind).collect();
+    assert!(kinds.contains(&2) && kinds.contains(&3), "a SERVER and a CLIENT span: {kinds:?}");
+    for (resource, _) in &spans {
+        assert_eq!(attribute(resource, "service.name").cloned(), string("gateway-from-env"));
+    }
+}
+
+#[test]
+fn an_otel_variable_the_gateway_cannot_follow_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = descriptors_dir();
+    let out = Command::new(BIN)
+        .args(["check", "--descriptors", &d])
+        .current_dir(dir.path())
+        .env_remove("PROTOGATE_CONFIG")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\""), "{stderr}");
+}

@@ -15,6 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use serde_json::Value;
+use tonic::Code;
 
 use crate::aggregate::plan::{Aggregate, Call, Coerce, Input, Node, Output, Target, TextPiece};
 use crate::auth::Claims;
@@ -23,6 +24,7 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::metadata::{self, Peer};
 use crate::observability::Exchange;
+use crate::observability::exchange::failure_code;
 use crate::pipeline::{self, CallKind, deadline, earliest, read_body_json};
 use crate::policy::{self, Access};
 use crate::profile::View;
@@ -112,6 +114,7 @@ async fn run(
     let mask = fields::requested_composite(parts.uri.query(), &aggregate.answer_keys, always)?;
     let mut metadata = metadata::to_grpc(&parts.headers, peer, gateway.header_rules())?;
     pipeline::forward_claims(gateway, access, &mut metadata);
+    let exchange = Exchange::of(&parts.extensions);
     let mut run = Run {
         gateway,
         aggregate,
@@ -119,6 +122,7 @@ async fn run(
         access,
         inputs: Inputs { path: values, query, body, claims: access.claims.as_ref() },
         metadata,
+        exchange: exchange.clone(),
         requested: metadata::grpc_timeout(&parts.headers)?,
         http_method: &parts.method,
         slots: aggregate.calls.iter().map(|_| Slot::Waiting).collect(),
@@ -126,7 +130,7 @@ async fn run(
     let started = Instant::now();
     let ran = run.all().await;
     // For the access log: how long the calls took together.
-    Exchange::of(&parts.extensions).upstream_answered(started.elapsed(), None);
+    exchange.upstream_answered(started.elapsed(), None);
     ran?;
     let json = view.finish(mask.as_ref(), answer(gateway, aggregate, run.slots, gateway.request_id(&parts.headers)))?;
     Ok(json_response(StatusCode::OK, json).map(Body::from))
@@ -139,8 +143,10 @@ struct Run<'r> {
     view: View<'r>,
     access: &'r Access<'r>,
     inputs: Inputs<'r>,
-    /// The request's metadata, sent with every call.
+    /// The request's metadata, sent with every call (each with its own `traceparent`).
     metadata: http::HeaderMap,
+    /// The request's record: each call is a span of its own.
+    exchange: Exchange,
     /// The client's `Grpc-Timeout`.
     requested: Option<Duration>,
     /// The request's HTTP method: a GET's calls may all be retried.
@@ -206,8 +212,16 @@ impl<'r> Run<'r> {
         let path = self.gateway.route_at(call.route).grpc_path.clone();
         let limit = earliest(deadline(self.requested, CallKind::Unary, self.access, upstream), call.timeout);
         let idempotent = pipeline::idempotent(Some(self.http_method), upstream, path.path());
-        let reply = upstream.unary(path, message, self.metadata.clone(), limit, idempotent);
-        Ok(Box::pin(async move { (index, reply.await) }))
+        let mut metadata = self.metadata.clone();
+        let span = self.exchange.start_call(&path, &mut metadata);
+        let reply = upstream.unary(path, message, metadata, limit, idempotent);
+        let exchange = self.exchange.clone();
+        Ok(Box::pin(async move {
+            let reply = reply.await;
+            let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
+            exchange.call_ended(span, endpoint, reply.as_ref().map_or_else(failure_code, |_| Code::Ok));
+            (index, reply)
+        }))
     }
 
     /// A failed call: the end of the run with `on_error = "fail"`, else its slot.

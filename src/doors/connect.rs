@@ -90,11 +90,12 @@ async fn call(gateway: &Gateway, request: Request<Body>, peer: Peer) -> Result<R
         Codec::Json => gateway.transcoder().decode(index, route, &[], None, &body)?,
     };
     let metadata = request_metadata(&parts.headers, peer, gateway.header_rules())?;
+    let caller = pipeline::Caller { peer, exchange: &exchange };
     let call =
-        pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access, peer)?;
+        pipeline::call_target(gateway, index, metadata, timeout(&parts.headers)?, CallKind::Unary, &access, caller)?;
     let idempotent = pipeline::idempotent(None, call.upstream, route.grpc_path.path());
     let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
-    let reply = exchange.time_call(reply).await?;
+    let reply = exchange.time_call(call.span, reply).await?;
     let body = match codec {
         Codec::Proto => reply.message.clone(),
         Codec::Json => Bytes::from(gateway.transcoder().render(index, route, &reply.message)?),

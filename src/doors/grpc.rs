@@ -106,15 +106,17 @@ async fn forward(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let access = pipeline::authorize(gateway, index, Arrival::Method, &parts, peer).await?;
     let metadata = metadata::passthrough(&parts.headers, peer, gateway.header_rules())?;
     // The client's `grpc-timeout` goes up as it is; the upstream enforces it.
-    let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access, peer)?;
-    let started = std::time::Instant::now();
+    let caller = pipeline::Caller { peer, exchange: &exchange };
+    let call = pipeline::call_target(gateway, index, metadata, None, pipeline::CallKind::Stream, &access, caller)?;
+    let span = call.span;
     let (sink, pending) = call.open(route.grpc_path.clone()).await?;
     // The request streams up while the response streams down (a bidirectional call needs
     // both at once); the task ends with the request body or the call, whichever is first.
     let pump = tokio::spawn(pump(body, sink, gateway.streams().start()));
     let endpoint = pending.endpoint().clone();
     let response = pending.raw().await;
-    exchange.upstream_answered(started.elapsed(), Some(&endpoint));
+    exchange.upstream_answered(span.elapsed(), Some(&endpoint));
+    exchange.call_answered(span, Some(&endpoint));
     let response = match response {
         Ok(response) => response,
         Err(e) => {

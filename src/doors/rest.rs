@@ -65,9 +65,9 @@ async fn call(
         }
     };
     let mask = pipeline::partial_response(gateway, index, parts)?;
-    let call = pipeline::http_call_target(gateway, index, &parts.headers, peer, CallKind::Unary, access)?;
+    let call = pipeline::http_call_target(gateway, index, parts, peer, CallKind::Unary, access)?;
     let idempotent = pipeline::idempotent(Some(&parts.method), call.upstream, route.grpc_path.path());
     let reply = call.upstream.unary(route.grpc_path.clone(), message, call.metadata, call.deadline, idempotent);
-    let reply = Exchange::of(&parts.extensions).time_call(reply).await?;
+    let reply = Exchange::of(&parts.extensions).time_call(call.span, reply).await?;
     pipeline::respond_with(gateway, index, &reply, mask.as_ref(), view)
 }

@@ -66,7 +66,7 @@ pub async fn upgrade(
     } else {
         Some(gateway.transcoder().decode(index, route, &values, parts.uri.query(), b"")?)
     };
-    let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
+    let call = pipeline::http_call_target(&gateway, index, &parts, peer, CallKind::Stream, access)?;
     // The client's stream seat is taken before the handshake (a 429 refuses it) and held
     // for the whole session.
     let (metadata, deadline, seat) = (call.metadata, call.deadline, call.seat);

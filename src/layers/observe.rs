@@ -66,8 +66,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         // Resolved by the listener (see `server::serve`); absent without a socket.
-        let client = request.extensions().get::<Peer>().and_then(|peer| peer.client);
-        let (mut watch, bytes_in) = self.observer.begin(&mut request, client);
+        let peer = request.extensions().get::<Peer>().copied().unwrap_or_default();
+        let (mut watch, bytes_in) = self.observer.begin(&mut request, peer);
         // A bodiless request (most GETs) has nothing to count.
         let request = if http_body::Body::is_end_stream(request.body()) {
             request

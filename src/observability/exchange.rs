@@ -7,11 +7,13 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::Extensions;
+use http::uri::PathAndQuery;
+use http::{Extensions, HeaderMap};
 use tonic::Code;
 
+use super::trace_context::{SpanId, TraceContext};
 use crate::upstream::{UnaryResponse, UpstreamError};
 
 /// The labels of one route, made once when the gateway is built: metrics and logs name
@@ -46,9 +48,105 @@ pub struct Record {
     pub stream_error: Option<String>,
     /// The `RateLimit-Policy` and `RateLimit` headers of the limits the request passed.
     pub rate_limits: Option<http::HeaderMap>,
+    /// The request's trace, and whether its spans are exported.
+    pub trace: Option<(TraceContext, bool)>,
+    /// The upstream calls made, for their CLIENT spans (kept only when spans are exported).
+    pub calls: Vec<Call>,
+}
+
+/// One upstream call's span: its id, the `traceparent` parent the upstream sees.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSpan {
+    /// The span's id.
+    pub id: SpanId,
+    /// When the call started.
+    pub start: SystemTime,
+    started: Instant,
+}
+
+impl CallSpan {
+    fn now() -> CallSpan {
+        CallSpan { id: SpanId::random(), start: SystemTime::now(), started: Instant::now() }
+    }
+
+    /// How long since the call started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// An upstream call made, as its CLIENT span tells it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Its span.
+    pub span: CallSpan,
+    /// `/pkg.Service/Method`.
+    pub grpc_path: PathAndQuery,
+    /// The endpoint that took it, once known.
+    pub endpoint: Option<Arc<str>>,
+    /// When it ended; a stream's call ends with the request.
+    pub end: Option<SystemTime>,
+    /// How it ended.
+    pub code: Option<Code>,
+}
+
+/// The gRPC code an upstream failure stands for.
+pub fn failure_code(error: &UpstreamError) -> Code {
+    match error {
+        UpstreamError::Status(reply) => reply.status.code(),
+        UpstreamError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        UpstreamError::NotConfigured { .. } => Code::Unimplemented,
+        UpstreamError::Unreachable { .. }
+        | UpstreamError::NoHealthyEndpoint { .. }
+        | UpstreamError::Overloaded { .. } => Code::Unavailable,
+    }
 }
 
 impl Exchange {
+    /// The record of a request in `trace`; its calls are kept when `export` (the trace is
+    /// sampled and spans are exported).
+    pub fn traced(trace: TraceContext, export: bool) -> Exchange {
+        Exchange(Arc::new(Mutex::new(Record { trace: Some((trace, export)), ..Record::default() })))
+    }
+
+    /// An upstream call to `grpc_path` begins: `metadata` is given the `traceparent` naming
+    /// the call's own span as the upstream's parent.
+    pub fn start_call(&self, grpc_path: &PathAndQuery, metadata: &mut HeaderMap) -> CallSpan {
+        let span = CallSpan::now();
+        self.update(|record| {
+            let Some((trace, export)) = &record.trace else { return };
+            trace.apply_as(span.id, metadata);
+            if *export {
+                let call = Call { span, grpc_path: grpc_path.clone(), endpoint: None, end: None, code: None };
+                record.calls.push(call);
+            }
+        });
+        span
+    }
+
+    /// Call `span` was taken by `endpoint` (a stream's call goes on).
+    pub fn call_answered(&self, span: CallSpan, endpoint: Option<&Arc<str>>) {
+        self.update_call(span, |call| call.endpoint = endpoint.cloned());
+    }
+
+    /// Call `span` ended with `code`, at `endpoint` when known.
+    pub fn call_ended(&self, span: CallSpan, endpoint: Option<&Arc<str>>, code: Code) {
+        let end = span.start + span.elapsed();
+        self.update_call(span, |call| {
+            call.endpoint = endpoint.cloned().or(call.endpoint.take());
+            call.end = Some(end);
+            call.code = Some(code);
+        });
+    }
+
+    fn update_call(&self, span: CallSpan, f: impl FnOnce(&mut Call)) {
+        self.update(|record| {
+            if let Some(call) = record.calls.iter_mut().find(|c| c.span.id == span.id) {
+                f(call);
+            }
+        });
+    }
+
     /// The request's record, or a detached one when no observe layer runs (a router driven
     /// without the layers, say): notes then go nowhere.
     pub fn of(extensions: &Extensions) -> Exchange {
@@ -78,26 +176,30 @@ impl Exchange {
         });
     }
 
-    /// Runs a unary-answered upstream call, noting how long it took and which endpoint
-    /// answered.
+    /// Runs call `span`, answered with one message, noting how long it took, which endpoint
+    /// answered and how it ended.
     pub async fn time_call(
         &self,
+        span: CallSpan,
         call: impl Future<Output = Result<UnaryResponse, UpstreamError>>,
     ) -> Result<UnaryResponse, UpstreamError> {
-        let started = Instant::now();
         let reply = call.await;
-        self.upstream_answered(
-            started.elapsed(),
-            reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint)),
-        );
+        let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
+        self.upstream_answered(span.elapsed(), endpoint);
+        self.call_ended(span, endpoint, reply.as_ref().map_or_else(failure_code, |_| Code::Ok));
         reply
     }
 
-    /// A stream ended with `code` (and `error`'s message when it failed).
+    /// A stream ended with `code` (and `error`'s message when it failed): so did its call.
     pub fn stream_ended(&self, code: Code, error: Option<String>) {
+        let end = SystemTime::now();
         self.update(|record| {
             record.grpc_status = Some(code);
             record.stream_error = error;
+            for call in record.calls.iter_mut().filter(|call| call.end.is_none()) {
+                call.end = Some(end);
+                call.code = Some(code);
+            }
         });
     }
 

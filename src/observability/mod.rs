@@ -28,6 +28,7 @@ use tonic::Code;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::error::RefusalKind;
+use crate::metadata::Peer;
 use crate::status::code_name;
 use crate::upstream::UpstreamError;
 use access_log::{AccessLog, Entry};
@@ -57,6 +58,10 @@ pub struct Watch {
     trace: TraceContext,
     method: Method,
     uri: Uri,
+    version: http::Version,
+    /// `Host` (HTTP/2's `:authority` becomes it), for the span's `server.address`.
+    host: Option<HeaderValue>,
+    tls: bool,
     client_ip: Option<IpAddr>,
     user_agent: Option<HeaderValue>,
     exchange: Exchange,
@@ -102,7 +107,7 @@ impl Observer {
         }
         Ok(Observer {
             request_id,
-            sample_ratio: config.tracing.sample_ratio,
+            sample_ratio: config.tracing.sample_ratio(),
             metrics: Metrics::new(),
             access_log,
             #[cfg(feature = "otlp")]
@@ -120,6 +125,14 @@ impl Observer {
         &self.metrics
     }
 
+    /// Whether spans are exported (to an OTLP collector).
+    fn exports_spans(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        return self.spans.is_some();
+        #[cfg(not(feature = "otlp"))]
+        false
+    }
+
     /// Access log lines dropped so far.
     pub fn access_log_dropped(&self) -> u64 {
         self.access_log.as_ref().map_or(0, AccessLog::dropped)
@@ -133,16 +146,16 @@ impl Observer {
         }
     }
 
-    /// Starts watching a request from `client` (as the listener resolved it): its trace context is continued or
-    /// started (and what goes upstream set in its headers), and an [`Exchange`] put in its
-    /// extensions. `bytes_in` is what its body counter will add to.
-    pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, client: Option<IpAddr>) -> (Watch, Arc<AtomicU64>) {
+    /// Starts watching a request from `peer` (as the listener resolved it): its trace context
+    /// is continued or started (and what goes upstream set in its headers), and an
+    /// [`Exchange`] put in its extensions. `bytes_in` is what its body counter will add to.
+    pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, peer: Peer) -> (Watch, Arc<AtomicU64>) {
         let headers = request.headers();
         let request_id = headers.get(&self.request_id).cloned().unwrap_or(HeaderValue::from_static("-"));
         let trace = TraceContext::continue_or_start(headers, self.sample_ratio);
         let user_agent = headers.get(USER_AGENT).cloned();
         trace.apply(request.headers_mut());
-        let exchange = Exchange::default();
+        let exchange = Exchange::traced(trace.clone(), trace.sampled && self.exports_spans());
         request.extensions_mut().insert(exchange.clone());
         let span = tracing::info_span!(
             "request",
@@ -166,7 +179,10 @@ impl Observer {
             trace,
             method: request.method().clone(),
             uri: request.uri().clone(),
-            client_ip: client,
+            version: request.version(),
+            host: request.headers().get(http::header::HOST).cloned(),
+            tls: peer.tls,
+            client_ip: peer.client,
             user_agent,
             exchange,
             bytes_in: bytes_in.clone(),
@@ -257,50 +273,143 @@ impl Observer {
 
     #[cfg(feature = "otlp")]
     fn export_span(&self, watch: &Watch, record: &Record, outcome: &Outcome, duration: Duration) {
-        use opentelemetry::KeyValue;
         let Some(spans) = &self.spans else { return };
         if !watch.trace.sampled {
             return;
         }
+        let end = watch.start_time + duration;
         let route = record.route.as_deref();
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", watch.method.to_string()),
-            KeyValue::new("url.path", watch.uri.path().to_owned()),
-            KeyValue::new("http.response.status_code", i64::from(outcome.status)),
-            KeyValue::new("protogate.request_id", watch.request_id.to_str().unwrap_or("-").to_owned()),
-        ];
-        if let Some(ip) = watch.client_ip {
-            attributes.push(KeyValue::new("client.address", ip.to_string()));
-        }
-        if let Some(route) = route {
-            attributes.push(KeyValue::new("http.route", route.route.to_string()));
-            attributes.push(KeyValue::new("rpc.system", "grpc"));
-            let (service, method) = route.grpc_method.split_once('/').unwrap_or((&route.grpc_method, ""));
-            attributes.push(KeyValue::new("rpc.service", service.to_owned()));
-            attributes.push(KeyValue::new("rpc.method", method.to_owned()));
-            if let Some(upstream) = &route.upstream {
-                attributes.push(KeyValue::new("protogate.upstream", upstream.to_string()));
-            }
-        }
-        if let Some(endpoint) = &record.endpoint {
-            attributes.push(KeyValue::new("server.address", endpoint.to_string()));
-        }
-        if let Some(code) = outcome.grpc {
-            attributes.push(KeyValue::new("rpc.grpc.status_code", code as i64));
-        }
         let name = match route {
-            Some(route) => format!("{} {}", watch.method, route.route),
-            None => watch.method.to_string(),
+            Some(route) => format!("{} {}", span_method(&watch.method), route.route),
+            None => span_method(&watch.method).to_owned(),
         };
+        let failed = outcome.status >= 500;
         spans.export(otlp::FinishedSpan {
             context: &watch.trace,
+            call: None,
             name,
             start: watch.start_time,
-            end: watch.start_time + duration,
-            attributes,
-            error: outcome.error.clone().filter(|_| outcome.status >= 500),
+            end,
+            attributes: server_attributes(watch, route, outcome),
+            error: failed.then(|| outcome.error.clone().unwrap_or_else(|| outcome.status.to_string())),
         });
+        for call in &record.calls {
+            let code = call.code.or(outcome.grpc).unwrap_or(Code::Unknown);
+            let method = call.grpc_path.path().trim_start_matches('/');
+            spans.export(otlp::FinishedSpan {
+                context: &watch.trace,
+                call: Some(call.span.id),
+                name: method.to_owned(),
+                start: call.span.start,
+                end: call.end.unwrap_or(end),
+                attributes: client_attributes(call, method, code, route),
+                error: (code != Code::Ok).then(|| code_name(code).to_owned()),
+            });
+        }
     }
+}
+
+/// The request's SERVER span attributes, per OpenTelemetry's HTTP server conventions.
+#[cfg(feature = "otlp")]
+fn server_attributes(watch: &Watch, route: Option<&RouteLabels>, outcome: &Outcome) -> Vec<opentelemetry::KeyValue> {
+    use opentelemetry::KeyValue;
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", span_method(&watch.method)),
+        KeyValue::new("url.path", watch.uri.path().to_owned()),
+        KeyValue::new("url.scheme", if watch.tls { "https" } else { "http" }),
+        KeyValue::new("http.response.status_code", i64::from(outcome.status)),
+        KeyValue::new("network.protocol.name", "http"),
+        KeyValue::new("network.protocol.version", protocol_version(watch.version)),
+        KeyValue::new("protogate.request_id", watch.request_id.to_str().unwrap_or("-").to_owned()),
+    ];
+    if let Some((host, port)) = watch.host.as_ref().and_then(|h| h.to_str().ok()).and_then(host_and_port) {
+        attributes.push(KeyValue::new("server.address", host));
+        if let Some(port) = port {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    if let Some(ip) = watch.client_ip {
+        attributes.push(KeyValue::new("client.address", ip.to_string()));
+    }
+    if let Some(agent) = watch.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+    if let Some(route) = route {
+        attributes.push(KeyValue::new("http.route", route.route.to_string()));
+        if let Some(upstream) = &route.upstream {
+            attributes.push(KeyValue::new("protogate.upstream", upstream.to_string()));
+        }
+    }
+    if outcome.status >= 500 {
+        attributes.push(KeyValue::new("error.type", outcome.status.to_string()));
+    }
+    attributes
+}
+
+/// An upstream call's CLIENT span attributes, per OpenTelemetry's RPC (gRPC) conventions.
+#[cfg(feature = "otlp")]
+fn client_attributes(
+    call: &exchange::Call,
+    method: &str,
+    code: Code,
+    route: Option<&RouteLabels>,
+) -> Vec<opentelemetry::KeyValue> {
+    use opentelemetry::KeyValue;
+    let mut attributes = vec![
+        KeyValue::new("rpc.system.name", "grpc"),
+        KeyValue::new("rpc.method", method.to_owned()),
+        KeyValue::new("rpc.response.status_code", code_name(code)),
+    ];
+    let endpoint = call.endpoint.as_deref().and_then(|e| e.parse::<Uri>().ok());
+    if let Some(authority) = endpoint.as_ref().and_then(Uri::authority) {
+        attributes.push(KeyValue::new("server.address", authority.host().to_owned()));
+        if let Some(port) = authority.port_u16() {
+            attributes.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    if let Some(upstream) = route.and_then(|r| r.upstream.as_ref()) {
+        attributes.push(KeyValue::new("protogate.upstream", upstream.to_string()));
+    }
+    if code != Code::Ok {
+        attributes.push(KeyValue::new("error.type", code_name(code)));
+    }
+    attributes
+}
+
+/// The method as the HTTP conventions name it: one of the standard nine, else `_OTHER`.
+#[cfg(feature = "otlp")]
+fn span_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+#[cfg(feature = "otlp")]
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// `Host`'s host and port (`[::1]:8080` → `::1`, 8080).
+#[cfg(feature = "otlp")]
+fn host_and_port(host: &str) -> Option<(String, Option<u16>)> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+    Some((name.to_owned(), authority.port_u16()))
 }
 
 // === impl Watch ===

@@ -59,13 +59,18 @@ impl TraceContext {
         }
     }
 
-    /// The `traceparent` the upstream call carries: this trace, the gateway's span as parent.
+    /// The `traceparent` an upstream call carries: this trace, the gateway's span as parent.
     pub fn traceparent(&self) -> HeaderValue {
+        self.traceparent_of(self.span_id)
+    }
+
+    /// The `traceparent` naming `span` (an upstream call's CLIENT span) as the parent.
+    pub fn traceparent_of(&self, span: SpanId) -> HeaderValue {
         let mut text = String::with_capacity(55);
         text.push_str("00-");
         push_hex(&mut text, &self.trace_id.0);
         text.push('-');
-        push_hex(&mut text, &self.span_id.0);
+        push_hex(&mut text, &span.0);
         text.push_str(if self.sampled { "-01" } else { "-00" });
         // Hex digits and dashes only.
         HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
@@ -73,7 +78,12 @@ impl TraceContext {
 
     /// Replaces `headers`' trace context with the one the upstream call carries.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let mut traceparent = self.traceparent();
+        self.apply_as(self.span_id, headers);
+    }
+
+    /// [`TraceContext::apply`], with `span` as the upstream's parent.
+    pub fn apply_as(&self, span: SpanId, headers: &mut HeaderMap) {
+        let mut traceparent = self.traceparent_of(span);
         // Unique per request: kept out of HTTP/2 header compression tables.
         traceparent.set_sensitive(true);
         headers.insert(TRACEPARENT, traceparent);
@@ -159,7 +169,8 @@ impl TraceId {
 }
 
 impl SpanId {
-    fn random() -> SpanId {
+    /// A new span id.
+    pub fn random() -> SpanId {
         SpanId(nonzero_random())
     }
 }

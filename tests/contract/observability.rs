@@ -330,79 +330,14 @@ async fn readiness_is_the_gateways_own_and_names_an_upstream_that_cannot_be_reac
 
 #[cfg(feature = "otlp")]
 mod otlp {
-    use std::sync::{Arc, Mutex};
-
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-    use opentelemetry_proto::tonic::common::v1::KeyValue;
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-    use opentelemetry_proto::tonic::trace::v1::Span;
+    use crate::support::collector::{Collector, attribute, hex, int, string, unhex};
 
     use super::*;
 
-    /// A received span with its resource's attributes.
-    type Received = (Vec<KeyValue>, Span);
-
-    /// An OTLP/gRPC collector that keeps what it receives.
-    #[derive(Clone, Default)]
-    struct Collector {
-        spans: Arc<Mutex<Vec<Received>>>,
-    }
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let mut spans = self.spans.lock().unwrap();
-            for resource_spans in request.into_inner().resource_spans {
-                let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
-                for scope in resource_spans.scope_spans {
-                    spans.extend(scope.spans.into_iter().map(|span| (resource.clone(), span)));
-                }
-            }
-            Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-        }
-    }
-
-    impl Collector {
-        async fn start(&self) -> String {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let service = TraceServiceServer::new(self.clone());
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            format!("http://{addr}")
-        }
-
-        /// Waits (polling, at most 10 s) for a span of `trace_id`.
-        async fn span_of(&self, trace_id: &[u8]) -> Received {
-            for _ in 0..1000 {
-                if let Some(found) = self.spans.lock().unwrap().iter().find(|(_, s)| s.trace_id == trace_id) {
-                    return found.clone();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("no span of trace {trace_id:02x?} arrived within 10 s");
-        }
-    }
-
-    fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-        attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[tokio::test]
-    async fn each_sampled_request_is_exported_as_a_span_with_the_ids_sent_upstream() {
+    async fn a_request_is_a_server_span_and_its_upstream_call_a_client_span_below_it() {
         let collector = Collector::default();
-        let endpoint = collector.start().await;
+        let endpoint = collector.start_grpc().await;
         let upstream = Upstream::start().await;
         let config = format!(
             "[tracing]\notlp_endpoint = \"{endpoint}\"\nservice_name = \"edge-gateway\"\nbatch_delay = \"50ms\"\n"
@@ -411,37 +346,94 @@ mod otlp {
         let unsampled = "00-11111111111111111111111111111111-00f067aa0ba902b7-00";
         gateway.client.request("GET", "/v1/shelves/1").header("traceparent", unsampled).send().await;
         upstream.reply(Reply::status(Code::Internal, "boom"));
-        let response = gateway.client.request("GET", "/v1/shelves/2").header("traceparent", TRACEPARENT).send().await;
+        let response = gateway
+            .client
+            .request("GET", "/v1/shelves/2")
+            .header("traceparent", TRACEPARENT)
+            .header("user-agent", "span-test/1")
+            .send()
+            .await;
         assert_eq!(response.status, 500);
         let sent_up = upstream.last_call().metadata["traceparent"].to_str().unwrap().to_owned();
 
-        let trace_id: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).unwrap()).collect();
-        let (resource, span) = collector.span_of(&trace_id).await;
-        assert_eq!(
-            hex(&span.span_id),
-            sent_up.split('-').nth(2).unwrap(),
-            "the upstream's parent is the exported span"
-        );
-        assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7", "the caller's span is its parent");
-        assert_eq!(span.name, "GET /v1/shelves/{shelf}");
-        assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
-        assert!(span.end_time_unix_nano > span.start_time_unix_nano);
-        assert_eq!(span.status.as_ref().map(|s| s.code), Some(2), "a 500 is an error span");
-        let string = |s: &str| Some(AnyValue::StringValue(s.to_owned()));
-        assert_eq!(attribute(&span.attributes, "http.route").cloned(), string("/v1/shelves/{shelf}"));
-        assert_eq!(attribute(&span.attributes, "rpc.service").cloned(), string("protogate.testing.v1.Bookstore"));
-        assert_eq!(attribute(&span.attributes, "rpc.method").cloned(), string("GetShelf"));
-        assert_eq!(attribute(&span.attributes, "server.address").cloned(), string(&upstream.url()));
-        assert_eq!(attribute(&span.attributes, "http.response.status_code").cloned(), Some(AnyValue::IntValue(500)));
-        assert_eq!(attribute(&span.attributes, "rpc.grpc.status_code").cloned(), Some(AnyValue::IntValue(13)));
-        let request_id = response.header("x-request-id").unwrap();
-        assert_eq!(attribute(&span.attributes, "protogate.request_id").cloned(), string(request_id));
+        let spans = collector.spans_of(&unhex(TRACE_ID), 2).await;
+        let (resource, server) = spans.iter().find(|(_, s)| s.kind == 2).expect("a SERVER span").clone();
+        let (_, client) = spans.iter().find(|(_, s)| s.kind == 3).expect("a CLIENT span").clone();
+
+        // The request: a SERVER span whose parent is the caller's span.
+        assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7", "the caller's span is its parent");
+        assert_eq!(server.name, "GET /v1/shelves/{shelf}");
+        assert!(server.end_time_unix_nano > server.start_time_unix_nano);
+        assert_eq!(server.status.as_ref().map(|s| s.code), Some(2), "a 500 is an error span");
+        let at = |key: &str| attribute(&server.attributes, key).cloned();
+        assert_eq!(at("http.request.method"), string("GET"));
+        assert_eq!(at("http.route"), string("/v1/shelves/{shelf}"));
+        assert_eq!(at("url.path"), string("/v1/shelves/2"));
+        assert_eq!(at("url.scheme"), string("http"));
+        assert_eq!(at("http.response.status_code"), int(500));
+        assert_eq!(at("error.type"), string("500"));
+        assert_eq!(at("network.protocol.version"), string("1.1"));
+        assert_eq!(at("server.address"), string("127.0.0.1"));
+        assert_eq!(at("server.port"), int(i64::from(gateway.addr.port())));
+        assert_eq!(at("client.address"), string("127.0.0.1"));
+        assert_eq!(at("user_agent.original"), string("span-test/1"));
+        assert_eq!(at("protogate.request_id"), string(response.header("x-request-id").unwrap()));
+        assert_eq!(at("rpc.system"), None, "the pre-1.38 names are gone");
         assert_eq!(attribute(&resource, "service.name").cloned(), string("edge-gateway"));
+
+        // The call: a CLIENT span below it, the parent the upstream was told of.
+        assert_eq!(hex(&client.span_id), sent_up.split('-').nth(2).unwrap(), "the upstream's parent is the call");
+        assert_eq!(client.parent_span_id, server.span_id, "the call is the request's child");
+        assert_eq!(client.name, "protogate.testing.v1.Bookstore/GetShelf");
+        assert!(client.start_time_unix_nano >= server.start_time_unix_nano);
+        assert!(client.end_time_unix_nano <= server.end_time_unix_nano);
+        assert_eq!(client.status.as_ref().map(|s| s.code), Some(2), "INTERNAL is an error");
+        let at = |key: &str| attribute(&client.attributes, key).cloned();
+        assert_eq!(at("rpc.system.name"), string("grpc"));
+        assert_eq!(at("rpc.method"), string("protogate.testing.v1.Bookstore/GetShelf"));
+        assert_eq!(at("rpc.response.status_code"), string("INTERNAL"));
+        assert_eq!(at("error.type"), string("INTERNAL"));
+        let upstream_addr: std::net::SocketAddr = upstream.url().trim_start_matches("http://").parse().unwrap();
+        assert_eq!(at("server.address"), string("127.0.0.1"), "the host, not the URL");
+        assert_eq!(at("server.port"), int(i64::from(upstream_addr.port())));
+
         let unsampled_id = [0x11u8; 16];
         assert!(
-            !collector.spans.lock().unwrap().iter().any(|(_, s)| s.trace_id == unsampled_id),
+            !collector.all().iter().any(|(_, s)| s.trace_id == unsampled_id),
             "a trace its caller did not sample is not exported"
         );
+    }
+
+    /// A composite route's calls are spans of their own, each the parent its upstream saw.
+    #[tokio::test]
+    async fn each_call_of_a_composite_route_is_a_client_span() {
+        let collector = Collector::default();
+        let endpoint = collector.start_grpc().await;
+        let config = format!(
+            "[tracing]\notlp_endpoint = \"{endpoint}\"\nbatch_delay = \"50ms\"\n\n\
+             [[aggregate]]\nroute = \"GET /bff/users/{{id}}/dashboard\"\n\
+             calls.user = {{ method = \"example.users.v1.UserService/GetUser\", request = {{ id = \"{{path.id}}\" }} }}\n\
+             calls.orders = {{ method = \"example.orders.v1.OrderService/ListOrders\", request = {{ user_id = \"{{path.id}}\" }} }}\n"
+        );
+        let (upstream, gateway) = crate::support::start_examples(&config).await;
+        let response =
+            gateway.client.request("GET", "/bff/users/42/dashboard").header("traceparent", TRACEPARENT).send().await;
+        assert_eq!(response.status, 200, "{}", response.text());
+
+        let spans = collector.spans_of(&unhex(TRACE_ID), 3).await;
+        let server = spans.iter().find(|(_, s)| s.kind == 2).map(|(_, s)| s.clone()).expect("a SERVER span");
+        assert_eq!(server.name, "GET /bff/users/{id}/dashboard");
+        let mut calls: Vec<_> = spans.iter().filter(|(_, s)| s.kind == 3).map(|(_, s)| s.clone()).collect();
+        calls.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = calls.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["example.orders.v1.OrderService/ListOrders", "example.users.v1.UserService/GetUser"]);
+        for call in &calls {
+            assert_eq!(call.parent_span_id, server.span_id);
+            let seen = upstream.calls().into_iter().find(|c| c.path.trim_start_matches('/') == call.name).unwrap();
+            let parent = seen.metadata["traceparent"].to_str().unwrap().split('-').nth(2).unwrap().to_owned();
+            assert_eq!(hex(&call.span_id), parent, "{} saw its own span as parent", call.name);
+        }
+        assert_ne!(calls[0].span_id, calls[1].span_id);
     }
 }
 

@@ -6,9 +6,13 @@
 //! - [`Gateway`]: protogate serving HTTP on `127.0.0.1:0` in front of it.
 //! - [`Client`]: plain HTTP/1.1 requests, and raw bytes for what no client would send.
 //!
+//! - [`collector::Collector`]: an OpenTelemetry collector's trace receivers (gRPC and HTTP).
+//!
 //! Everything shuts down when dropped.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
+
+pub mod collector;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

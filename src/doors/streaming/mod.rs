@@ -43,13 +43,13 @@ pub async fn server_stream(
     let body = pipeline::read_body(route, &parts.headers, body, gateway.max_body_bytes()).await?;
     let message = gateway.transcoder().decode(index, route, values, parts.uri.query(), &body)?;
     let mask = pipeline::partial_response(&gateway, index, &parts)?;
-    let call = pipeline::http_call_target(&gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
-    let started = std::time::Instant::now();
+    let call = pipeline::http_call_target(&gateway, index, &parts, peer, CallKind::Stream, access)?;
+    let span = call.span;
     let (mut sink, pending) = call.open(route.grpc_path.clone()).await?;
     sink.send(&message).await?;
     sink.finish()?;
     let format = response::StreamFormat::negotiate(&parts.headers);
-    let stream = response::MessageStream::start(gateway.clone(), index, pending, &parts, started, mask).await?;
+    let stream = response::MessageStream::start(gateway.clone(), index, pending, &parts, span, mask).await?;
     Ok(stream.into_response(format, &parts.headers))
 }
 
@@ -71,10 +71,11 @@ pub async fn client_stream(
         None => RequestFormat::of(&parts.headers)?,
     };
     let mask = pipeline::partial_response(gateway, index, &parts)?;
-    let call = pipeline::http_call_target(gateway, index, &parts.headers, peer, CallKind::Stream, access)?;
+    let call = pipeline::http_call_target(gateway, index, &parts, peer, CallKind::Stream, access)?;
+    let span = call.span;
     let (mut sink, pending) = call.open(route.grpc_path.clone()).await?;
     let exchange = Exchange::of(&parts.extensions);
-    let answer = exchange.time_call(single_response(pending));
+    let answer = exchange.time_call(span, single_response(pending));
     tokio::pin!(answer);
     let messages = request::Messages {
         gateway,

@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http_body::Frame;
 use axum::body::Body;
@@ -25,6 +24,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metadata;
 use crate::observability::Exchange;
+use crate::observability::exchange::CallSpan;
 use crate::transcode::fields::FieldMask;
 use crate::transcode::http_body::{self, RawTarget};
 use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
@@ -92,13 +92,14 @@ impl MessageStream {
         index: usize,
         pending: PendingResponse,
         parts: &Parts,
-        started: Instant,
+        span: CallSpan,
         mask: Option<FieldMask>,
     ) -> Result<MessageStream, GatewayError> {
         let exchange = Exchange::of(&parts.extensions);
         let responses = pending.headers().await;
         let endpoint = responses.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(r.endpoint()));
-        exchange.upstream_answered(started.elapsed(), endpoint);
+        exchange.upstream_answered(span.elapsed(), endpoint);
+        exchange.call_answered(span, endpoint);
         let mut responses = responses?;
         // `next` is cancel-safe: a timeout loses nothing.
         let first = match tokio::time::timeout(gateway.keep_alive(), responses.next()).await {
