@@ -294,6 +294,7 @@ impl Gateway {
                     .iter()
                     .filter_map(|name| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok())
                     .collect(),
+                grpc_gateway_names: config.json.preset == crate::config::JsonPreset::GrpcGateway,
             },
             warnings,
         })

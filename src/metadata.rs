@@ -87,13 +87,58 @@ pub struct HeaderRules {
     /// `accept-language`, or `cookie` for an upstream that reads sessions. Never one the
     /// gateway owns ([`is_forwardable`] says which may be listed).
     pub forward: Vec<HeaderName>,
+    /// grpc-gateway's convention (`[json] preset = "grpc-gateway"`): the standard request
+    /// headers (`Accept`, `User-Agent`, …) also go up as `grpcgateway-<name>` metadata, which
+    /// services written behind grpc-gateway read. The prefix is then the gateway's: a client's
+    /// own `grpcgateway-*` metadata is dropped.
+    pub grpc_gateway_names: bool,
 }
 
 impl HeaderRules {
     /// The contract's headers only.
     pub fn new(request_id: HeaderName) -> HeaderRules {
-        HeaderRules { request_id, forward: Vec::new() }
+        HeaderRules { request_id, forward: Vec::new(), grpc_gateway_names: false }
     }
+
+    /// Whether metadata `key` is the gateway's to set: never taken from a client.
+    fn owns(&self, key: &str) -> bool {
+        is_gateway_owned(key, &self.request_id) || (self.grpc_gateway_names && key.starts_with(GRPC_GATEWAY_PREFIX))
+    }
+}
+
+/// The prefix grpc-gateway gives the standard headers it forwards.
+const GRPC_GATEWAY_PREFIX: &str = "grpcgateway-";
+
+/// The metadata name grpc-gateway forwards header `name` under: the permanent request headers
+/// of IANA's registry, as its `DefaultHeaderMatcher` lists them. `Authorization` and `Cookie`
+/// are not copied: credentials follow the gateway's own rules (the verified `authorization`,
+/// and `cookie` only where `[headers] forward` lists it).
+fn grpc_gateway_name(name: &str) -> Option<HeaderName> {
+    Some(HeaderName::from_static(match name {
+        "accept" => "grpcgateway-accept",
+        "accept-charset" => "grpcgateway-accept-charset",
+        "accept-language" => "grpcgateway-accept-language",
+        "accept-ranges" => "grpcgateway-accept-ranges",
+        "cache-control" => "grpcgateway-cache-control",
+        "content-type" => "grpcgateway-content-type",
+        "date" => "grpcgateway-date",
+        "expect" => "grpcgateway-expect",
+        "from" => "grpcgateway-from",
+        "host" => "grpcgateway-host",
+        "if-match" => "grpcgateway-if-match",
+        "if-modified-since" => "grpcgateway-if-modified-since",
+        "if-none-match" => "grpcgateway-if-none-match",
+        "if-schedule-tag-match" => "grpcgateway-if-schedule-tag-match",
+        "if-unmodified-since" => "grpcgateway-if-unmodified-since",
+        "max-forwards" => "grpcgateway-max-forwards",
+        "origin" => "grpcgateway-origin",
+        "pragma" => "grpcgateway-pragma",
+        "referer" => "grpcgateway-referer",
+        "user-agent" => "grpcgateway-user-agent",
+        "via" => "grpcgateway-via",
+        "warning" => "grpcgateway-warning",
+        _ => return None,
+    }))
 }
 
 /// Whether `[headers] forward` may list `name`: not a header the gateway sets upstream
@@ -123,7 +168,7 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, rules: &HeaderRules) -> Result<H
             continue;
         }
         if let Some(key) = name.as_str().strip_prefix(METADATA_PREFIX) {
-            if is_gateway_owned(key, request_id) {
+            if rules.owns(key) {
                 continue;
             }
             if let Some((key, value)) = metadata_entry(key, value)? {
@@ -138,6 +183,11 @@ pub fn to_grpc(headers: &HeaderMap, peer: Peer, rules: &HeaderRules) -> Result<H
             metadata.append(name.clone(), value);
         } else if name == TRACESTATE || rules.forward.contains(name) {
             metadata.append(name.clone(), value.clone());
+        }
+        if rules.grpc_gateway_names
+            && let Some(prefixed) = grpc_gateway_name(name.as_str())
+        {
+            metadata.append(prefixed, value.clone());
         }
     }
     add_forwarded(headers, peer, &mut metadata);
@@ -158,9 +208,7 @@ pub fn passthrough(headers: &HeaderMap, peer: Peer, rules: &HeaderRules) -> Resu
         if is_hop_by_hop(key)
             || matches!(key, "host" | "content-length")
             || hop_by_hop.iter().any(|h| h == key)
-            || (is_gateway_owned(key, request_id)
-                && !is_taken_as_sent(name, request_id)
-                && !rules.forward.contains(name))
+            || (rules.owns(key) && !is_taken_as_sent(name, request_id) && !rules.forward.contains(name))
         {
             continue;
         }

@@ -271,8 +271,8 @@ fn x_http_code_chooses_the_success_status() {
 fn listed_headers_are_forwarded_at_every_door_but_never_the_gateways_own() {
     let sent = headers(&[("accept-language", "fr"), ("cookie", "session=1"), ("x-other", "o")]);
     let rules = HeaderRules {
-        request_id: REQUEST_ID,
         forward: vec![HeaderName::from_static("accept-language"), HeaderName::from_static("cookie")],
+        ..HeaderRules::new(REQUEST_ID)
     };
     let md = to_grpc(&sent, peer(), &rules).unwrap();
     assert_eq!((md["accept-language"].to_str().unwrap(), md["cookie"].to_str().unwrap()), ("fr", "session=1"));
@@ -286,4 +286,35 @@ fn listed_headers_are_forwarded_at_every_door_but_never_the_gateways_own() {
         assert!(!is_forwardable(owned, &REQUEST_ID), "{owned}");
     }
     assert!(is_forwardable("cookie", &REQUEST_ID) && is_forwardable("accept-language", &REQUEST_ID));
+}
+
+/// grpc-gateway's convention: the standard headers also go up as `grpcgateway-<name>`, never
+/// credentials, and a client's own `grpcgateway-*` metadata is dropped.
+#[test]
+fn the_grpc_gateway_convention_copies_standard_headers_under_its_prefix() {
+    let sent = headers(&[
+        ("user-agent", "curl/8"),
+        ("accept-language", "fr"),
+        ("host", "api.example.com"),
+        ("authorization", "Bearer t"),
+        ("cookie", "s=1"),
+        ("x-custom", "not standard"),
+        ("grpc-metadata-grpcgateway-user-agent", "spoofed"),
+        ("grpc-metadata-tenant", "acme"),
+    ]);
+    let grpc_gateway = HeaderRules { grpc_gateway_names: true, ..rules() };
+    let md = to_grpc(&sent, peer(), &grpc_gateway).unwrap();
+    assert_eq!(md.get_all("grpcgateway-user-agent").iter().collect::<Vec<_>>(), ["curl/8"], "not the spoofed one");
+    assert_eq!(md["grpcgateway-accept-language"], "fr");
+    assert_eq!(md["grpcgateway-host"], "api.example.com");
+    assert_eq!(md["tenant"], "acme");
+    assert_eq!(md["authorization"], "Bearer t");
+    for absent in ["grpcgateway-authorization", "grpcgateway-cookie", "grpcgateway-x-custom", "cookie", "x-custom"] {
+        assert!(md.get(absent).is_none(), "{absent}");
+    }
+    let plain = to_grpc(&sent, peer(), &rules()).unwrap();
+    assert!(plain.keys().all(|k| !k.as_str().starts_with("grpcgateway-") || k == "grpcgateway-user-agent"));
+    assert_eq!(plain["grpcgateway-user-agent"], "spoofed", "without the convention the prefix is nobody's");
+    let passed = passthrough(&headers(&[("grpcgateway-user-agent", "spoofed")]), peer(), &grpc_gateway).unwrap();
+    assert!(passed.get("grpcgateway-user-agent").is_none(), "nor at the gRPC doors");
 }

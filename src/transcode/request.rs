@@ -294,6 +294,7 @@ fn apply_query(
 ) -> Result<(), TranscodeError> {
     let input = route.method.input();
     let mut singular_seen: HashSet<Vec<u32>> = HashSet::new();
+    let mut entries_seen: HashSet<(Vec<u32>, String)> = HashSet::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = form_decode(raw_name)?;
@@ -301,6 +302,11 @@ fn apply_query(
             continue;
         }
         let value = form_decode(raw_value)?;
+        if let Some((base, key)) = map_entry_name(&name) {
+            let entry = MapEntry { name: &name, base, key, value: &value };
+            apply_map_entry(message, route, &input, entry, options, &mut entries_seen)?;
+            continue;
+        }
         let fields = match resolve_parameter(&input, &name) {
             Ok(fields) => fields,
             Err(Unresolved::Unknown) if options.ignore_unknown_fields => continue,
@@ -314,7 +320,7 @@ fn apply_query(
         }
         let Some(last) = fields.last() else { continue };
         if last.is_map() {
-            return Err(invalid(name, "map fields cannot be set from the query string"));
+            return Err(invalid(name, "is a map: set its entries as name[key]=value"));
         }
         if !has_string_form(last) {
             return Err(invalid(name, "names a message; set its fields one by one, e.g. name.field=value"));
@@ -334,6 +340,76 @@ fn invalid(name: String, reason: &str) -> TranscodeError {
 enum Unresolved {
     Unknown,
     Invalid(String),
+}
+
+/// `labels[env]` names the entry `env` of map field `labels` (grpc-gateway's syntax for maps
+/// in a query string): (`labels`, `env`).
+fn map_entry_name(name: &str) -> Option<(&str, &str)> {
+    let (base, rest) = name.split_once('[')?;
+    let key = rest.strip_suffix(']')?;
+    (!base.is_empty() && !key.contains(['[', ']'])).then_some((base, key))
+}
+
+/// One `name[key]=value` parameter.
+struct MapEntry<'q> {
+    name: &'q str,
+    base: &'q str,
+    key: &'q str,
+    value: &'q str,
+}
+
+/// Sets one entry of a map field from the query; an entry given twice is refused.
+fn apply_map_entry(
+    message: &mut DynamicMessage,
+    route: &Route,
+    input: &MessageDescriptor,
+    entry: MapEntry<'_>,
+    options: &JsonOptions,
+    seen: &mut HashSet<(Vec<u32>, String)>,
+) -> Result<(), TranscodeError> {
+    let MapEntry { name, base, key, value } = entry;
+    let fields = match resolve_parameter(input, base) {
+        Ok(fields) => fields,
+        Err(Unresolved::Unknown) if options.ignore_unknown_fields => return Ok(()),
+        Err(Unresolved::Unknown) => {
+            return Err(TranscodeError::UnknownQueryParameter {
+                name: name.to_owned(),
+                message: input.full_name().to_owned(),
+            });
+        }
+        Err(Unresolved::Invalid(reason)) => {
+            return Err(TranscodeError::InvalidQueryParameter { name: name.to_owned(), reason });
+        }
+    };
+    if is_bound(route, &fields) {
+        return Ok(());
+    }
+    let Some((map, parents)) = fields.split_last() else { return Ok(()) };
+    let (Kind::Message(types), true) = (map.kind(), map.is_map()) else {
+        return Err(invalid(name.to_owned(), "is not a map field: only maps take name[key]=value"));
+    };
+    let (key_field, value_field) = (types.map_entry_key_field(), types.map_entry_value_field());
+    if !has_string_form(&value_field) {
+        return Err(invalid(name.to_owned(), "maps of messages cannot be set from the query string"));
+    }
+    let bad_value = |reason: String| TranscodeError::InvalidValue { field: name.to_owned(), reason };
+    let map_key = parse_field_value(&key_field, key).map_err(bad_value)?.into_map_key();
+    let map_key = map_key.ok_or_else(|| invalid(name.to_owned(), "has a key its map cannot hold"))?;
+    let map_value = parse_field_value(&value_field, value).map_err(bad_value)?;
+    if !seen.insert((fields.iter().map(FieldDescriptor::number).collect(), key.to_owned())) {
+        return Err(invalid(name.to_owned(), "is given more than once"));
+    }
+    let mut current = message;
+    for field in parents {
+        current = match current.get_field_mut(field) {
+            Value::Message(child) => child,
+            _ => return Err(invalid(name.to_owned(), "names a field inside a field that is not a message")),
+        };
+    }
+    if let Value::Map(entries) = current.get_field_mut(map) {
+        entries.insert(map_key, map_value);
+    }
+    Ok(())
 }
 
 /// Resolves a dotted parameter name; each part may be the proto name or the JSON name.

@@ -183,6 +183,20 @@ async fn the_grpc_gateway_preset_keeps_what_its_clients_saw_and_options_still_wi
     assert_eq!(json["int64Value"], "0", "unpopulated fields are emitted, as grpc-gateway does");
     assert_eq!(json["repeatedString"], json!([]));
 
+    // Its query and header conventions: map entries as name[key]=value, unknown parameters
+    // skipped, the standard headers also sent as grpcgateway-<name>.
+    let response = h
+        .request("GET", "/v1/everything?string_map[env]=prod&int32_value=3&utm_source=mail")
+        .header("user-agent", "legacy-client/2")
+        .header("accept-language", "de")
+        .send()
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let call = h.upstream.last_call();
+    assert_eq!(call.request, json!({"int32Value": 3, "stringMap": {"env": "prod"}}));
+    assert_eq!(call.metadata["grpcgateway-user-agent"], "legacy-client/2");
+    assert_eq!(call.metadata["grpcgateway-accept-language"], "de");
+
     let tuned = Harness::start_with("[json]\npreset = \"grpc-gateway\"\nemit_unpopulated = false").await;
     let json = tuned.post_json("/v1/everything", json!({"unknownField": 1, "int32Value": 5})).await.json();
     assert_eq!(json, json!({"int32Value": 5}), "an explicit option wins over the preset");

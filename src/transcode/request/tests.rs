@@ -82,6 +82,16 @@ fn query_parameters_fill_unbound_fields() {
     assert_eq!(ok("GET", "/v1/shelves?page_token=&page_size=1", ""), r#"{"pageSize":1}"#);
 }
 
+/// grpc-gateway's syntax for map entries in a query string, `name[key]=value`, percent-encoded
+/// brackets included; keys and values parsed as the map's types.
+#[test]
+fn map_entries_come_from_bracketed_parameters() {
+    assert_eq!(
+        ok("GET", "/v1/everything?string_map[env]=prod&stringMap%5Bteam%5D=edge&bool_map[true]=GREEN", ""),
+        r#"{"stringMap":{"env":"prod","team":"edge"},"boolMap":{"true":"GREEN"}}"#
+    );
+}
+
 #[test]
 fn path_variables_of_every_scalar_kind() {
     assert_eq!(
@@ -107,7 +117,12 @@ fn query_errors_name_the_parameter() {
         ("/v1/shelves?filter=x", "names a message"),
         ("/v1/shelves?filter.nope=x", "unknown query parameter \"filter.nope\""),
         ("/v1/shelves?page_size.x=1", "has no sub-fields"),
-        ("/v1/everything?string_map=x", "map fields cannot be set"),
+        ("/v1/everything?string_map=x", "is a map: set its entries as name[key]=value"),
+        ("/v1/everything?string_map[a]=1&string_map[a]=2", "is given more than once"),
+        ("/v1/everything?int_map[1]=x", "maps of messages cannot be set"),
+        ("/v1/everything?bool_map[maybe]=RED", "invalid value for field \"bool_map[maybe]\""),
+        ("/v1/everything?string_value[a]=x", "is not a map field"),
+        ("/v1/everything?nope[a]=x", "unknown query parameter \"nope[a]\""),
         ("/v1/everything?enum_value=PURPLE", "is not a value of protogate.testing.v1.Color"),
         ("/v1/shelves?page_token=%FF", "malformed query string"),
     ] {
