@@ -17,6 +17,19 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
+/// The client side of the gateway's own fetches (JWKS documents, OTLP/HTTP exports): rustls
+/// with the Mozilla roots compiled in (no system store needed in a `FROM scratch` image),
+/// HTTP/1.1, and plain `http://` for what is on this host.
+pub fn https_connector()
+-> Result<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, String> {
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| e.to_string())?
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
 /// Accepts TLS connections with the configured certificate, reloading it as it changes.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

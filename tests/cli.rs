@@ -223,20 +223,7 @@ async fn serve_with_admin(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Se
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (addr, admin) = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut admin = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("admin endpoints on http://").nth(1) {
-                admin = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                return (addr.trim().to_owned(), admin);
-            }
-        }
-        panic!("serve exited before listening");
-    })
-    .await
-    .expect("serve starts within 20 s");
+    let (addr, admin) = support::announced_addresses(&mut lines).await;
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = log.clone();
     tokio::spawn(async move {

@@ -145,20 +145,8 @@ async fn the_image_serves_the_demo_from_its_own_root_filesystem() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
-    let (addr, admin) = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut admin = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("admin endpoints on http://").nth(1) {
-                admin = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                return (addr.trim().to_owned(), admin.expect("the admin listener starts first"));
-            }
-        }
-        panic!("the gateway exited before listening");
-    })
-    .await
-    .expect("the gateway starts within 20 s");
+    let (addr, admin) = support::announced_addresses(&mut lines).await;
+    let admin = admin.expect("the admin listener starts with the image's config");
 
     let admin = Client::new(admin.parse().unwrap());
     assert_eq!(admin.request("GET", "/healthz").send().await.status, 200);

@@ -43,13 +43,7 @@ impl JwksSource {
         cooldown: Duration,
         accept: Vec<jsonwebtoken::Algorithm>,
     ) -> Result<Arc<JwksSource>, String> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| e.to_string())?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(https);
+        let client = Client::builder(TokioExecutor::new()).build(crate::tls::https_connector()?);
         let source = Arc::new(JwksSource {
             url,
             client,

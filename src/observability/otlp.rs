@@ -130,7 +130,7 @@ impl SpanExport {
     }
 }
 
-/// OTLP/HTTP's client: the gateway's hyper client (TLS with the Mozilla roots, as for JWKS),
+/// OTLP/HTTP's client: the gateway's hyper client (the connector JWKS fetches use too),
 /// its requests run on the gateway's runtime whatever thread the exporter calls from.
 #[derive(Debug, Clone)]
 struct TokioHttpClient {
@@ -141,12 +141,7 @@ struct TokioHttpClient {
 impl TokioHttpClient {
     /// Must be called inside the tokio runtime the exports will run on.
     fn new() -> Result<TokioHttpClient, String> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| e.to_string())?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let https = crate::tls::https_connector()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
         Ok(TokioHttpClient { client: Client::builder(TokioExecutor::new()).build(https), runtime })
     }

@@ -1279,3 +1279,24 @@ impl TestResponse {
         json
     }
 }
+
+/// The addresses a `protogate serve` process announces on its diagnostic log (`lines`, its
+/// stderr): the listener's, and the admin listener's when it has one. Reads until the
+/// listener's line, at most 20 s.
+pub async fn announced_addresses(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) -> (String, Option<String>) {
+    let announced = async {
+        let mut admin = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("admin endpoints on http://").nth(1) {
+                admin = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return (addr.trim().to_owned(), admin);
+            }
+        }
+        panic!("serve exited before listening");
+    };
+    tokio::time::timeout(Duration::from_secs(20), announced).await.expect("serve starts within 20 s")
+}
