@@ -9,7 +9,7 @@
 //! - `GET /metrics`: Prometheus text format (OpenMetrics when the scraper asks for it).
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
-//! - `GET /openapi.json`: answered 501 until this build generates OpenAPI documents.
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of the routes served now.
 //! - `POST /reload`: reads the config file and the descriptors again and swaps in the rebuilt
 //!   gateway (see [`crate::reload`]); 200 with what changed, or 400 listing every problem while
 //!   the last good configuration keeps serving.
@@ -240,8 +240,13 @@ async fn reload(State(live): State<Arc<Live>>) -> Response {
     }
 }
 
-async fn openapi() -> Response {
-    error(StatusCode::NOT_IMPLEMENTED, Code::Unimplemented, "this build does not generate OpenAPI documents")
+async fn openapi(State(live): State<Arc<Live>>) -> Response {
+    json(StatusCode::OK, &protogate_openapi(&live))
+}
+
+/// The document of the gateway serving now: a reload changes it on the next request.
+fn protogate_openapi(live: &Live) -> serde_json::Value {
+    crate::openapi::document(&live.gateway())
 }
 
 async fn not_found() -> Response {

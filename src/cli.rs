@@ -26,6 +26,20 @@ enum Command {
     Routes(RoutesArgs),
     /// Validate the configuration and descriptors; exit 1 listing every problem.
     Check(SourceArgs),
+    /// Print the OpenAPI 3.1 document of the routes served (JSON unless --yaml).
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Debug, Args)]
+struct OpenapiArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// JSON (the default).
+    #[arg(long, conflicts_with = "yaml")]
+    json: bool,
+    /// YAML instead of JSON.
+    #[arg(long)]
+    yaml: bool,
 }
 
 /// Where the configuration comes from; flags win over the file.
@@ -71,6 +85,7 @@ impl Cli {
         let source = match &self.command {
             Command::Serve(source) | Command::Check(source) => source,
             Command::Routes(args) => &args.source,
+            Command::Openapi(args) => &args.source,
         };
         config_path(source)
             .and_then(|path| std::fs::read_to_string(path).ok())
@@ -85,6 +100,7 @@ impl Cli {
             Command::Serve(source) => serve(source).await,
             Command::Routes(args) => routes(args),
             Command::Check(source) => check(source),
+            Command::Openapi(args) => openapi(args),
         }
     }
 }
@@ -297,6 +313,35 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+// === openapi ===
+
+fn openapi(args: OpenapiArgs) -> ExitCode {
+    let (_, gateway) = match build(args.source) {
+        Ok(built) => built,
+        Err(code) => return code,
+    };
+    let document = protogate::openapi::document(&gateway);
+    let text = match args.yaml {
+        true => serde_norway::to_string(&document).map_err(|e| e.to_string()),
+        false => serde_json::to_string_pretty(&document)
+            .map(|mut text| {
+                text.push('\n');
+                text
+            })
+            .map_err(|e| e.to_string()),
+    };
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 // === routes ===

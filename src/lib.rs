@@ -57,6 +57,7 @@ pub mod gateway;
 pub mod layers;
 pub mod metadata;
 pub mod observability;
+pub mod openapi;
 pub mod pipeline;
 pub mod policy;
 pub mod profile;

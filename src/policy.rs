@@ -90,6 +90,17 @@ pub struct Access<'p> {
     pub quotas: Vec<Standing>,
 }
 
+/// What the policies ask of the requests on a route, for its documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthNeed {
+    /// The scopes required (of every policy that may hold a request there).
+    pub scopes: Vec<String>,
+    /// Whether every request there needs a token (else only those some policies hold).
+    pub always: bool,
+    /// Where besides `Authorization` a token may be carried.
+    pub places: TokenPlaces,
+}
+
 /// What a policy decision looks at besides which policies apply.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -254,6 +265,62 @@ impl Policies {
             shadowed = reach == Reach::All;
             (reach != Reach::None).then_some(index)
         })
+    }
+
+    /// What requests on `route` (one of `routes`) must authenticate with, `None` when no
+    /// policy that may hold them requires a token. An annotated route is held by the first
+    /// policy that fits each path; `POST /pkg.Service/Method` by every policy of the method.
+    pub fn auth_need(&self, routes: &[Route], route: &Route) -> Option<AuthNeed> {
+        let holding: Vec<usize> = match route.origin {
+            crate::route::RouteOrigin::Annotation => self.reaching(route).collect(),
+            crate::route::RouteOrigin::Default => {
+                let method = route.grpc_path.path();
+                let same: Vec<&Route> = routes.iter().filter(|r| r.grpc_path.path() == method).collect();
+                let mut all: Vec<usize> = same.into_iter().flat_map(|r| self.reaching(r)).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        };
+        let requiring: Vec<&Policy> = holding
+            .iter()
+            .filter_map(|&i| self.policies.get(i))
+            .filter(|p| p.auth == AuthRequirement::Required)
+            .collect();
+        let first = requiring.first()?;
+        let mut scopes: Vec<String> = requiring.iter().flat_map(|p| p.scopes.iter().cloned()).collect();
+        scopes.sort();
+        scopes.dedup();
+        let places = requiring.iter().skip(1).fold(first.token_places.clone(), |all, p| all.narrowed(&p.token_places));
+        let always = match route.origin {
+            crate::route::RouteOrigin::Default => true,
+            crate::route::RouteOrigin::Annotation => requiring.len() == holding.len(),
+        };
+        Some(AuthNeed { scopes, always, places })
+    }
+
+    /// The OpenAPI security schemes the policies use: the bearer JWT, and the query and
+    /// cookie places some policy reads it from.
+    pub fn security_schemes(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut schemes = serde_json::Map::new();
+        if self.policies.iter().any(|p| p.auth == AuthRequirement::Required) {
+            schemes.insert(
+                "bearer".into(),
+                serde_json::json!({ "type": "http", "scheme": "bearer", "bearerFormat": "JWT" }),
+            );
+        }
+        if self.reads_query_tokens() {
+            let scheme =
+                serde_json::json!({ "type": "apiKey", "in": "query", "name": crate::auth::token::QUERY_PARAMETER });
+            schemes.insert("access_token_query".into(), scheme);
+        }
+        if let Some(cookie) = self.policies.iter().find_map(|p| p.token_places.cookie.as_ref()) {
+            schemes.insert(
+                "access_token_cookie".into(),
+                serde_json::json!({ "type": "apiKey", "in": "cookie", "name": cookie }),
+            );
+        }
+        schemes
     }
 
     /// For each route (by index), the policies a request that reaches its method through

@@ -35,6 +35,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "main", "explain", "server"],
     &["admin", "layers"],
     &["reload"],
+    &["openapi"],
     &["doors"],
     &["doors::rest", "doors::streaming", "doors::websocket", "doors::composite", "doors::connect", "doors::grpc"],
     &["pipeline"],

@@ -13,7 +13,7 @@ mod services;
 
 struct Demo {
     client: Client,
-    _gateway: Gateway,
+    gateway: Gateway,
     _services: Vec<oneshot::Sender<()>>,
 }
 
@@ -58,7 +58,7 @@ calls.orders = {{ method = "example.orders.v1.OrderService/ListOrders", request 
         env!("CARGO_MANIFEST_DIR")
     );
     let gateway = Gateway::with_config(Config::from_toml(&toml).unwrap()).await;
-    Demo { client: gateway.client.clone(), _gateway: gateway, _services: vec![users_stop, orders_stop] }
+    Demo { client: gateway.client.clone(), gateway, _services: vec![users_stop, orders_stop] }
 }
 
 #[tokio::test]
@@ -239,7 +239,7 @@ async fn importing_orders_from_ndjson_and_tracking_them_over_a_websocket() {
     let error = bad.assert_error(400, 3);
     assert_eq!(error["message"], "order 2: an order needs at least one item");
 
-    let url = format!("ws://{}/v1/orders:track", demo._gateway.addr);
+    let url = format!("ws://{}/v1/orders:track", demo.gateway.addr);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     for id in ["3", "1"] {
         socket.send(Message::text(format!(r#"{{"id": "{id}"}}"#))).await.unwrap();
@@ -296,4 +296,98 @@ health_check = {{ interval = "50ms", service = "example.orders.v1.OrderService" 
     let orders = gateway.client.request("GET", "/v1/users/1/orders").send().await;
     let error = orders.assert_error(503, 14);
     assert!(error["message"].as_str().unwrap().contains("upstream orders has no healthy endpoint"), "{error}");
+}
+
+/// Runs the maintained validators (openapi-spec-validator, jsonschema) over `document`, and
+/// over each `(pointer, instance)`: a real answer and the schema in the document it must fit.
+fn validate_openapi(document: &serde_json::Value, cases: &[(String, serde_json::Value)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("openapi.json");
+    std::fs::write(&doc, serde_json::to_vec(document).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> =
+        cases.iter().map(|(pointer, instance)| json!({"pointer": pointer, "instance": instance})).collect();
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/openapi/validate.py");
+    let out =
+        std::process::Command::new("python3").arg(script).arg(&doc).arg(&cases_file).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the validators are missing: pip install openapi-spec-validator jsonschema (scripts/test does)\n{stderr}"
+    );
+    assert!(out.status.success() && stdout.trim() == "ok", "{stdout}{stderr}");
+}
+
+/// A JSON pointer's escaping of one key.
+fn pointer_key(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn response_schema(path: &str, method: &str, status: &str, media: &str) -> String {
+    format!("/paths/{}/{method}/responses/{status}/content/{}/schema", pointer_key(path), pointer_key(media))
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_real_answers_fit_it() {
+    let demo = demo(true).await;
+    let admin = demo.gateway.admin().await;
+    let response = admin.request("GET", "/openapi.json").send().await;
+    assert_eq!(response.status, 200);
+    let document = response.json();
+    assert_eq!(document["openapi"], "3.1.0");
+
+    let get_user = &document["paths"]["/v1/users/{id}"]["get"];
+    assert_eq!(get_user["operationId"], "example.users.v1.UserService.GetUser");
+    assert_eq!(
+        get_user["description"], "Gets one user. Unknown ids answer NOT_FOUND with a google.rpc.ResourceInfo detail.",
+        "the proto comment"
+    );
+    let parameters = get_user["parameters"].as_array().unwrap();
+    assert!(parameters.iter().any(|p| p["name"] == "id" && p["in"] == "path"));
+    let view = parameters.iter().find(|p| p["name"] == "view").expect("the query parameter");
+    assert_eq!(view["schema"]["enum"], json!(["VIEW_UNSPECIFIED", "BASIC", "FULL"]));
+    let user = &document["components"]["schemas"]["example.users.v1.User"];
+    assert_eq!(user["properties"]["createTime"]["format"], "date-time", "a Timestamp is its JSON string");
+    assert_eq!(user["properties"]["orderCount"]["type"], "string", "an int64 is a string");
+    // The PATCH route binds `user.id`: it shares the path item, under the path's name.
+    let patch = &document["paths"]["/v1/users/{id}"]["patch"];
+    assert_eq!(patch["parameters"][0]["description"], "binds `user.id`");
+    assert!(document["paths"]["/example.users.v1.UserService/GetUser"]["post"].is_object(), "the default route");
+    let watch = &document["paths"]["/v1/users/{user_id}/orders:watch"]["get"]["responses"]["200"]["content"];
+    assert!(watch["application/x-ndjson"].is_object() && watch["text/event-stream"].is_object(), "{watch}");
+    let dashboard = &document["paths"]["/bff/users/{id}/dashboard"]["get"];
+    assert!(dashboard["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["orders"].is_object());
+
+    // Real answers of the example services, each against the schema that describes it.
+    let c = &demo.client;
+    let ada = c.request("GET", "/v1/users/1?view=FULL").send().await;
+    assert_eq!(ada.status, 200);
+    let missing = c.request("GET", "/v1/users/42").send().await;
+    assert_eq!(missing.status, 404);
+    let orders = c.request("GET", "/v1/users/1/orders").send().await;
+    assert_eq!(orders.status, 200);
+    let dashboard = c.request("GET", "/bff/users/1/dashboard").send().await;
+    assert_eq!(dashboard.status, 200);
+    let created = c
+        .request("POST", "/v1/users")
+        .json(&json!({"email": "barbara@example.com", "displayName": "Barbara Liskov"}))
+        .send()
+        .await;
+    assert_eq!(created.status, 201);
+    let json_media = "application/json";
+    let cases = [
+        (response_schema("/v1/users/{id}", "get", "200", json_media), ada.json()),
+        ("/components/responses/Error/content/application~1json/schema".to_owned(), missing.json()),
+        (response_schema("/v1/users/{user_id}/orders", "get", "200", json_media), orders.json()),
+        (response_schema("/bff/users/{id}/dashboard", "get", "200", json_media), dashboard.json()),
+        (response_schema("/v1/users", "post", "200", json_media), created.json()),
+    ];
+    validate_openapi(&document, &cases);
+
+    // And an answer that is not what the document says fails: the check is real.
+    let wrong = [(response_schema("/v1/users/{id}", "get", "200", json_media), json!({"orderCount": 3}))];
+    let result = std::panic::catch_unwind(|| validate_openapi(&document, &wrong));
+    assert!(result.is_err(), "an int64 given as a number does not fit");
 }

@@ -1,0 +1,522 @@
+//! OpenAPI 3.1 of what the gateway serves now, built from its live route table: every route
+//! (annotated, additional bindings, `POST /pkg.Service/Method`), composite routes and profile
+//! routes, with parameters, bodies and answers described by the JSON Schemas of
+//! [`schema`], the error body, streaming media types and each operation's security. One
+//! generator serves `protogate openapi` and the admin listener's `/openapi.json`; both follow
+//! reloads because both read the gateway being served.
+
+mod comments;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use http::Method;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::{Map, Value, json};
+
+use crate::gateway::Gateway;
+use crate::policy::AuthNeed;
+use crate::route::rule::has_string_form;
+use crate::route::template::{PathTemplate, Segment};
+use crate::route::{BodySelector, Route, RouteOrigin};
+use schema::Schemas;
+
+/// The error body every failure answers with.
+const STATUS: &str = "google.rpc.Status";
+
+/// The `google.rpc` detail types an error may carry, documented as `details` entries.
+const DETAIL_TYPES: &[&str] = &[
+    "google.rpc.BadRequest",
+    "google.rpc.ErrorInfo",
+    "google.rpc.RequestInfo",
+    "google.rpc.ResourceInfo",
+    "google.rpc.RetryInfo",
+    "google.rpc.PreconditionFailure",
+    "google.rpc.QuotaFailure",
+    "google.rpc.DebugInfo",
+    "google.rpc.Help",
+    "google.rpc.LocalizedMessage",
+];
+
+/// The OpenAPI 3.1 document of `gateway`'s routes.
+pub fn document(gateway: &Gateway) -> Value {
+    let options = gateway.transcoder().json_options();
+    let mut doc = Document { gateway, schemas: Schemas::new(options), paths: Paths::default(), tags: BTreeMap::new() };
+    for route in gateway.table().routes() {
+        let operation = doc.route_operation(route);
+        doc.paths.add(&route.template, &route.http_method, operation, "");
+    }
+    for aggregate in gateway.aggregates().routes() {
+        let operation = doc.composite_operation(aggregate);
+        doc.paths.add(&aggregate.template, &aggregate.http_method, operation, "");
+    }
+    doc.profiles();
+    doc.finish()
+}
+
+struct Document<'g> {
+    gateway: &'g Gateway,
+    schemas: Schemas<'g>,
+    paths: Paths,
+    /// Services by name, with their comments: the operations' tags.
+    tags: BTreeMap<String, Option<String>>,
+}
+
+impl Document<'_> {
+    /// The operation of a table route.
+    fn route_operation(&mut self, route: &Route) -> Value {
+        let method = &route.method;
+        let service = method.parent_service();
+        let comment = self.schemas.comment_of(service.parent_file(), service.path());
+        self.tags.entry(service.full_name().to_owned()).or_insert(comment);
+        let mut operation = json!({
+            "operationId": method.full_name(),
+            "summary": method.name(),
+            "tags": [service.full_name()],
+        });
+        if let Some(text) = self.schemas.comment_of(method.parent_file(), method.path()) {
+            operation["description"] = Value::String(text);
+        }
+        if route.origin == RouteOrigin::Default {
+            operation["x-protogate-default-route"] = Value::Bool(true);
+        }
+        let mut parameters = self.path_parameters(route);
+        if route.body != BodySelector::Whole {
+            self.query_parameters(route, &route.method.input(), &mut Vec::new(), &mut parameters);
+        }
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        if let Some(body) = self.request_body(route) {
+            operation["requestBody"] = body;
+        }
+        let success = self.success_response(route);
+        let need = self.gateway.policies().auth_need(self.gateway.table().routes(), route);
+        operation["responses"] = responses(success, need.as_ref());
+        if let Some(need) = &need {
+            operation["security"] = security(need);
+        }
+        operation
+    }
+
+    /// One parameter per template variable, named as the path key names it, and one per
+    /// wildcard no variable covers (`{_1}`: any segment).
+    fn path_parameters(&mut self, route: &Route) -> Vec<Value> {
+        let template = &route.template;
+        let mut parameters: Vec<Value> = template
+            .variables()
+            .iter()
+            .map(|variable| {
+                let name = variable.field_path.join(".");
+                let binding = route.bindings.iter().find(|b| b.start == variable.start);
+                let mut schema = match binding.and_then(|b| b.field.fields().last().cloned()) {
+                    Some(field) => self.schemas.kind(&field.kind()),
+                    None => json!({ "type": "string" }),
+                };
+                let inner = &template.segments()[variable.start..variable.end];
+                if inner != [Segment::Wildcard] {
+                    // `{name=shelves/*}`: the value spans segments; its slashes stay as sent.
+                    schema = json!({ "type": "string", "pattern": segments_pattern(inner) });
+                }
+                json!({
+                    "name": name,
+                    "in": "path",
+                    "required": true,
+                    "description": format!("binds `{name}`"),
+                    "schema": schema,
+                })
+            })
+            .collect();
+        let covered = |i: usize| template.variables().iter().any(|v| (v.start..v.end).contains(&i));
+        let unnamed = template
+            .segments()
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| matches!(s, Segment::Wildcard | Segment::DeepWildcard) && !covered(*i));
+        for (n, _) in unnamed.enumerate() {
+            let schema = json!({ "type": "string" });
+            parameters.push(json!({ "name": format!("_{}", n + 1), "in": "path", "required": true, "schema": schema }));
+        }
+        parameters
+    }
+
+    /// Query parameters for the fields of `message` (reached through `path`) that neither the
+    /// path nor the body binds: nested messages by dotted name, maps as `name[key]`.
+    fn query_parameters(
+        &mut self,
+        route: &Route,
+        message: &MessageDescriptor,
+        path: &mut Vec<FieldDescriptor>,
+        out: &mut Vec<Value>,
+    ) {
+        let options = self.gateway.transcoder().json_options();
+        for field in message.fields() {
+            path.push(field.clone());
+            let name: Vec<&str> = path.iter().map(|f| options.output_name(f)).collect();
+            let name = name.join(".");
+            match field.kind() {
+                _ if is_bound(route, path) => {}
+                Kind::Message(_) if has_string_form(&field) => out.push(self.query_parameter(&name, &field)),
+                Kind::Message(child) if !field.is_list() && !field.is_map() && !schema::is_well_known(&child) => {
+                    // Recursive messages stop after a few levels.
+                    if path.len() < 4 {
+                        self.query_parameters(route, &child, path, out);
+                    }
+                }
+                // Lists of messages and the JSON-only well-known types have no query form.
+                Kind::Message(_) if !field.is_map() => {}
+                _ => out.push(self.query_parameter(&name, &field)),
+            }
+            path.pop();
+        }
+    }
+
+    /// The error body's schema.
+    fn status_schema(&mut self) -> Value {
+        match self.gateway.pool().get_message_by_name(STATUS) {
+            Some(status) => self.schemas.message(&status),
+            None => json!({ "type": "object" }),
+        }
+    }
+
+    fn query_parameter(&mut self, name: &str, field: &FieldDescriptor) -> Value {
+        let schema = self.schemas.field(field);
+        let mut parameter = json!({ "name": name, "in": "query", "schema": schema });
+        if field.is_map() {
+            // `labels[env]=prod`.
+            parameter["style"] = json!("deepObject");
+            parameter["explode"] = json!(true);
+        }
+        parameter
+    }
+
+    fn request_body(&mut self, route: &Route) -> Option<Value> {
+        let schema = match &route.body {
+            BodySelector::Empty => return None,
+            BodySelector::Whole => self.schemas.message(&route.method.input()),
+            BodySelector::Field(field) => self.schemas.field(field),
+        };
+        let (media, description) = match route.method.is_client_streaming() {
+            true => ("application/x-ndjson", "A stream: one JSON message per line."),
+            false => ("application/json", ""),
+        };
+        let mut body = json!({ "content": { media: { "schema": schema } } });
+        if !description.is_empty() {
+            body["description"] = json!(description);
+        }
+        Some(body)
+    }
+
+    /// The 200 answer: the message (or `response_body` field), or a stream.
+    fn success_response(&mut self, route: &Route) -> Value {
+        let output = route.method.output();
+        let message = match &route.response_body {
+            Some(field) => self.schemas.field(field),
+            None => self.schemas.message(&output),
+        };
+        if route.method.is_server_streaming() {
+            let status = self.status_schema();
+            let line = json!({
+                "oneOf": [
+                    { "type": "object", "properties": { "result": message }, "required": ["result"] },
+                    { "type": "object", "properties": { "error": status }, "required": ["error"] }
+                ]
+            });
+            return json!({
+                "description": "A stream: NDJSON, one `{\"result\": …}` per message and an `{\"error\": …}` line if it fails; \
+                                or Server-Sent Events (`Accept: text/event-stream`), one `data:` event per message",
+                "content": {
+                    "application/x-ndjson": { "schema": line },
+                    "text/event-stream": { "schema": { "type": "string" } }
+                }
+            });
+        }
+        if output.full_name() == "google.api.HttpBody" && route.response_body.is_none() {
+            return json!({
+                "description": "The body the method answers, with its own content type",
+                "content": { "*/*": { "schema": { "type": "string", "contentMediaType": "application/octet-stream" } } }
+            });
+        }
+        json!({ "description": "OK", "content": { "application/json": { "schema": message } } })
+    }
+
+    /// A composite route: one object with each call's answer under its name.
+    fn composite_operation(&mut self, aggregate: &crate::aggregate::plan::Aggregate) -> Value {
+        let mut properties = Map::new();
+        let mut methods = Vec::new();
+        for call in &aggregate.calls {
+            let route = self.gateway.route_at(call.route);
+            properties.insert(call.name.clone(), self.schemas.message(&route.method.output()));
+            methods.push(call.grpc_method.clone());
+        }
+        if aggregate.on_error == crate::config::OnError::Partial {
+            let status = self.status_schema();
+            properties.insert(
+                "errors".into(),
+                json!({ "type": "object", "additionalProperties": status, "description": "the calls that failed" }),
+            );
+        }
+        let parameters: Vec<Value> = aggregate
+            .template
+            .variables()
+            .iter()
+            .map(|v| json!({ "name": v.field_path.join("."), "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let answer = json!({ "type": "object", "properties": properties });
+        let success = json!({ "description": "OK", "content": { "application/json": { "schema": answer } } });
+        let mut operation = json!({
+            "operationId": format!("composite {} {}", aggregate.http_method, aggregate.template),
+            "summary": format!("Composite route: {}", methods.join(", ")),
+            "tags": ["composite routes"],
+            "responses": responses(success, None),
+        });
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        if aggregate.reads_body {
+            operation["requestBody"] = json!({ "content": { "application/json": { "schema": { "type": "object" } } } });
+        }
+        operation
+    }
+
+    /// Each profile's routes under its prefix: the operation of the route it exposes.
+    fn profiles(&mut self) {
+        let gateway = self.gateway;
+        for profile in gateway.profiles().iter() {
+            for exposed in profile.exposed(gateway.table().routes(), gateway.aggregates()) {
+                let Some((method, path)) = exposed.split_once(' ') else { continue };
+                let Some(below) = path.strip_prefix(profile.prefix.as_str()) else { continue };
+                let (Ok(method), Ok(template)) = (method.parse::<Method>(), PathTemplate::parse(below)) else {
+                    continue;
+                };
+                let Some(mut operation) = self.paths.operation(&template, &method) else { continue };
+                operation["operationId"] = json!(format!("{} {exposed}", profile.name));
+                operation["tags"] = json!([format!("profile {}", profile.name)]);
+                operation["x-protogate-profile"] = json!(profile.name);
+                self.paths.add(&template, &method, operation, profile.prefix.as_str());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Value {
+        self.status_schema();
+        let details: Vec<Value> = DETAIL_TYPES
+            .iter()
+            .filter_map(|name| self.gateway.pool().get_message_by_name(name))
+            .map(|detail| {
+                let url = format!("type.googleapis.com/{}", detail.full_name());
+                let mut schema = self.schemas.message(&detail);
+                schema =
+                    json!({ "allOf": [schema], "properties": { "@type": { "const": url } }, "required": ["@type"] });
+                schema
+            })
+            .collect();
+        let tags: Vec<Value> = self
+            .tags
+            .iter()
+            .map(|(name, comment)| match comment {
+                Some(text) => json!({ "name": name, "description": text }),
+                None => json!({ "name": name }),
+            })
+            .collect();
+        let security_schemes = self.gateway.policies().security_schemes();
+        let mut schemas = self.schemas.finish();
+        if let Some(Value::Object(status_schema)) = schemas.get_mut(STATUS) {
+            // A detail not listed is still an Any.
+            let mut choices = details;
+            choices.push(
+                json!({ "type": "object", "properties": { "@type": { "type": "string" } }, "required": ["@type"] }),
+            );
+            status_schema.insert(
+                "properties".into(),
+                json!({
+                    "code": { "type": "integer", "format": "int32", "description": "the google.rpc.Code" },
+                    "message": { "type": "string" },
+                    "details": { "type": "array", "items": { "anyOf": choices } }
+                }),
+            );
+            status_schema.remove("additionalProperties");
+        }
+        let mut components = json!({
+            "schemas": schemas,
+            "responses": {
+                "Error": {
+                    "description": "A google.rpc.Status: the gRPC code, a message, and typed details",
+                    "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{STATUS}") } } }
+                }
+            }
+        });
+        if !security_schemes.is_empty() {
+            components["securitySchemes"] = Value::Object(security_schemes);
+        }
+        json!({
+            "openapi": "3.1.0",
+            "info": {
+                "title": "protogate",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "The HTTP/JSON routes this gateway serves, generated from the descriptors it has loaded."
+            },
+            "tags": tags,
+            "paths": self.paths.into_json(),
+            "components": components,
+        })
+    }
+}
+
+/// Whether the path binds the field at `path` (or one containing it, or inside it), or the
+/// body does.
+fn is_bound(route: &Route, path: &[FieldDescriptor]) -> bool {
+    let by_body = matches!(&route.body, BodySelector::Field(body) if path.first() == Some(body));
+    by_body
+        || route.bindings.iter().any(|binding| {
+            let bound = binding.field.fields();
+            let n = bound.len().min(path.len());
+            bound[..n] == path[..n]
+        })
+}
+
+/// The pattern of a multi-segment variable's value: `shelves/*` → `^shelves/[^/]+$`.
+fn segments_pattern(segments: &[Segment]) -> String {
+    let parts: Vec<String> = segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Literal(text) => regex_escape(text),
+            Segment::Wildcard => "[^/]+".to_owned(),
+            Segment::DeepWildcard => ".*".to_owned(),
+        })
+        .collect();
+    format!("^{}$", parts.join("/"))
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            true => vec![c],
+            false => vec!['\\', c],
+        })
+        .collect()
+}
+
+/// The answers an operation may give: the success, and the errors the contract gives.
+fn responses(success: Value, need: Option<&AuthNeed>) -> Value {
+    let error = json!({ "$ref": "#/components/responses/Error" });
+    // Any other code an upstream answers with maps to its status the same way.
+    let mut responses = json!({ "200": success, "default": error });
+    let mut codes = vec!["400", "404", "409", "413", "415", "429", "500", "501", "502", "503", "504"];
+    if need.is_some() {
+        codes.extend(["401", "403"]);
+    }
+    codes.sort_unstable();
+    for code in codes {
+        responses[code] = error.clone();
+    }
+    responses
+}
+
+/// An operation's security: the bearer token (where the policies let it be carried), with
+/// the scopes they require; optional when only some of the requests need one.
+fn security(need: &AuthNeed) -> Value {
+    let mut alternatives: Vec<Value> = vec![json!({ "bearer": need.scopes })];
+    if need.places.query {
+        alternatives.push(json!({ "access_token_query": need.scopes }));
+    }
+    if need.places.cookie.is_some() {
+        alternatives.push(json!({ "access_token_cookie": need.scopes }));
+    }
+    if !need.always {
+        alternatives.push(json!({}));
+    }
+    Value::Array(alternatives)
+}
+
+/// Path items by OpenAPI path, one operation per method. Templates that differ only in their
+/// variables' names share one path item (OpenAPI forbids two): the first route's names stand.
+#[derive(Default)]
+struct Paths {
+    items: BTreeMap<String, Map<String, Value>>,
+    /// The operation ids given: each must be unique.
+    ids: std::collections::HashSet<String>,
+    /// The path of each template shape (`/v1/users/{}`), and its variables' names.
+    names: BTreeMap<String, (String, Vec<String>)>,
+}
+
+impl Paths {
+    fn add(&mut self, template: &PathTemplate, method: &Method, mut operation: Value, prefix: &str) {
+        let (path, names) = self.path_of(template, prefix);
+        // Parameters follow the names the path uses.
+        if let Some(Value::Array(parameters)) = operation.get_mut("parameters") {
+            let mut variables = template.variables().iter().map(|v| v.field_path.join(".")).zip(names.iter());
+            for parameter in parameters.iter_mut().filter(|p| p["in"] == "path") {
+                if let Some((_, name)) = variables.next() {
+                    parameter["name"] = json!(name);
+                }
+            }
+        }
+        // Additional bindings and `POST /pkg.Service/Method` are other operations of one method.
+        if let Some(id) = operation["operationId"].as_str().map(str::to_owned) {
+            let unique = (1..).map(|n| if n == 1 { id.clone() } else { format!("{id}_{n}") });
+            let unique = unique.take(1000).find(|candidate| !self.ids.contains(candidate)).unwrap_or(id);
+            self.ids.insert(unique.clone());
+            operation["operationId"] = json!(unique);
+        }
+        let item = self.items.entry(path).or_default();
+        item.entry(method.as_str().to_ascii_lowercase()).or_insert(operation);
+    }
+
+    /// The operation already added for `template` and `method`, unprefixed.
+    fn operation(&self, template: &PathTemplate, method: &Method) -> Option<Value> {
+        let (path, _) = self.names.get(&format!("|{}", key_of(template)))?;
+        self.items.get(path)?.get(&method.as_str().to_ascii_lowercase()).cloned()
+    }
+
+    fn path_of(&mut self, template: &PathTemplate, prefix: &str) -> (String, Vec<String>) {
+        let key = format!("{prefix}|{}", key_of(template));
+        let names: Vec<String> = template.variables().iter().map(|v| v.field_path.join(".")).collect();
+        let (path, names) =
+            self.names.entry(key).or_insert_with(|| (format!("{prefix}{}", render(template, &names)), names)).clone();
+        (path, names)
+    }
+
+    fn into_json(self) -> Value {
+        Value::Object(self.items.into_iter().map(|(path, item)| (path, Value::Object(item))).collect())
+    }
+}
+
+/// A template with its variables' names erased, and its verb: what makes two paths the same.
+fn key_of(template: &PathTemplate) -> String {
+    render(template, &vec![String::new(); template.variables().len()])
+}
+
+/// The OpenAPI path of a template: each variable one `{name}`, whatever it spans.
+fn render(template: &PathTemplate, names: &[String]) -> String {
+    let mut out = String::new();
+    let segments = template.segments();
+    let mut i = 0;
+    let mut unnamed = 0;
+    while i < segments.len() {
+        out.push('/');
+        match template.variables().iter().position(|v| v.start == i) {
+            Some(n) => {
+                out.push_str(&format!("{{{}}}", names[n]));
+                i = template.variables()[n].end;
+                continue;
+            }
+            None => match &segments[i] {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Wildcard | Segment::DeepWildcard => {
+                    unnamed += 1;
+                    out.push_str(&format!("{{_{unnamed}}}"));
+                }
+            },
+        }
+        i += 1;
+    }
+    if segments.is_empty() {
+        out.push('/');
+    }
+    if let Some(verb) = template.verb() {
+        out.push(':');
+        out.push_str(verb);
+    }
+    out
+}
