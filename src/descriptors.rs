@@ -257,14 +257,26 @@ fn compile_protos(root: &Path, protos: &[PathBuf], out: &mut Vec<RawFile>) -> Re
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true).include_source_info(true);
     for proto in protos {
-        compiler.open_file(proto).map_err(|e| DescriptorError {
-            path: e.file().map_or_else(|| proto.clone(), |f| root.join(f)),
-            reason: e.to_string(),
+        compiler.open_file(proto).map_err(|e| {
+            let path = e.file().map_or_else(|| proto.clone(), |f| root.join(f));
+            let reason = match line_and_column(&e) {
+                Some((line, column)) => format!("line {line}, column {column}: {e}"),
+                None => e.to_string(),
+            };
+            DescriptorError { path, reason }
         })?;
     }
     let origin = if protos.len() == 1 { protos[0].clone() } else { root.to_owned() };
     push_set(&origin, &compiler.encode_file_descriptor_set(), out)
         .map_err(|reason| DescriptorError { path: origin.clone(), reason })
+}
+
+/// Where a compile error points in its file, 1-based, when it points anywhere.
+fn line_and_column(error: &protox::Error) -> Option<(usize, usize)> {
+    use miette::Diagnostic;
+    let label = error.labels()?.next()?;
+    let contents = error.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+    Some((contents.line() + 1, contents.column() + 1))
 }
 
 /// Serves the built-in google/api and google/rpc sources to protox.

@@ -549,3 +549,22 @@ async fn token_places_need_a_required_policy_and_a_cookie_name() {
     assert!(text.contains("policy[0].auth") && text.contains("token_cookie and token_query need auth"), "{text}");
     assert!(text.contains("policy[1].token_cookie") && text.contains("is not a cookie name"), "{text}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_gives_each_operation_the_security_its_policies_ask() {
+    let h = Harness::start_with(&browser_config()).await;
+    let document = h.gateway.admin().await.request("GET", "/openapi.json").send().await.json();
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"], json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}));
+    assert_eq!(schemes["access_token_query"], json!({"type": "apiKey", "in": "query", "name": "access_token"}));
+    assert_eq!(schemes["access_token_cookie"], json!({"type": "apiKey", "in": "cookie", "name": "protogate_token"}));
+    let read = &document["paths"]["/v1/shelves/{shelf}"]["get"];
+    assert_eq!(
+        read["security"],
+        json!([{"bearer": []}, {"access_token_query": []}, {"access_token_cookie": []}]),
+        "the browser policy's places"
+    );
+    assert!(read["responses"]["401"].is_object() && read["responses"]["403"].is_object());
+    let create = &document["paths"]["/v1/shelves"]["post"];
+    assert_eq!(create["security"], json!([{"bearer": []}]), "the header-only policy");
+}

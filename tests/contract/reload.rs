@@ -263,3 +263,73 @@ async fn a_configmap_update_swapping_links_is_followed() {
     configmap_update(dir.path(), 2, &std::fs::read_to_string(&scratch).unwrap());
     wait_for_calls(&second, &gateway.client, "/v1/shelves").await;
 }
+
+/// A service described in `.proto` source: comments, an HTTP rule.
+const LIBRARY_PROTO: &str = r#"syntax = "proto3";
+
+package library.v1;
+
+import "google/api/annotations.proto";
+
+// The books of a small library.
+service Library {
+  // Gets one book by its id.
+  rpc GetBook(GetBookRequest) returns (Book) {
+    option (google.api.http) = {get: "/v1/library/books/{id}"};
+  }
+}
+
+message GetBookRequest {
+  // The book's id.
+  string id = 1;
+}
+
+// A book on a shelf.
+message Book {
+  string id = 1;
+  // Its title, as printed.
+  string title = 2;
+}
+"#;
+
+#[tokio::test]
+async fn a_proto_source_dropped_in_is_compiled_routed_and_described_without_a_restart() {
+    // The scripted upstream serves the test fixtures only: it answers this new service's
+    // calls UNIMPLEMENTED, naming the method the gateway called.
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testing_descriptors(), dir.path().join("bookstore.binpb")).unwrap();
+    let toml = format!(
+        "[descriptors]\npaths = [{:?}]\nwatch = true\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
+        dir.path().display().to_string(),
+        upstream.url()
+    );
+    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let admin = gateway.admin().await;
+    assert_eq!(gateway.client.request("GET", "/v1/library/books/7").send().await.status, 404);
+
+    std::fs::write(dir.path().join("library.proto"), LIBRARY_PROTO).unwrap();
+    wait_for_status(&gateway.client, "/v1/library/books/7", 501).await;
+    let answer = gateway.client.request("GET", "/v1/library/books/7").send().await;
+    assert_eq!(answer.json()["message"], "no method /library.v1.Library/GetBook", "routed to the new method");
+    let routes = admin.request("GET", "/routes").send().await.json();
+    assert!(routes.as_array().unwrap().iter().any(|r| r["path"] == "/v1/library/books/{id}"), "{routes}");
+    let document = admin.request("GET", "/openapi.json").send().await.json();
+    let operation = &document["paths"]["/v1/library/books/{id}"]["get"];
+    assert_eq!(operation["description"], "Gets one book by its id.", "the comment reaches OpenAPI");
+    let book = &document["components"]["schemas"]["library.v1.Book"];
+    assert_eq!(book["description"], "A book on a shelf.");
+    assert_eq!(book["properties"]["title"]["description"], "Its title, as printed.");
+    let tag = document["tags"].as_array().unwrap().iter().find(|t| t["name"] == "library.v1.Library").cloned();
+    assert_eq!(tag.unwrap()["description"], "The books of a small library.");
+
+    // A source that does not compile changes nothing, and says where it is wrong.
+    let broken = LIBRARY_PROTO.replace("string title = 2;", "string title = 2");
+    std::fs::write(dir.path().join("library.proto"), broken).unwrap();
+    wait_for_sample(&admin, "protogate_descriptor_loads_total{result=\"failed\"}", 1.0).await;
+    let answer = admin.request("POST", "/reload").send().await;
+    assert_eq!(answer.status, 400);
+    let message = answer.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("library.proto: line 25, column 1: expected ';'"), "{message}");
+    assert_eq!(gateway.client.request("GET", "/v1/library/books/7").send().await.status, 501, "still routed");
+}
