@@ -10,6 +10,8 @@
 //! - `GET /routes`: the route table, as `protogate routes --json` prints it.
 //! - `GET /config`: the effective configuration, secrets redacted.
 //! - `GET /openapi.json`: the OpenAPI 3.1 document of the routes served now.
+//! - `GET /docs`: a page describing every route, with a "try it" form whose requests go to
+//!   `/docs/try/…`, which hands them to the public router as if they came to the gateway.
 //! - `POST /reload`: reads the config file and the descriptors again and swaps in the rebuilt
 //!   gateway (see [`crate::reload`]); 200 with what changed, or 400 listing every problem while
 //!   the last good configuration keeps serving.
@@ -21,6 +23,8 @@
 //! `Origin` or `Sec-Fetch-Site`, and not the `X-Protogate-Reload` header, which no page can
 //! add without a CORS preflight the admin listener never grants). Tools — curl, kubectl,
 //! scripts — send neither and need nothing.
+
+pub mod docs;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,8 +57,11 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The admin endpoints.
-pub fn router(live: Arc<Live>) -> Router {
+pub fn router(live: Arc<Live>, public: Router) -> Router {
     Router::new()
+        .route("/docs", get(|| async { docs::page("/docs/try") }))
+        .route("/docs/openapi.json", get(openapi))
+        .nest_service("/docs/try", public)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -118,12 +125,15 @@ fn is_browser_simple_request(headers: &HeaderMap) -> bool {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
+/// Serves the admin endpoints on `listener` until `shutdown`; `public` is the public router
+/// the docs page's "try it" requests go to.
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
+    public: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(live)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(live, public)).with_graceful_shutdown(shutdown).await
 }
 
 async fn healthz() -> Response {
@@ -250,7 +260,7 @@ fn protogate_openapi(live: &Live) -> serde_json::Value {
 }
 
 async fn not_found() -> Response {
-    let message = "no such admin endpoint: try /healthz, /readyz, /metrics, /routes or /config";
+    let message = "no such admin endpoint: try /healthz, /readyz, /metrics, /routes, /config, /openapi.json or /docs";
     error(StatusCode::NOT_FOUND, Code::NotFound, message)
 }
 

@@ -243,12 +243,13 @@ async fn start_admin(
         );
     }
     let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-    tracing::info!("admin endpoints on http://{local} (/healthz /readyz /metrics /routes /config)");
+    tracing::info!("admin endpoints on http://{local} (/healthz /readyz /metrics /routes /config /openapi.json /docs)");
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     Ok(tokio::spawn(async move {
-        if let Err(e) = protogate::admin::serve(listener, live, shutdown).await {
+        let public = protogate::server::router(live.clone());
+        if let Err(e) = protogate::admin::serve(listener, live, public, shutdown).await {
             tracing::error!("admin listener: {e}");
         }
     }))

@@ -39,6 +39,8 @@ pub struct Config {
     pub descriptors: DescriptorsConfig,
     /// Request headers sent upstream beyond the contract's.
     pub headers: HeadersConfig,
+    /// The docs page.
+    pub docs: DocsConfig,
     /// The diagnostic log (stderr).
     pub log: LogConfig,
     /// Options of the proto3 JSON mapping.
@@ -105,6 +107,7 @@ impl Default for Config {
             admin_hosts: Vec::new(),
             descriptors: DescriptorsConfig::default(),
             headers: HeadersConfig::default(),
+            docs: DocsConfig::default(),
             log: LogConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
@@ -703,6 +706,16 @@ pub struct JsonConfig {
     pub ignore_unknown_fields: Option<bool>,
     /// Query parameters that are never bound to a field (e.g. `_` cache busters).
     pub ignored_query_parameters: Vec<String>,
+}
+
+/// `[docs]`: the docs page, always at the admin listener's `/docs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocsConfig {
+    /// Also serve `/docs` and `/docs/openapi.json` on the public listener, where "try it"
+    /// calls the API from its own origin. Off by default: the public listener serves the
+    /// API's routes and nothing else.
+    pub public: bool,
 }
 
 /// `[headers]`: request headers sent upstream beyond `Grpc-Metadata-*`, `Authorization`, the

@@ -75,6 +75,8 @@ pub struct Gateway {
     header_rules: HeaderRules,
     /// What in the configuration selects nothing loaded, for `check` and the startup log.
     warnings: Vec<String>,
+    /// `[docs] public`.
+    docs_public: bool,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -297,6 +299,7 @@ impl Gateway {
                 grpc_gateway_names: config.json.preset == crate::config::JsonPreset::GrpcGateway,
             },
             warnings,
+            docs_public: config.docs.public,
         })
     }
 
@@ -461,6 +464,11 @@ impl Gateway {
 
     /// What in the configuration selects nothing that is loaded: `check` prints these and
     /// `serve` logs them.
+    pub fn docs_public(&self) -> bool {
+        self.docs_public
+    }
+
+    /// What the build noticed that is not an error.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -46,6 +46,12 @@ async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response
         let request_id = gateway.request_id(request.headers()).cloned();
         return gateway.error_response(error, request_id.as_ref()).map(axum::body::Body::from);
     }
+    if gateway.docs_public()
+        && request.method() == http::Method::GET
+        && let Some(page) = public_docs(&gateway, request.uri().path())
+    {
+        return page;
+    }
     // Set when served by `serve`; absent when the router is driven without a socket.
     let peer = request.extensions().get::<Peer>().copied().unwrap_or_default();
     // A bodiless request (most GETs) needs no timer.
@@ -54,6 +60,19 @@ async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response
         request = request.map(|body| axum::body::Body::new(IdleBody::new(body, timeout)));
     }
     crate::doors::handle(&gateway, request, peer).await
+}
+
+/// With `[docs] public = true`, the docs page and its document on the public listener, where
+/// "try it" calls the API from the page's own origin.
+fn public_docs(gateway: &crate::gateway::Gateway, path: &str) -> Option<Response> {
+    match path {
+        "/docs" => Some(crate::admin::docs::page("")),
+        "/docs/openapi.json" => {
+            let body = serde_json::to_vec(&crate::openapi::document(gateway)).unwrap_or_default();
+            Some(crate::error::json_response(http::StatusCode::OK, body).map(axum::body::Body::from))
+        }
+        _ => None,
+    }
 }
 
 /// `[limits] max_headers` and `max_header_bytes` (names and values, as HTTP/2 counts them).

@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use support::{Client, Gateway, Reply, Upstream, config};
 
+#[path = "../examples/services/mod.rs"]
+mod services;
+
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PROTOGATE_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     path.exists().then_some(path)
@@ -67,13 +70,19 @@ impl Browser {
 
     /// Evaluates `expression` in the page, awaiting it if it is a promise; its value as JSON.
     async fn evaluate(&mut self, expression: &str) -> Value {
+        let params = json!({"expression": expression, "awaitPromise": true, "returnByValue": true});
+        let result = self.command("Runtime.evaluate", params).await;
+        if let Some(exception) = result.get("exceptionDetails") {
+            panic!("the page threw: {exception}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Sends one DevTools command to the page; its result.
+    async fn command(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
-        let command = json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
-        });
+        let command = json!({ "id": id, "method": method, "params": params });
         self.devtools.send(Message::text(command.to_string())).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -87,11 +96,8 @@ impl Browser {
             if reply["id"] != id {
                 continue; // an event
             }
-            let result = &reply["result"];
-            if let Some(exception) = result.get("exceptionDetails") {
-                panic!("the page threw: {exception}");
-            }
-            return result["result"]["value"].clone();
+            assert!(reply.get("error").is_none(), "{method}: {reply}");
+            return reply["result"].clone();
         }
     }
 }
@@ -213,9 +219,14 @@ fn chromium_or_skip() -> Option<PathBuf> {
 
 /// A browser with the web app at `page` loaded.
 async fn open_page(binary: &PathBuf, page: SocketAddr) -> Browser {
-    let mut browser = Browser::open(binary, &format!("http://{page}/")).await;
+    open_url(binary, page, "/").await
+}
+
+/// A browser with `path` of `origin` loaded.
+async fn open_url(binary: &PathBuf, origin: SocketAddr, path: &str) -> Browser {
+    let mut browser = Browser::open(binary, &format!("http://{origin}{path}")).await;
     // The page target exists before the page has loaded into it: wait for the page.
-    let loaded = format!("location.origin === 'http://{page}' && document.readyState === 'complete'");
+    let loaded = format!("location.origin === 'http://{origin}' && document.readyState === 'complete'");
     for _ in 0..200 {
         if browser.evaluate(&loaded).await == true {
             return browser;
@@ -343,4 +354,71 @@ async fn a_browser_authenticates_event_source_by_query_and_websocket_by_cookie()
             assert!(!value.to_str().unwrap_or_default().contains(token), "{name} carries the token");
         }
     }
+}
+
+/// The docs page on the admin listener, driven as a person would: find the route, fill in
+/// its parameter, send it, read the answer on the page.
+const TRY_GET_USER: &str = r#"(async () => {
+  const until = async (test, what) => {
+    for (let i = 0; i < 200; i++) {
+      const found = test();
+      if (found) return found;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error("waited 10 s for " + what);
+  };
+  await until(() => document.body.dataset.ready === "true", "the document to render");
+  const section = document.querySelector('section.operation[data-method="GET"][data-path="/v1/users/{id}"]');
+  if (!section) throw new Error("no GET /v1/users/{id} on the page");
+  section.querySelector(".head").click();
+  section.scrollIntoView();
+  section.querySelector('input[data-param="id"]').value = "1";
+  section.querySelector("button.send").click();
+  const answer = await until(() => {
+    const text = section.querySelector("pre.response").textContent;
+    return text.includes("displayName") ? text : null;
+  }, "the answer");
+  return {
+    status: section.querySelector(".status").textContent,
+    answer: JSON.parse(answer),
+    description: section.querySelector(".body p")?.textContent,
+    operations: document.querySelectorAll("section.operation").length,
+  };
+})()"#;
+
+#[tokio::test]
+async fn the_docs_page_finds_a_route_and_tries_it_against_the_gateway() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let users = listener.local_addr().unwrap();
+    tokio::spawn(services::serve(listener, Some(services::Users::seeded()), None, std::future::pending()));
+    let upstreams = format!(
+        "[descriptors]\npaths = [\"{}/descriptors\"]\n[[upstreams]]\nname = \"users\"\nservices = [\"*\"]\nendpoints = [\"http://{users}\"]\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&upstreams).unwrap()).await;
+    let admin = gateway.admin().await;
+
+    let mut browser = open_url(&binary, admin.addr, "/docs").await;
+    let out = browser.evaluate(TRY_GET_USER).await;
+    assert_eq!(out["status"], "200 OK", "{out}");
+    assert_eq!(out["answer"]["displayName"], "Ada Lovelace", "{out}");
+    assert_eq!(
+        out["description"], "Gets one user. Unknown ids answer NOT_FOUND with a google.rpc.ResourceInfo detail.",
+        "the proto comment is on the page"
+    );
+    assert!(out["operations"].as_u64().unwrap() >= 20, "{out}");
+
+    // The page as it looked, kept beside the build's other outputs.
+    let shot = browser.command("Page.captureScreenshot", json!({"format": "png"})).await;
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("docs.png"), png).unwrap();
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }

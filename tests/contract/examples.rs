@@ -391,3 +391,24 @@ async fn the_openapi_document_is_valid_and_real_answers_fit_it() {
     let result = std::panic::catch_unwind(|| validate_openapi(&document, &wrong));
     assert!(result.is_err(), "an int64 given as a number does not fit");
 }
+
+#[tokio::test]
+async fn the_docs_page_is_on_the_public_listener_only_when_asked() {
+    let closed = crate::support::Harness::start().await;
+    assert_eq!(closed.get("/docs").await.status, 404, "the public listener serves the API's routes only");
+    let admin = closed.gateway.admin().await;
+    let page = admin.request("GET", "/docs").send().await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.text().contains(r#"<body data-try-base="/docs/try">"#));
+    let tried = admin.request("GET", "/docs/try/v1/shelves/1").send().await;
+    assert_eq!(tried.status, 200, "the admin listener hands a try to the public router: {}", tried.text());
+
+    let open = crate::support::Harness::start_with("[docs]\npublic = true").await;
+    let page = open.get("/docs").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(r#"<body data-try-base="">"#), "tries go to the page's own origin");
+    assert!(page.header("content-security-policy").is_some_and(|csp| csp.contains("connect-src 'self'")));
+    let document = open.get("/docs/openapi.json").await.json();
+    assert!(document["paths"]["/v1/shelves/{shelf}"]["get"].is_object());
+}

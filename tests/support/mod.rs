@@ -793,7 +793,8 @@ impl Gateway {
     pub async fn admin(&self) -> Client {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(protogate::admin::serve(listener, self.live.clone(), std::future::pending()));
+        let public = protogate::server::router(self.live.clone());
+        tokio::spawn(protogate::admin::serve(listener, self.live.clone(), public, std::future::pending()));
         Client::new(addr)
     }
 
@@ -1059,7 +1060,7 @@ type HyperClient = hyper_util::client::legacy::Client<hyper_util::client::legacy
 /// An HTTP/1.1 client bound to one address.
 #[derive(Clone)]
 pub struct Client {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     inner: HyperClient,
 }
 
