@@ -18,6 +18,7 @@
 //! curl -s localhost:8080/v1/users/42
 //! curl -s localhost:8080/bff/users/1/dashboard   # GetUser + ListOrders in one answer
 //! curl -s localhost:9090/metrics      # the admin listener: /healthz /readyz /metrics /routes /config
+//! open http://localhost:9090/docs     # every route, with "try it"
 //! ```
 //!
 //! Each request's access log line (human format here; JSON by default) goes to stdout.
@@ -119,7 +120,8 @@ calls.orders = {{ method = "example.orders.v1.OrderService/ListOrders", request 
         std::process::exit(1);
     }
     let admin = bind(ADMIN).await;
-    tokio::spawn(protogate::admin::serve(admin, live.clone(), std::future::pending()));
+    let public = protogate::server::router(live.clone());
+    tokio::spawn(protogate::admin::serve(admin, live.clone(), public, std::future::pending()));
     tracing::info!("gateway listening on http://{GATEWAY}, admin endpoints on http://{ADMIN}");
     let listener = bind(GATEWAY).await;
     let shutdown = async {
