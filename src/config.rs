@@ -41,6 +41,8 @@ pub struct Config {
     pub headers: HeadersConfig,
     /// The docs page.
     pub docs: DocsConfig,
+    /// Methods served as Model Context Protocol tools.
+    pub mcp: McpConfig,
     /// The diagnostic log (stderr).
     pub log: LogConfig,
     /// Options of the proto3 JSON mapping.
@@ -108,6 +110,7 @@ impl Default for Config {
             descriptors: DescriptorsConfig::default(),
             headers: HeadersConfig::default(),
             docs: DocsConfig::default(),
+            mcp: McpConfig::default(),
             log: LogConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
@@ -708,6 +711,37 @@ pub struct JsonConfig {
     pub ignored_query_parameters: Vec<String>,
 }
 
+/// `[mcp]`: unary methods served as Model Context Protocol tools, on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Serve the tools (off unless asked for).
+    pub enabled: bool,
+    /// The MCP endpoint (Streamable HTTP transport).
+    pub path: String,
+    /// The methods offered: `pkg.Service/Method`, `pkg.Service/*`, or `*` for every unary
+    /// method.
+    pub methods: Vec<String>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig { enabled: false, path: "/mcp".into(), methods: vec!["*".into()] }
+    }
+}
+
+impl McpConfig {
+    /// Whether method `full` (`pkg.Service.Method`) is offered.
+    pub fn offers(&self, service: &str, method: &str) -> bool {
+        self.methods.iter().any(|selector| match selector.split_once('/') {
+            _ if selector == "*" => true,
+            Some((s, "*")) => s == service,
+            Some((s, m)) => s == service && m == method,
+            None => false,
+        })
+    }
+}
+
 /// `[docs]`: the docs page, always at the admin listener's `/docs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1257,6 +1291,16 @@ impl Config {
                 && !is_cookie_name(name)
             {
                 err(format!("policy[{i}].token_cookie"), format!("{name:?} is not a cookie name"));
+            }
+        }
+        if !self.mcp.path.starts_with('/') || self.mcp.path.len() < 2 {
+            err("mcp.path".into(), format!("{:?} must be a path below /, e.g. \"/mcp\"", self.mcp.path));
+        }
+        for (i, selector) in self.mcp.methods.iter().enumerate() {
+            let valid =
+                selector == "*" || selector.split_once('/').is_some_and(|(s, m)| !s.is_empty() && !m.is_empty());
+            if !valid {
+                err(format!("mcp.methods[{i}]"), format!("{selector:?} is not pkg.Service/Method, pkg.Service/* or *"));
             }
         }
         let needs_jwt = self.policy.iter().any(|p| p.auth == AuthRequirement::Required);

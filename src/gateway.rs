@@ -77,6 +77,8 @@ pub struct Gateway {
     warnings: Vec<String>,
     /// `[docs] public`.
     docs_public: bool,
+    /// `[mcp]`.
+    mcp: crate::config::McpConfig,
 }
 
 /// What a rebuilt gateway takes over from the one it replaces: the state that outlives a
@@ -300,6 +302,7 @@ impl Gateway {
             },
             warnings,
             docs_public: config.docs.public,
+            mcp: config.mcp.clone(),
         })
     }
 
@@ -462,13 +465,18 @@ impl Gateway {
         self.method_guards.get(index).map_or(&[], |guard| guard.as_slice())
     }
 
-    /// What in the configuration selects nothing that is loaded: `check` prints these and
-    /// `serve` logs them.
+    /// `[mcp]`: the methods served as MCP tools, and where.
+    pub fn mcp(&self) -> &crate::config::McpConfig {
+        &self.mcp
+    }
+
+    /// Whether `/docs` is served on the public listener too.
     pub fn docs_public(&self) -> bool {
         self.docs_public
     }
 
-    /// What the build noticed that is not an error.
+    /// What in the configuration selects nothing that is loaded: `check` prints these and
+    /// `serve` logs them.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }

@@ -8,20 +8,22 @@
 //! | 1 | `admin`, `layers` | the admin listener; tower layers around the doors |
 //! | 2 | `reload` | swaps rebuilt gateways in |
 //! | 3 | `doors` | the dispatcher, over its doors |
-//! | 4 | `doors::*` (rest, streaming, websocket, composite, connect, grpc) | one door each: never another door |
-//! | 5 | `pipeline` | the steps every door runs |
-//! | 6 | `gateway` | the built state, and the build step that validates features |
-//! | 7 | `profile` | route groups under a prefix |
-//! | 8 | `aggregate`, `policy` | composite-route plans; policies |
-//! | 9 | `observability` | request ids, trace context, access log, metrics, spans |
-//! | 10 | `cache`, `rate_limit` | the response cache; rate limits and client addresses |
-//! | 11 | `auth`, `tls`, `redis_connection` | token verification; TLS; Redis |
-//! | 12 | `error` | every failure, translated to the wire once: no feature module |
-//! | 13 | `upstream` | the calls to upstreams |
-//! | 14 | `status`, `metadata` | the code → HTTP table; header ↔ metadata rules |
-//! | 15 | `transcode` | JSON ↔ protobuf |
-//! | 16 | `route` | templates, rules, the route table |
-//! | 17 | `codec`, `descriptors`, `config` | plain data and descriptor loading at the bottom |
+//! | 4 | `doors::*` (rest, streaming, websocket, composite, connect, grpc, mcp) | one door each: never another door |
+//! | 5 | `openapi` | the OpenAPI document, and the JSON Schemas of messages the MCP door reuses |
+//! | 6 | `pipeline` | the steps every door runs |
+//! | 7 | `gateway` | the built state, and the build step that validates features |
+//! | 8 | `profile` | route groups under a prefix |
+//! | 9 | `aggregate`, `policy` | composite-route plans; policies |
+//! | 10 | `observability` | request ids, trace context, access log, metrics, spans |
+//! | 11 | `cache`, `rate_limit` | the response cache; rate limits and client addresses |
+//! | 12 | `auth`, `redis_connection` | token verification; Redis |
+//! | 12½ | `tls` | TLS termination, and the client connector of the gateway's own fetches |
+//! | 13 | `error` | every failure, translated to the wire once: no feature module |
+//! | 14 | `upstream` | the calls to upstreams |
+//! | 15 | `status`, `metadata` | the code → HTTP table; header ↔ metadata rules |
+//! | 16 | `transcode` | JSON ↔ protobuf |
+//! | 17 | `route` | templates, rules, the route table |
+//! | 18 | `codec`, `descriptors`, `config` | plain data and descriptor loading at the bottom |
 //!
 //! A submodule may use its parent's items (`crate::auth` from `auth::jwks`); test code (a
 //! `tests` module, `tests.rs`, `test_util.rs`) may import anything.
@@ -35,9 +37,17 @@ const LAYERS: &[&[&str]] = &[
     &["cli", "main", "explain", "server"],
     &["admin", "layers"],
     &["reload"],
-    &["openapi"],
     &["doors"],
-    &["doors::rest", "doors::streaming", "doors::websocket", "doors::composite", "doors::connect", "doors::grpc"],
+    &[
+        "doors::rest",
+        "doors::streaming",
+        "doors::websocket",
+        "doors::composite",
+        "doors::connect",
+        "doors::grpc",
+        "doors::mcp",
+    ],
+    &["openapi"],
     &["pipeline"],
     &["gateway"],
     &["profile"],

@@ -9,6 +9,7 @@
 //! | composite routes | [`composite`] | its calls' method names |
 //! | Connect | [`connect`] | `/pkg.Service/Method` |
 //! | gRPC, gRPC-Web | [`grpc`] | `/pkg.Service/Method` |
+//! | MCP tools (`[mcp]`) | [`mcp`] | a tool's name |
 //!
 //! [`handle`] picks the door. Whatever the door, the request passes
 //! [`crate::pipeline::authorize`] before anything reaches the upstream. Doors never import
@@ -17,6 +18,7 @@
 pub mod composite;
 pub mod connect;
 pub mod grpc;
+pub mod mcp;
 pub mod rest;
 pub mod streaming;
 pub mod websocket;
@@ -40,6 +42,9 @@ use crate::route::{Lookup, Route, RouteMatch};
 /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON (or the
 /// error shape of the request's protocol).
 pub async fn handle(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
+    if mcp::is_mcp(gateway, &request) {
+        return mcp::handle(gateway.clone(), request, peer).await;
+    }
     match grpc::Protocol::of(request.headers()) {
         Some(protocol) => return grpc::handle(gateway.clone(), protocol, request, peer).await,
         None if request.method() == Method::POST && connect::is_connect(request.headers()) => {

@@ -19,15 +19,23 @@ const SCHEMAS: &str = "#/components/schemas/";
 /// messages it refers to are queued as it is.
 pub struct Schemas<'o> {
     options: &'o JsonOptions,
+    /// Where the references point: the document's components, or a schema's `$defs`.
+    prefix: &'static str,
     comments: Comments,
     done: BTreeMap<String, Value>,
     queue: Vec<MessageDescriptor>,
 }
 
 impl<'o> Schemas<'o> {
-    /// Schemas under `options`.
+    /// Schemas under `options`, referred to as OpenAPI components.
     pub fn new(options: &'o JsonOptions) -> Schemas<'o> {
-        Schemas { options, comments: Comments::default(), done: BTreeMap::new(), queue: Vec::new() }
+        Schemas::with_prefix(options, SCHEMAS)
+    }
+
+    /// Schemas under `options`, referred to under `prefix` (`#/$defs/` for a self-contained
+    /// JSON Schema).
+    pub fn with_prefix(options: &'o JsonOptions, prefix: &'static str) -> Schemas<'o> {
+        Schemas { options, prefix, comments: Comments::default(), done: BTreeMap::new(), queue: Vec::new() }
     }
 
     /// A reference to `message`'s schema (a well-known type's JSON form inline), queuing it.
@@ -38,7 +46,7 @@ impl<'o> Schemas<'o> {
         if !self.done.contains_key(message.full_name()) && !self.queue.iter().any(|m| m == message) {
             self.queue.push(message.clone());
         }
-        json!({ "$ref": format!("{SCHEMAS}{}", message.full_name()) })
+        json!({ "$ref": format!("{}{}", self.prefix, message.full_name()) })
     }
 
     /// The schema of one field's value (its repeated or map form included).

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use crate::support::{Client, Gateway, example_descriptors};
 
 #[path = "../../examples/services/mod.rs"]
-mod services;
+pub(crate) mod services;
 
 struct Demo {
     client: Client,

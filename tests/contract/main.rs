@@ -23,6 +23,7 @@ mod headers;
 mod http_body;
 mod json_mapping;
 mod limits;
+mod mcp;
 mod observability;
 mod partial_responses;
 mod profiles;
