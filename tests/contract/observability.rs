@@ -290,14 +290,13 @@ keys = [{ alg = "HS256", secret = "admin-test-secret-0123456789abcdef" }]
     assert!(open.header("content-type").unwrap().starts_with("application/openmetrics-text"));
     assert!(open.body.ends_with(b"# EOF\n"));
 
-    for (method, path, status, code) in
-        [("GET", "/openapi.json", 501, 12), ("GET", "/secrets", 404, 5), ("POST", "/healthz", 405, 12)]
-    {
+    assert_eq!(admin.request("GET", "/openapi.json").send().await.json()["openapi"], "3.1.0");
+    for (method, path, status, code) in [("GET", "/secrets", 404, 5), ("POST", "/healthz", 405, 12)] {
         let response = admin.request(method, path).send().await;
         assert_eq!((response.status.as_u16(), &response.json()["code"]), (status, &json!(code)), "{method} {path}");
     }
 
-    for path in ["/healthz", "/readyz", "/metrics", "/routes", "/config"] {
+    for path in ["/healthz", "/readyz", "/metrics", "/routes", "/config", "/openapi.json", "/docs"] {
         h.get(path).await.assert_error(404, 5);
     }
     assert!(h.upstream.calls().is_empty(), "no admin path reached the upstream");
