@@ -98,9 +98,9 @@ impl Cli {
     pub(crate) async fn run(self) -> ExitCode {
         match self.command {
             Command::Serve(source) => serve(source).await,
-            Command::Routes(args) => routes(args),
-            Command::Check(source) => check(source),
-            Command::Openapi(args) => openapi(args),
+            Command::Routes(args) => routes(args).await,
+            Command::Check(source) => check(source).await,
+            Command::Openapi(args) => openapi(args).await,
         }
     }
 }
@@ -141,12 +141,17 @@ fn load_config(args: SourceArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Loads the config and builds the gateway, printing every problem on failure.
-fn build(source: SourceArgs) -> Result<(Config, Gateway), ExitCode> {
-    let config = load_config(source).map_err(|e| {
+/// Loads the config (and the descriptors reflection gives) and builds the gateway, printing
+/// every problem on failure.
+async fn build(source: SourceArgs) -> Result<(Config, Gateway), ExitCode> {
+    let mut config = load_config(source).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
+    let reflecting: Vec<_> = config.reflection_upstreams().cloned().collect();
+    if !reflecting.is_empty() {
+        config.reflected = protogate::descriptors::reflection::fetch_all(&reflecting, &[]).await;
+    }
     match Gateway::build(&config) {
         Ok(gateway) => Ok((config, gateway)),
         Err(errors) => {
@@ -161,7 +166,7 @@ fn build(source: SourceArgs) -> Result<(Config, Gateway), ExitCode> {
 // === serve ===
 
 async fn serve(source: SourceArgs) -> ExitCode {
-    let (config, gateway) = match build(source.clone()) {
+    let (config, gateway) = match build(source.clone()).await {
         Ok(built) => built,
         Err(code) => return code,
     };
@@ -180,6 +185,7 @@ async fn serve(source: SourceArgs) -> ExitCode {
         tracing::info!("watching the descriptor paths and the config file for changes");
     }
     tokio::spawn(reload_on_hangup(live.clone()));
+    protogate::reload::follow_reflection(&live);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -318,8 +324,8 @@ async fn shutdown_signal() {
 
 // === openapi ===
 
-fn openapi(args: OpenapiArgs) -> ExitCode {
-    let (_, gateway) = match build(args.source) {
+async fn openapi(args: OpenapiArgs) -> ExitCode {
+    let (_, gateway) = match build(args.source).await {
         Ok(built) => built,
         Err(code) => return code,
     };
@@ -347,8 +353,8 @@ fn openapi(args: OpenapiArgs) -> ExitCode {
 
 // === routes ===
 
-fn routes(args: RoutesArgs) -> ExitCode {
-    let (_, gateway) = match build(args.source) {
+async fn routes(args: RoutesArgs) -> ExitCode {
+    let (_, gateway) = match build(args.source).await {
         Ok(built) => built,
         Err(code) => return code,
     };
@@ -416,8 +422,8 @@ fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 
 // === check ===
 
-fn check(source: SourceArgs) -> ExitCode {
-    let (config, gateway) = match build(source) {
+async fn check(source: SourceArgs) -> ExitCode {
+    let (config, gateway) = match build(source).await {
         Ok(built) => built,
         Err(code) => return code,
     };

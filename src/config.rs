@@ -43,6 +43,9 @@ pub struct Config {
     pub docs: DocsConfig,
     /// Methods served as Model Context Protocol tools.
     pub mcp: McpConfig,
+    /// Descriptor sets fetched from upstreams' server reflection (not part of the file).
+    #[serde(skip)]
+    pub reflected: Vec<ReflectedSet>,
     /// The diagnostic log (stderr).
     pub log: LogConfig,
     /// Options of the proto3 JSON mapping.
@@ -111,6 +114,7 @@ impl Default for Config {
             headers: HeadersConfig::default(),
             docs: DocsConfig::default(),
             mcp: McpConfig::default(),
+            reflected: Vec::new(),
             log: LogConfig::default(),
             json: JsonConfig::default(),
             upstreams: Vec::new(),
@@ -187,12 +191,33 @@ pub struct DescriptorsConfig {
     pub paths: Vec<PathBuf>,
     /// Watch the paths (and the config file) and swap in a rebuilt gateway when they change.
     pub watch: bool,
+    /// Fetch every upstream's descriptors from its gRPC server reflection service (as an
+    /// upstream's own `descriptors = "reflection"` does for it).
+    pub reflection: bool,
+    /// How often reflected descriptors are fetched again; a change reloads the gateway.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub reflection_interval: Duration,
 }
 
 impl Default for DescriptorsConfig {
     fn default() -> Self {
-        DescriptorsConfig { paths: vec![PathBuf::from("descriptors")], watch: false }
+        DescriptorsConfig {
+            paths: vec![PathBuf::from("descriptors")],
+            watch: false,
+            reflection: false,
+            reflection_interval: Duration::from_secs(30),
+        }
     }
+}
+
+/// A descriptor set fetched from an upstream's server reflection: built into the gateway as a
+/// descriptor file would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReflectedSet {
+    /// The upstream it came from.
+    pub upstream: String,
+    /// The encoded `FileDescriptorSet`.
+    pub set: std::sync::Arc<Vec<u8>>,
 }
 
 /// `[tls]`: TLS termination on the listener.
@@ -730,6 +755,14 @@ impl Default for McpConfig {
     }
 }
 
+impl Config {
+    /// The upstreams whose descriptors come from server reflection.
+    pub fn reflection_upstreams(&self) -> impl Iterator<Item = &UpstreamConfig> {
+        let all = self.descriptors.reflection;
+        self.upstreams.iter().filter(move |u| all || u.descriptors.as_deref() == Some("reflection"))
+    }
+}
+
 impl McpConfig {
     /// Whether method `full` (`pkg.Service.Method`) is offered.
     pub fn offers(&self, service: &str, method: &str) -> bool {
@@ -943,6 +976,10 @@ pub struct UpstreamConfig {
     /// retried; calls that came in as HTTP GET are retried without being listed.
     #[serde(default)]
     pub idempotent_methods: Vec<String>,
+    /// `"reflection"`: its services' descriptors come from its gRPC server reflection service,
+    /// fetched at start and every `[descriptors] reflection_interval`.
+    #[serde(default)]
+    pub descriptors: Option<String>,
 }
 
 fn default_resolve_interval() -> Duration {
@@ -1210,6 +1247,7 @@ impl Config {
                 retries: RetryConfig::default(),
                 resolve_interval: default_resolve_interval(),
                 idempotent_methods: Vec::new(),
+                descriptors: None,
             });
         }
     }
@@ -1238,8 +1276,11 @@ impl Config {
                 err("tracing.otlp_endpoint".into(), message);
             }
         }
-        if self.descriptors.paths.is_empty() {
-            err("descriptors.paths".into(), "no descriptor paths: give at least one file or directory".into());
+        if self.descriptors.paths.is_empty() && self.reflection_upstreams().next().is_none() {
+            err(
+                "descriptors.paths".into(),
+                "no descriptor paths: give at least one file or directory, or an upstream with descriptors = \"reflection\"".into(),
+            );
         }
         if self.max_body_bytes == 0 {
             err("max_body_bytes".into(), "must be greater than 0".into());
@@ -1292,6 +1333,14 @@ impl Config {
             {
                 err(format!("policy[{i}].token_cookie"), format!("{name:?} is not a cookie name"));
             }
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if let Some(other) = upstream.descriptors.as_deref().filter(|d| *d != "reflection") {
+                err(format!("upstreams[{i}].descriptors"), format!("{other:?}: the one source is \"reflection\""));
+            }
+        }
+        if self.descriptors.reflection_interval < Duration::from_secs(1) {
+            err("descriptors.reflection_interval".into(), "must be at least 1s".into());
         }
         if !self.mcp.path.starts_with('/') || self.mcp.path.len() < 2 {
             err("mcp.path".into(), format!("{:?} must be a path below /, e.g. \"/mcp\"", self.mcp.path));

@@ -17,6 +17,10 @@ use bytes::Bytes;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 
+use crate::config::ReflectedSet;
+
+pub mod reflection;
+
 use crate::pb::google::api::HttpRule;
 
 /// Extensions of FileDescriptorSet files.
@@ -73,11 +77,23 @@ pub fn builtin_pool() -> Result<DescriptorPool, DescriptorError> {
 
 /// Loads every path into one pool. Every problem is reported, each naming its file.
 pub fn load(paths: &[PathBuf]) -> Result<Descriptors, Vec<DescriptorError>> {
+    load_with(paths, &[])
+}
+
+/// [`load`], with the sets fetched from upstreams' server reflection beside the files (each
+/// named `reflection:<upstream>` in errors and sources).
+pub fn load_with(paths: &[PathBuf], reflected: &[ReflectedSet]) -> Result<Descriptors, Vec<DescriptorError>> {
     let mut errors = Vec::new();
     let mut raw = Vec::new();
     for path in paths {
         if let Err(e) = collect(path, &mut raw) {
             errors.extend(e);
+        }
+    }
+    for reflected in reflected {
+        let origin = PathBuf::from(format!("reflection:{}", reflected.upstream));
+        if let Err(reason) = push_set(&origin, &reflected.set, &mut raw) {
+            errors.push(DescriptorError { path: origin, reason });
         }
     }
     let mut pool = builtin_pool().map_err(|e| vec![e])?;
@@ -375,6 +391,8 @@ struct FileLite {
     name: Option<String>,
     #[prost(string, optional, tag = "2")]
     package: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    dependency: Vec<String>,
     #[prost(message, repeated, tag = "6")]
     service: Vec<ServiceLite>,
 }

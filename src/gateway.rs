@@ -147,7 +147,7 @@ impl Gateway {
         upstreams: impl FnOnce(&[crate::config::UpstreamConfig], usize) -> Arc<Upstreams>,
     ) -> Result<Gateway, Vec<BuildError>> {
         let mut errors: Vec<BuildError> = validate(config).into_iter().map(BuildError::from).collect();
-        let descriptors = match descriptors::load(&config.descriptors.paths) {
+        let descriptors = match descriptors::load_with(&config.descriptors.paths, &config.reflected) {
             Ok(descriptors) => Some(descriptors),
             Err(e) => {
                 errors.extend(e.into_iter().map(BuildError::from));

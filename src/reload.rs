@@ -44,6 +44,9 @@ pub struct Live {
     /// Where a changed configuration comes from; without one a reload re-reads the
     /// descriptors only.
     source: Option<ConfigSource>,
+    /// Descriptor sets newly fetched from server reflection, for the next reload (kept only
+    /// if it succeeds).
+    fetched: Mutex<Option<Vec<crate::config::ReflectedSet>>>,
 }
 
 /// What asked for a reload.
@@ -82,12 +85,17 @@ impl Live {
     /// Serves `gateway`, built from `config`. Without a [`ConfigSource`], a reload re-reads
     /// the descriptors only.
     pub fn new(gateway: Gateway, config: Config) -> Arc<Live> {
-        Arc::new(Live { current: ArcSwap::from_pointee(gateway), config: Mutex::new(config), source: None })
+        Live::build(gateway, config, None)
     }
 
     /// As [`Live::new`], with where a reload reads the configuration from.
     pub fn with_source(gateway: Gateway, config: Config, source: ConfigSource) -> Arc<Live> {
-        Arc::new(Live { current: ArcSwap::from_pointee(gateway), config: Mutex::new(config), source: Some(source) })
+        Live::build(gateway, config, Some(source))
+    }
+
+    fn build(gateway: Gateway, config: Config, source: Option<ConfigSource>) -> Arc<Live> {
+        let (current, config, fetched) = (ArcSwap::from_pointee(gateway), Mutex::new(config), Mutex::new(None));
+        Arc::new(Live { current, config, source, fetched })
     }
 
     /// The gateway serving requests now. A request keeps the one it got to its end.
@@ -137,9 +145,17 @@ impl Live {
     fn reload_now(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
         let mut config = self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = match (&self.source, trigger) {
-            (Some(source), Trigger::Config) => source().map_err(ReloadError::Config)?,
+            (Some(source), Trigger::Config) => {
+                let mut read = source().map_err(ReloadError::Config)?;
+                // What reflection fetched is not in the file.
+                read.reflected = config.reflected.clone();
+                read
+            }
             _ => config.clone(),
         };
+        if let Some(sets) = self.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            next.reflected = sets;
+        }
         for key in keep_restart_only(&config, &mut next) {
             tracing::warn!("`{key}` changed: it takes effect when the gateway restarts");
         }
@@ -206,6 +222,37 @@ fn keep_restart_only(current: &Config, next: &mut Config) -> Vec<&'static str> {
 
 fn join(errors: &[BuildError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+// === server reflection ===
+
+/// Fetches the descriptors of the upstreams that serve them by reflection every
+/// `[descriptors] reflection_interval`, reloading when what they serve changed. A fetch that
+/// fails keeps what was fetched before. Runs until `live` is dropped; nothing to do without
+/// such upstreams.
+pub fn follow_reflection(live: &Arc<Live>) {
+    let weak = Arc::downgrade(live);
+    tokio::spawn(async move {
+        loop {
+            let (interval, upstreams, current) = {
+                let Some(live) = weak.upgrade() else { return };
+                let config = live.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let upstreams: Vec<_> = config.reflection_upstreams().cloned().collect();
+                (config.descriptors.reflection_interval, upstreams, config.reflected.clone())
+            };
+            tokio::time::sleep(interval).await;
+            if upstreams.is_empty() {
+                continue;
+            }
+            let fetched = crate::descriptors::reflection::fetch_all(&upstreams, &current).await;
+            let Some(live) = weak.upgrade() else { return };
+            if fetched != current {
+                *live.fetched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetched);
+                // Logged and counted by `reload`; what was served stays served on failure.
+                let _ = live.reload(Trigger::Descriptors).await;
+            }
+        }
+    });
 }
 
 // === watching files ===

@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "../examples/services/mod.rs"]
+mod services;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -596,4 +599,86 @@ fn an_otel_variable_the_gateway_cannot_follow_is_an_error_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("$OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\""), "{stderr}");
+}
+
+/// The example services, served on `listener` until the returned sender is dropped or sent to.
+fn run_examples(listener: tokio::net::TcpListener, orders: bool) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let orders = orders.then(services::Orders::seeded);
+    tokio::spawn(services::serve(listener, Some(services::Users::seeded()), orders, async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// Polls `path` until it answers `status`, at most 20 s.
+async fn until_status(client: &Client, path: &str, status: u16) {
+    for _ in 0..400 {
+        if client.request("GET", path).send().await.status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("GET {path} did not answer {status} within 20 s");
+}
+
+/// No descriptor file: the routes come from the upstream's server reflection, follow it when
+/// it serves more, and stay when it cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_come_from_server_reflection_and_follow_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = run_examples(listener, false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[descriptors]\npaths = []\nreflection_interval = \"1s\"\n\n\
+         [[upstreams]]\nname = \"examples\"\nservices = [\"*\"]\nendpoints = [\"http://{addr}\"]\ndescriptors = \"reflection\"\n"
+    );
+    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+    // `routes` reads the same config: the annotated routes come through reflection too.
+    let routes = protogate(&["routes"], dir.path());
+    assert!(text(&routes.stdout).contains("GET     /v1/users/{id}"), "{}", text(&routes.stdout));
+    let served = serve_with_admin(&["serve", "--listen", "127.0.0.1:0"], dir.path(), &[]).await;
+    let client = Client::new(served.addr.parse().unwrap());
+    let ada = client.request("GET", "/v1/users/1").send().await;
+    assert_eq!(ada.status, 200, "routed from reflection at start: {}", ada.text());
+    assert_eq!(ada.json()["displayName"], "Ada Lovelace");
+    assert_eq!(client.request("GET", "/v1/orders/1").send().await.status, 404, "orders is not served yet");
+
+    // The service restarts serving one more service: its routes come with the next fetch.
+    drop(first);
+    let listener = bind_again(addr).await;
+    let second = run_examples(listener, true);
+    until_status(&client, "/v1/orders/1", 200).await;
+
+    // The upstream goes away: a fetch fails, and what was served stays routed (502, not 404).
+    drop(second);
+    for _ in 0..400 {
+        if served
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("server reflection") && l.contains("keeping what was fetched"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served.log.lock().unwrap().iter().any(|l| l.contains("keeping what was fetched")),
+        "a failed fetch was logged"
+    );
+    assert_eq!(client.request("GET", "/v1/orders/1").send().await.status, 502);
+}
+
+/// The port a stopped server used, once it is free again.
+async fn bind_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..200 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} did not become free within 10 s");
 }

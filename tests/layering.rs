@@ -23,7 +23,8 @@
 //! | 15 | `status`, `metadata` | the code → HTTP table; header ↔ metadata rules |
 //! | 16 | `transcode` | JSON ↔ protobuf |
 //! | 17 | `route` | templates, rules, the route table |
-//! | 18 | `codec`, `descriptors`, `config` | plain data and descriptor loading at the bottom |
+//! | 18 | `codec`, `descriptors` | descriptor loading (files, `.proto` sources, server reflection) |
+//! | 19 | `config` | plain data at the bottom |
 //!
 //! A submodule may use its parent's items (`crate::auth` from `auth::jwks`); test code (a
 //! `tests` module, `tests.rs`, `test_util.rs`) may import anything.
@@ -61,7 +62,8 @@ const LAYERS: &[&[&str]] = &[
     &["status", "metadata"],
     &["transcode"],
     &["route"],
-    &["codec", "descriptors", "config"],
+    &["codec", "descriptors"],
+    &["config"],
 ];
 
 /// Imports that name no module of the crate's: the generated messages and the crate root.

@@ -38,6 +38,9 @@ use pb::users::{
 };
 use tokio_stream::StreamExt;
 
+/// The examples' descriptors, which the reflection service answers from.
+const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors/examples.binpb"));
+
 /// Serves both services on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -51,14 +54,21 @@ pub async fn serve(
     // the server as a whole and for each service it runs.
     let (health, health_service) = tonic_health::server::health_reporter();
     routes.add_service(health_service);
+    // gRPC server reflection, listing the services this server runs: a gateway with
+    // `descriptors = "reflection"` needs no descriptor file for them.
+    let mut reflection =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(DESCRIPTORS);
     if let Some(users) = users {
         health.set_serving::<UserServiceServer<Users>>().await;
         routes.add_service(UserServiceServer::new(users));
+        reflection = reflection.with_service_name("example.users.v1.UserService");
     }
     if let Some(orders) = orders {
         health.set_serving::<OrderServiceServer<Orders>>().await;
         routes.add_service(OrderServiceServer::new(orders));
+        reflection = reflection.with_service_name("example.orders.v1.OrderService");
     }
+    routes.add_service(reflection.build_v1().expect("the examples' compiled-in descriptors are valid"));
     tonic::transport::Server::builder()
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
