@@ -41,7 +41,13 @@ const DETAIL_TYPES: &[&str] = &[
 /// The OpenAPI 3.1 document of `gateway`'s routes.
 pub fn document(gateway: &Gateway) -> Value {
     let options = gateway.transcoder().json_options();
-    let mut doc = Document { gateway, schemas: Schemas::new(options), paths: Paths::default(), tags: BTreeMap::new() };
+    let mut doc = Document {
+        gateway,
+        reshaped: Vec::new(),
+        schemas: Schemas::new(options),
+        paths: Paths::default(),
+        tags: BTreeMap::new(),
+    };
     for route in gateway.table().routes() {
         let operation = doc.route_operation(route);
         doc.paths.add(&route.template, &route.http_method, operation, "");
@@ -56,6 +62,8 @@ pub fn document(gateway: &Gateway) -> Value {
 
 struct Document<'g> {
     gateway: &'g Gateway,
+    /// Profile operations whose answer is not the route's: by path and method.
+    reshaped: Vec<(String, String, Reshape<'g>)>,
     schemas: Schemas<'g>,
     paths: Paths,
     /// Services by name, with their comments: the operations' tags.
@@ -279,21 +287,28 @@ impl Document<'_> {
         operation
     }
 
-    /// Each profile's routes under its prefix: the operation of the route it exposes.
+    /// Each profile's routes under its prefix: the operation of the route it exposes, its
+    /// answer reshaped as the profile says (in [`Document::finish`], once every schema is known).
     fn profiles(&mut self) {
         let gateway = self.gateway;
         for profile in gateway.profiles().iter() {
-            for exposed in profile.exposed(gateway.table().routes(), gateway.aggregates()) {
-                let Some((method, path)) = exposed.split_once(' ') else { continue };
-                let Some(below) = path.strip_prefix(profile.prefix.as_str()) else { continue };
-                let (Ok(method), Ok(template)) = (method.parse::<Method>(), PathTemplate::parse(below)) else {
-                    continue;
-                };
-                let Some(mut operation) = self.paths.operation(&template, &method) else { continue };
-                operation["operationId"] = json!(format!("{} {exposed}", profile.name));
+            let routes = gateway.table().routes().iter().enumerate();
+            let routes = routes.filter_map(|(i, r)| Some((&r.http_method, &r.template, profile.route(i)?)));
+            let aggregates = gateway.aggregates().routes().iter().enumerate();
+            let aggregates = aggregates.filter_map(|(i, a)| Some((&a.http_method, &a.template, profile.aggregate(i)?)));
+            for (method, template, exposed) in routes.chain(aggregates) {
+                let Some(mut operation) = self.paths.operation(template, method) else { continue };
+                let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+                operation["operationId"] = json!(format!("{}.{id}", profile.name));
                 operation["tags"] = json!([format!("profile {}", profile.name)]);
                 operation["x-protogate-profile"] = json!(profile.name);
-                self.paths.add(&template, &method, operation, profile.prefix.as_str());
+                let path = self.paths.add(template, method, operation, profile.prefix.as_str());
+                let reshape = match profile.has_own_json_options() {
+                    true => Reshape::OwnOptions,
+                    false if exposed.shape.is_empty() => continue,
+                    false => Reshape::Shape(&exposed.shape),
+                };
+                self.reshaped.push((path, method.as_str().to_ascii_lowercase(), reshape));
             }
         }
     }
@@ -321,6 +336,17 @@ impl Document<'_> {
             .collect();
         let security_schemes = self.gateway.policies().security_schemes();
         let mut schemas = self.schemas.finish();
+        for (path, method, reshape) in std::mem::take(&mut self.reshaped) {
+            let answer = self
+                .paths
+                .items
+                .get_mut(&path)
+                .and_then(|item| item.get_mut(&method))
+                .map(|operation| &mut operation["responses"]["200"]["content"]["application/json"]["schema"]);
+            if let Some(answer) = answer.filter(|a| !a.is_null()) {
+                *answer = reshape.schema(answer, &schemas);
+            }
+        }
         if let Some(Value::Object(status_schema)) = schemas.get_mut(STATUS) {
             // A detail not listed is still an Any.
             let mut choices = details;
@@ -360,6 +386,69 @@ impl Document<'_> {
             "paths": self.paths.into_json(),
             "components": components,
         })
+    }
+}
+
+/// How a profile's answer differs from its route's.
+enum Reshape<'g> {
+    /// Its fields kept, dropped and renamed as the profile's shape says.
+    Shape(&'g crate::profile::Shape),
+    /// Rendered with the profile's own `[json]` options: described as an object.
+    OwnOptions,
+}
+
+/// How deep a reshaped answer's messages are written out; deeper ones stay references.
+const RESHAPE_DEPTH: usize = 6;
+
+impl Reshape<'_> {
+    /// The answer's schema after the profile: the route's, its messages written out, then
+    /// shaped the way the profile shapes answers — by the same code, run over a skeleton of
+    /// the schema whose objects are the messages and whose arrays hold their item.
+    fn schema(&self, answer: &Value, schemas: &BTreeMap<String, Value>) -> Value {
+        let Reshape::Shape(shape) = self else {
+            return json!({ "type": "object", "description": "rendered with the profile's own [json] options" });
+        };
+        let mut skeleton = skeleton(answer, schemas, 0);
+        shape.apply(&mut skeleton);
+        from_skeleton(&skeleton)
+    }
+}
+
+/// A schema as a value of the shape of its instances: a message an object of its fields, a
+/// list an array of its item, anything else its own schema, written as a string so that no
+/// reshaping mistakes it for a message.
+fn skeleton(schema: &Value, schemas: &BTreeMap<String, Value>, depth: usize) -> Value {
+    let referred = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/"));
+    match referred {
+        Some(name) if depth < RESHAPE_DEPTH => match schemas.get(name) {
+            Some(target) => skeleton(target, schemas, depth + 1),
+            None => Value::String(schema.to_string()),
+        },
+        _ if schema["type"] == "array" => Value::Array(vec![skeleton(&schema["items"], schemas, depth + 1)]),
+        _ if schema["type"] == "object" && schema["properties"].is_object() => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| (name.clone(), skeleton(property, schemas, depth + 1)))
+                .collect(),
+        ),
+        _ => Value::String(schema.to_string()),
+    }
+}
+
+/// The schema a reshaped skeleton stands for.
+fn from_skeleton(skeleton: &Value) -> Value {
+    match skeleton {
+        Value::Object(fields) => json!({
+            "type": "object",
+            "properties": fields.iter().map(|(name, field)| (name.clone(), from_skeleton(field))).collect::<Map<String, Value>>(),
+        }),
+        Value::Array(items) => {
+            json!({ "type": "array", "items": items.first().map(from_skeleton).unwrap_or(json!({})) })
+        }
+        Value::String(text) => serde_json::from_str(text).unwrap_or(json!({})),
+        _ => json!({}),
     }
 }
 
@@ -441,7 +530,8 @@ struct Paths {
 }
 
 impl Paths {
-    fn add(&mut self, template: &PathTemplate, method: &Method, mut operation: Value, prefix: &str) {
+    /// Adds `operation` at `template`'s path (under `prefix`); the path it is under.
+    fn add(&mut self, template: &PathTemplate, method: &Method, mut operation: Value, prefix: &str) -> String {
         let (path, names) = self.path_of(template, prefix);
         // Parameters follow the names the path uses.
         if let Some(Value::Array(parameters)) = operation.get_mut("parameters") {
@@ -459,8 +549,9 @@ impl Paths {
             self.ids.insert(unique.clone());
             operation["operationId"] = json!(unique);
         }
-        let item = self.items.entry(path).or_default();
+        let item = self.items.entry(path.clone()).or_default();
         item.entry(method.as_str().to_ascii_lowercase()).or_insert(operation);
+        path
     }
 
     /// The operation already added for `template` and `method`, unprefixed.

@@ -209,6 +209,11 @@ impl Profile {
         self.routes.get(&index)
     }
 
+    /// Whether it renders with `[json]` options of its own.
+    pub fn has_own_json_options(&self) -> bool {
+        self.transcoder.is_some()
+    }
+
     /// Composite route `index`, if the profile exposes it.
     pub fn aggregate(&self, index: usize) -> Option<&Exposed> {
         self.aggregates.get(&index)
@@ -293,8 +298,13 @@ impl Shape {
         Shape { allow, deny, rename }
     }
 
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty() && self.rename.is_empty()
+    }
+
     /// Reshapes an answer: allowed fields kept, denied ones removed, renames made.
-    fn apply(&self, value: &mut Value) {
+    pub fn apply(&self, value: &mut Value) {
         if let Some(allow) = &self.allow {
             allow.trim_value(value);
         }

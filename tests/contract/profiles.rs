@@ -216,3 +216,31 @@ cache = {{ ttl = "60s" }}
     assert_eq!(plain.header("x-cache"), Some("MISS"), "outside the profile: an entry of its own");
     assert_eq!(plain.json(), user("7"));
 }
+
+/// The OpenAPI document gives each profile route the answer the profile shapes: the route's
+/// schema with its fields kept, dropped and renamed the same way, and a real answer fits it.
+#[tokio::test]
+async fn the_openapi_document_describes_each_profile_s_shape() {
+    let (upstream, gateway) = start_examples(PROFILES).await;
+    answer(&upstream);
+    let document = gateway.admin().await.request("GET", "/openapi.json").send().await.json();
+    let schema_of = |path: &str| {
+        document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"].clone()
+    };
+
+    let web = schema_of("/web/v1/users/{id}");
+    let properties: Vec<&String> = web["properties"].as_object().unwrap().keys().collect();
+    assert!(properties.contains(&&"displayName".to_owned()) && !properties.contains(&&"email".to_owned()), "{web}");
+    assert!(web["properties"]["address"]["properties"]["street"].is_null(), "address.street is denied: {web}");
+    assert!(web["properties"]["address"]["properties"]["city"].is_object());
+    let answer = gateway.client.request("GET", "/web/v1/users/7").send().await.json();
+    let mut standalone = web.clone();
+    standalone["components"] = document["components"].clone();
+    assert!(jsonschema::is_valid(&standalone, &answer), "{answer} fits {web}");
+
+    let dashboard = schema_of("/bff/users/{id}/dashboard");
+    assert!(dashboard["properties"]["user"].is_object(), "the composite route itself is unshaped");
+    let mobile = schema_of("/mobile/v1/users/{id}");
+    assert_eq!(mobile["description"], "rendered with the profile's own [json] options", "{mobile}");
+    assert_eq!(document["paths"]["/mobile/v1/users/{id}"]["get"]["x-protogate-profile"], "mobile");
+}
