@@ -422,3 +422,92 @@ fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }
+
+/// The issue's whole story for a newcomer's service: `library.proto` copied into the watched
+/// directory is, without a restart, in `/routes`, in a valid `/openapi.json`, on `/docs`
+/// (tried from the browser), and an MCP tool.
+const TRY_GET_BOOK: &str = r#"(async () => {
+  const until = async (test, what) => {
+    for (let i = 0; i < 200; i++) {
+      const found = test();
+      if (found) return found;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error("waited 10 s for " + what);
+  };
+  await until(() => document.body.dataset.ready === "true", "the document to render");
+  const section = document.querySelector('section.operation[data-method="GET"][data-path="/v1/library/books/{id}"]');
+  if (!section) return { found: false };
+  section.querySelector(".head").click();
+  section.querySelector('input[data-param="id"]').value = "7";
+  section.querySelector("button.send").click();
+  const answer = await until(() => section.querySelector("pre.response").textContent || null, "the answer");
+  return {
+    found: true,
+    description: section.querySelector(".body p")?.textContent,
+    status: section.querySelector(".status").textContent,
+    answer: JSON.parse(answer),
+  };
+})()"#;
+
+#[tokio::test]
+async fn a_proto_file_dropped_in_reaches_routes_openapi_docs_and_mcp() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/descriptors/examples.binpb"),
+        dir.path().join("examples.binpb"),
+    )
+    .unwrap();
+    // The upstream serves the examples only: it answers the new service's calls UNIMPLEMENTED.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let users = listener.local_addr().unwrap();
+    tokio::spawn(services::serve(listener, Some(services::Users::seeded()), None, std::future::pending()));
+    let config = format!(
+        "[descriptors]\npaths = [{:?}]\nwatch = true\n[mcp]\nenabled = true\n\
+         [[upstreams]]\nname = \"all\"\nservices = [\"*\"]\nendpoints = [\"http://{users}\"]\n",
+        dir.path().display().to_string()
+    );
+    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&config).unwrap()).await;
+    let admin = gateway.admin().await;
+
+    std::fs::write(dir.path().join("library.proto"), include_str!("fixtures/library.proto")).unwrap();
+    let mut routed = false;
+    for _ in 0..200 {
+        let routes = admin.request("GET", "/routes").send().await.json();
+        if routes.as_array().unwrap().iter().any(|r| r["path"] == "/v1/library/books/{id}") {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(routed, "the new route is in /routes within 10 s");
+    let called = gateway.client.request("GET", "/v1/library/books/7").send().await;
+    assert_eq!(
+        (called.status.as_u16(), called.json()["code"].clone()),
+        (501, json!(12)),
+        "the upstream was asked for the method"
+    );
+
+    let document = admin.request("GET", "/openapi.json").send().await.json();
+    assert_eq!(document["paths"]["/v1/library/books/{id}"]["get"]["description"], "Gets one book by its id.");
+    support::validate_openapi(&document, &[]);
+
+    let listed = gateway
+        .client
+        .request("POST", "/mcp")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .json();
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    let tool = tools.iter().find(|t| t["name"] == "Library_GetBook").expect("the new method is a tool");
+    assert_eq!(tool["description"], "Gets one book by its id.");
+
+    let mut browser = open_url(&binary, admin.addr, "/docs").await;
+    let out = browser.evaluate(TRY_GET_BOOK).await;
+    assert_eq!(out["found"], true, "the docs page lists the new route: {out}");
+    assert_eq!(out["description"], "Gets one book by its id.");
+    assert!(out["status"].as_str().unwrap().starts_with("501"), "{out}");
+    assert_eq!(out["answer"]["code"], 12, "the upstream's UNIMPLEMENTED, shown on the page: {out}");
+}

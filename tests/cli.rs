@@ -672,6 +672,33 @@ async fn routes_come_from_server_reflection_and_follow_it() {
     assert_eq!(client.request("GET", "/v1/orders/1").send().await.status, 502);
 }
 
+/// A server of the reflection protocol's first version only (`v1alpha`, as older gRPC
+/// libraries serve it): the gateway falls back to it.
+#[tokio::test]
+async fn an_older_server_s_v1alpha_reflection_is_followed_too() {
+    use services::pb::users::user_service_server::UserServiceServer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(include_bytes!("../descriptors/examples.binpb"))
+        .with_service_name("example.users.v1.UserService")
+        .build_v1alpha()
+        .unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(reflection)
+            .add_service(UserServiceServer::new(services::Users::seeded()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let set = protogate::descriptors::reflection::fetch(&format!("http://{addr}")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reflected.binpb"), set).unwrap();
+    let descriptors = dir.path().display().to_string();
+    let out = protogate(&["routes", "--descriptors", &descriptors, "--upstream", "http://127.0.0.1:1"], dir.path());
+    let routes = text(&out.stdout);
+    assert!(routes.contains("GET     /v1/users/{id}"), "the annotations came through v1alpha: {routes}");
+}
+
 /// The port a stopped server used, once it is free again.
 async fn bind_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
     for _ in 0..200 {

@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::support::{Client, Gateway, example_descriptors};
+use crate::support::{Client, Gateway, example_descriptors, validate_openapi};
 
 #[path = "../../examples/services/mod.rs"]
 pub(crate) mod services;
@@ -296,28 +296,6 @@ health_check = {{ interval = "50ms", service = "example.orders.v1.OrderService" 
     let orders = gateway.client.request("GET", "/v1/users/1/orders").send().await;
     let error = orders.assert_error(503, 14);
     assert!(error["message"].as_str().unwrap().contains("upstream orders has no healthy endpoint"), "{error}");
-}
-
-/// Runs the maintained validators (openapi-spec-validator, jsonschema) over `document`, and
-/// over each `(pointer, instance)`: a real answer and the schema in the document it must fit.
-fn validate_openapi(document: &serde_json::Value, cases: &[(String, serde_json::Value)]) {
-    let dir = tempfile::tempdir().unwrap();
-    let doc = dir.path().join("openapi.json");
-    std::fs::write(&doc, serde_json::to_vec(document).unwrap()).unwrap();
-    let cases: Vec<serde_json::Value> =
-        cases.iter().map(|(pointer, instance)| json!({"pointer": pointer, "instance": instance})).collect();
-    let cases_file = dir.path().join("cases.json");
-    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/openapi/validate.py");
-    let out =
-        std::process::Command::new("python3").arg(script).arg(&doc).arg(&cases_file).output().expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "the validators are missing: pip install openapi-spec-validator jsonschema (scripts/test does)\n{stderr}"
-    );
-    assert!(out.status.success() && stdout.trim() == "ok", "{stdout}{stderr}");
 }
 
 /// A JSON pointer's escaping of one key.

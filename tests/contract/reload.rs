@@ -265,32 +265,7 @@ async fn a_configmap_update_swapping_links_is_followed() {
 }
 
 /// A service described in `.proto` source: comments, an HTTP rule.
-const LIBRARY_PROTO: &str = r#"syntax = "proto3";
-
-package library.v1;
-
-import "google/api/annotations.proto";
-
-// The books of a small library.
-service Library {
-  // Gets one book by its id.
-  rpc GetBook(GetBookRequest) returns (Book) {
-    option (google.api.http) = {get: "/v1/library/books/{id}"};
-  }
-}
-
-message GetBookRequest {
-  // The book's id.
-  string id = 1;
-}
-
-// A book on a shelf.
-message Book {
-  string id = 1;
-  // Its title, as printed.
-  string title = 2;
-}
-"#;
+const LIBRARY_PROTO: &str = include_str!("../fixtures/library.proto");
 
 #[tokio::test]
 async fn a_proto_source_dropped_in_is_compiled_routed_and_described_without_a_restart() {

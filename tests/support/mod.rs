@@ -1301,3 +1301,25 @@ pub async fn announced_addresses(
     };
     tokio::time::timeout(Duration::from_secs(20), announced).await.expect("serve starts within 20 s")
 }
+
+/// Runs the maintained validators (openapi-spec-validator, jsonschema) over `document`, and
+/// over each `(pointer, instance)`: a real answer and the schema in the document it must fit.
+pub fn validate_openapi(document: &serde_json::Value, cases: &[(String, serde_json::Value)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("openapi.json");
+    std::fs::write(&doc, serde_json::to_vec(document).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> =
+        cases.iter().map(|(pointer, instance)| serde_json::json!({"pointer": pointer, "instance": instance})).collect();
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/openapi/validate.py");
+    let out =
+        std::process::Command::new("python3").arg(script).arg(&doc).arg(&cases_file).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the validators are missing: pip install openapi-spec-validator jsonschema (scripts/test does)\n{stderr}"
+    );
+    assert!(out.status.success() && stdout.trim() == "ok", "{stdout}{stderr}");
+}
