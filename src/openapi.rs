@@ -314,16 +314,15 @@ impl Document<'_> {
     }
 
     fn finish(mut self) -> Value {
+        // The error body's schema is in the components whatever the operations refer to.
         self.status_schema();
         let details: Vec<Value> = DETAIL_TYPES
             .iter()
             .filter_map(|name| self.gateway.pool().get_message_by_name(name))
             .map(|detail| {
                 let url = format!("type.googleapis.com/{}", detail.full_name());
-                let mut schema = self.schemas.message(&detail);
-                schema =
-                    json!({ "allOf": [schema], "properties": { "@type": { "const": url } }, "required": ["@type"] });
-                schema
+                let schema = self.schemas.message(&detail);
+                json!({ "allOf": [schema], "properties": { "@type": { "const": url } }, "required": ["@type"] })
             })
             .collect();
         let tags: Vec<Value> = self

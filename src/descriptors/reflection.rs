@@ -112,6 +112,7 @@ macro_rules! reflection_client {
             let (send, requests) = mpsc::channel::<pb::ServerReflectionRequest>(4);
             let request = |message| pb::ServerReflectionRequest { host: String::new(), message_request: Some(message) };
             let mut client = pb::server_reflection_client::ServerReflectionClient::new(channel);
+            // Queued before the call starts (the channel has room): the server reads it first.
             let _ = send.send(request(MessageRequest::ListServices(String::new()))).await;
             let mut responses = client.server_reflection_info(ReceiverStream::new(requests)).await?.into_inner();
             let mut next = async || -> Result<MessageResponse, tonic::Status> {
