@@ -356,18 +356,25 @@ async fn a_browser_authenticates_event_source_by_query_and_websocket_by_cookie()
     }
 }
 
+/// Defined in the docs page before a script runs: `until(test, what)` polls `test` for 10 s;
+/// `rendered()` waits for the OpenAPI document to be on the page.
+const DOCS_HELPERS: &str = r#"
+window.until = async (test, what) => {
+  for (let i = 0; i < 200; i++) {
+    const found = test();
+    if (found) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("waited 10 s for " + what);
+};
+window.rendered = () => until(() => document.body.dataset.ready === "true", "the document to render");
+true
+"#;
+
 /// The docs page on the admin listener, driven as a person would: find the route, fill in
 /// its parameter, send it, read the answer on the page.
 const TRY_GET_USER: &str = r#"(async () => {
-  const until = async (test, what) => {
-    for (let i = 0; i < 200; i++) {
-      const found = test();
-      if (found) return found;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new Error("waited 10 s for " + what);
-  };
-  await until(() => document.body.dataset.ready === "true", "the document to render");
+  await rendered();
   const section = document.querySelector('section.operation[data-method="GET"][data-path="/v1/users/{id}"]');
   if (!section) throw new Error("no GET /v1/users/{id} on the page");
   section.querySelector(".head").click();
@@ -400,6 +407,7 @@ async fn the_docs_page_finds_a_route_and_tries_it_against_the_gateway() {
     let admin = gateway.admin().await;
 
     let mut browser = open_url(&binary, admin.addr, "/docs").await;
+    browser.evaluate(DOCS_HELPERS).await;
     let out = browser.evaluate(TRY_GET_USER).await;
     assert_eq!(out["status"], "200 OK", "{out}");
     assert_eq!(out["answer"]["displayName"], "Ada Lovelace", "{out}");
@@ -427,15 +435,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 /// directory is, without a restart, in `/routes`, in a valid `/openapi.json`, on `/docs`
 /// (tried from the browser), and an MCP tool.
 const TRY_GET_BOOK: &str = r#"(async () => {
-  const until = async (test, what) => {
-    for (let i = 0; i < 200; i++) {
-      const found = test();
-      if (found) return found;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new Error("waited 10 s for " + what);
-  };
-  await until(() => document.body.dataset.ready === "true", "the document to render");
+  await rendered();
   const section = document.querySelector('section.operation[data-method="GET"][data-path="/v1/library/books/{id}"]');
   if (!section) return { found: false };
   section.querySelector(".head").click();
@@ -505,6 +505,7 @@ async fn a_proto_file_dropped_in_reaches_routes_openapi_docs_and_mcp() {
     assert_eq!(tool["description"], "Gets one book by its id.");
 
     let mut browser = open_url(&binary, admin.addr, "/docs").await;
+    browser.evaluate(DOCS_HELPERS).await;
     let out = browser.evaluate(TRY_GET_BOOK).await;
     assert_eq!(out["found"], true, "the docs page lists the new route: {out}");
     assert_eq!(out["description"], "Gets one book by its id.");

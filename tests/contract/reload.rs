@@ -34,6 +34,17 @@ async fn wait_for_sample(admin: &Client, series: &str, value: f64) {
     panic!("{series} never read {value} within 10 s");
 }
 
+/// A gateway watching `dir`, where the test fixtures' descriptor file is copied first.
+async fn watching(dir: &Path, upstream: &Upstream) -> Gateway {
+    std::fs::copy(testing_descriptors(), dir.join("bookstore.binpb")).unwrap();
+    let toml = format!(
+        "[descriptors]\npaths = [{:?}]\nwatch = true\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
+        dir.display().to_string(),
+        upstream.url()
+    );
+    Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await
+}
+
 fn routes_of(gateway: &Gateway) -> usize {
     gateway.current().table().routes().len()
 }
@@ -42,13 +53,7 @@ fn routes_of(gateway: &Gateway) -> usize {
 async fn a_descriptor_file_dropped_in_is_served_while_traffic_flows() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(testing_descriptors(), dir.path().join("bookstore.binpb")).unwrap();
-    let toml = format!(
-        "[descriptors]\npaths = [{:?}]\nwatch = true\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
-        dir.path().display().to_string(),
-        upstream.url()
-    );
-    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let gateway = watching(dir.path(), &upstream).await;
     let admin = gateway.admin().await;
     let before = routes_of(&gateway);
     assert_eq!(gateway.client.request("GET", "/v1/users/7").send().await.status, 404);
@@ -273,13 +278,7 @@ async fn a_proto_source_dropped_in_is_compiled_routed_and_described_without_a_re
     // calls UNIMPLEMENTED, naming the method the gateway called.
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(testing_descriptors(), dir.path().join("bookstore.binpb")).unwrap();
-    let toml = format!(
-        "[descriptors]\npaths = [{:?}]\nwatch = true\n[[upstreams]]\nname = \"test\"\nservices = [\"*\"]\nendpoints = [{:?}]\n",
-        dir.path().display().to_string(),
-        upstream.url()
-    );
-    let gateway = Gateway::with_config(protogate::config::Config::from_toml(&toml).unwrap()).await;
+    let gateway = watching(dir.path(), &upstream).await;
     let admin = gateway.admin().await;
     assert_eq!(gateway.client.request("GET", "/v1/library/books/7").send().await.status, 404);
 
