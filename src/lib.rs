@@ -19,13 +19,14 @@
 //! reference it is tested against, for what it does not cover.
 //!
 //! [`doors::handle`] picks the door a request uses (REST, HTTP streams, WebSocket, composite
-//! routes, Connect, gRPC, gRPC-Web); each door is a thin adapter over the steps in
+//! routes, Connect, gRPC, gRPC-Web, MCP tools); each door is a thin adapter over the steps in
 //! [`pipeline`], which read the built [`gateway::Gateway`]. Modules import only lower layers
 //! (`tests/layering.rs` lists them and enforces it). [`error`] turns any failure into the
 //! `google.rpc.Status` JSON body with [`status`]'s code → HTTP table. Cross-cutting concerns
 //! are tower layers in [`layers`]; [`server`] binds the listener. [`observability`] follows
 //! each request (correlation id, trace context, access log, metrics, exported span), and
-//! [`admin`] serves health, readiness, metrics and the route table on a listener of its own.
+//! [`admin`] serves health, readiness, metrics, the route table, the OpenAPI document that
+//! [`openapi`] generates and the docs page on a listener of its own.
 //! [`reload`] swaps in a rebuilt gateway when descriptors or the configuration change.
 //!
 //! Streaming methods leave the unary path after step 1 for [`doors::streaming`] (NDJSON,
@@ -40,7 +41,7 @@
 //! in memory and, shared by replicas, in Redis ([`redis_connection`]).
 //!
 //! Everything a request looks up is decided once, when the gateway is built: [`config`] and
-//! [`descriptors`] feed [`route::rule`], which resolves every field path and produces the
+//! [`descriptors`] (files, `.proto` sources, and upstreams' server reflection) feed [`route::rule`], which resolves every field path and produces the
 //! routes that [`route::table`] freezes into a trie.
 
 pub mod admin;
