@@ -109,17 +109,16 @@ impl Exchange {
         Exchange(Arc::new(Mutex::new(Record { trace: Some((trace, export)), ..Record::default() })))
     }
 
-    /// An upstream call to `grpc_path` begins: `metadata` is given the `traceparent` naming
-    /// the call's own span as the upstream's parent.
+    /// An upstream call to `grpc_path` begins. When its span is exported, `metadata` is given
+    /// the `traceparent` naming the call's own span as the upstream's parent; otherwise the
+    /// request's span stays the parent (no span of the call exists anywhere).
     pub fn start_call(&self, grpc_path: &PathAndQuery, metadata: &mut HeaderMap) -> CallSpan {
         let span = CallSpan::now();
         self.update(|record| {
-            let Some((trace, export)) = &record.trace else { return };
+            let Some((trace, true)) = &record.trace else { return };
             trace.apply_as(span.id, metadata);
-            if *export {
-                let call = Call { span, grpc_path: grpc_path.clone(), endpoint: None, end: None, code: None };
-                record.calls.push(call);
-            }
+            let call = Call { span, grpc_path: grpc_path.clone(), endpoint: None, end: None, code: None };
+            record.calls.push(call);
         });
         span
     }
