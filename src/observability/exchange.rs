@@ -57,7 +57,7 @@ pub struct Record {
 /// One upstream call's span: its id, the `traceparent` parent the upstream sees.
 #[derive(Debug, Clone, Copy)]
 pub struct CallSpan {
-    /// The span's id.
+    /// The span's id (all zeros when the span is not exported).
     pub id: SpanId,
     /// When the call started.
     pub start: SystemTime,
@@ -65,8 +65,10 @@ pub struct CallSpan {
 }
 
 impl CallSpan {
+    /// A call starting now; its id is drawn only if its span is exported (all zeros, the
+    /// spec's invalid id, names no span).
     fn now() -> CallSpan {
-        CallSpan { id: SpanId::random(), start: SystemTime::now(), started: Instant::now() }
+        CallSpan { id: SpanId([0; 8]), start: SystemTime::now(), started: Instant::now() }
     }
 
     /// How long since the call started.
@@ -113,9 +115,10 @@ impl Exchange {
     /// the `traceparent` naming the call's own span as the upstream's parent; otherwise the
     /// request's span stays the parent (no span of the call exists anywhere).
     pub fn start_call(&self, grpc_path: &PathAndQuery, metadata: &mut HeaderMap) -> CallSpan {
-        let span = CallSpan::now();
+        let mut span = CallSpan::now();
         self.update(|record| {
             let Some((trace, true)) = &record.trace else { return };
+            span.id = SpanId::random();
             trace.apply_as(span.id, metadata);
             let call = Call { span, grpc_path: grpc_path.clone(), endpoint: None, end: None, code: None };
             record.calls.push(call);
