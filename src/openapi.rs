@@ -293,22 +293,27 @@ impl Document<'_> {
         let gateway = self.gateway;
         for profile in gateway.profiles().iter() {
             let routes = gateway.table().routes().iter().enumerate();
-            let routes = routes.filter_map(|(i, r)| Some((&r.http_method, &r.template, profile.route(i)?)));
+            let routes =
+                routes.filter_map(|(i, r)| Some((&r.http_method, &r.template, profile.route(i)?, Answer::Route(r))));
             let aggregates = gateway.aggregates().routes().iter().enumerate();
-            let aggregates = aggregates.filter_map(|(i, a)| Some((&a.http_method, &a.template, profile.aggregate(i)?)));
-            for (method, template, exposed) in routes.chain(aggregates) {
+            let aggregates = aggregates
+                .filter_map(|(i, a)| Some((&a.http_method, &a.template, profile.aggregate(i)?, Answer::Composite(a))));
+            for (method, template, exposed, answer) in routes.chain(aggregates) {
                 let Some(mut operation) = self.paths.operation(template, method) else { continue };
                 let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
                 operation["operationId"] = json!(format!("{}.{id}", profile.name));
                 operation["tags"] = json!([format!("profile {}", profile.name)]);
                 operation["x-protogate-profile"] = json!(profile.name);
                 let path = self.paths.add(template, method, operation, profile.prefix.as_str());
-                let reshape = match profile.has_own_json_options() {
-                    true => Reshape::OwnOptions,
-                    false if exposed.shape.is_empty() => continue,
-                    false => Reshape::Shape(&exposed.shape),
-                };
-                self.reshaped.push((path, method.as_str().to_ascii_lowercase(), reshape));
+                let shape = (!exposed.shape.is_empty()).then_some(&exposed.shape);
+                let own = profile.has_own_json_options().then(|| OwnOptions {
+                    profile: profile.name.as_str(),
+                    options: profile.transcoder(gateway.transcoder()).json_options(),
+                    answer,
+                });
+                if shape.is_some() || own.is_some() {
+                    self.reshaped.push((path, method.as_str().to_ascii_lowercase(), Reshape { shape, own }));
+                }
             }
         }
     }
@@ -343,7 +348,7 @@ impl Document<'_> {
                 .and_then(|item| item.get_mut(&method))
                 .map(|operation| &mut operation["responses"]["200"]["content"]["application/json"]["schema"]);
             if let Some(answer) = answer.filter(|a| !a.is_null()) {
-                *answer = reshape.schema(answer, &schemas);
+                *answer = reshape.schema(self.gateway, answer, &mut schemas);
             }
         }
         if let Some(Value::Object(status_schema)) = schemas.get_mut(STATUS) {
@@ -388,28 +393,73 @@ impl Document<'_> {
     }
 }
 
-/// How a profile's answer differs from its route's.
-enum Reshape<'g> {
-    /// Its fields kept, dropped and renamed as the profile's shape says.
-    Shape(&'g crate::profile::Shape),
-    /// Rendered with the profile's own `[json]` options: described as an object.
-    OwnOptions,
+/// How a profile's answer differs from its route's: its fields kept, dropped and renamed as
+/// its shape says, and, when it has `[json]` options of its own, rendered with those (its
+/// messages then described again, under the profile's name).
+struct Reshape<'g> {
+    shape: Option<&'g crate::profile::Shape>,
+    own: Option<OwnOptions<'g>>,
+}
+
+/// A profile's own `[json]` options, and the answer they render.
+struct OwnOptions<'g> {
+    profile: &'g str,
+    options: &'g crate::transcode::json::JsonOptions,
+    answer: Answer<'g>,
+}
+
+/// What a route answers.
+enum Answer<'g> {
+    /// A method's message (or its `response_body` field).
+    Route(&'g Route),
+    /// A composite route's object of its calls' messages.
+    Composite(&'g crate::aggregate::plan::Aggregate),
 }
 
 /// How deep a reshaped answer's messages are written out; deeper ones stay references.
 const RESHAPE_DEPTH: usize = 6;
 
 impl Reshape<'_> {
-    /// The answer's schema after the profile: the route's, its messages written out, then
-    /// shaped the way the profile shapes answers — by the same code, run over a skeleton of
-    /// the schema whose objects are the messages and whose arrays hold their item.
-    fn schema(&self, answer: &Value, schemas: &BTreeMap<String, Value>) -> Value {
-        let Reshape::Shape(shape) = self else {
-            return json!({ "type": "object", "description": "rendered with the profile's own [json] options" });
+    /// The answer's schema after the profile: the route's (described again with the profile's
+    /// options, its messages added to `components` under the profile's name), its messages
+    /// written out, then shaped the way the profile shapes answers — by the same code, run
+    /// over a skeleton of the schema whose objects are the messages and whose arrays hold
+    /// their item.
+    fn schema(&self, gateway: &Gateway, answer: &Value, components: &mut BTreeMap<String, Value>) -> Value {
+        let answer = match &self.own {
+            Some(own) => own.describe(gateway, components),
+            None => answer.clone(),
         };
-        let mut skeleton = skeleton(answer, schemas, 0);
+        let Some(shape) = self.shape else { return answer };
+        let mut skeleton = skeleton(&answer, components, 0);
         shape.apply(&mut skeleton);
         from_skeleton(&skeleton)
+    }
+}
+
+impl OwnOptions<'_> {
+    /// The answer's schema under the profile's options; its messages go into `components`
+    /// as `<profile>.<message>`.
+    fn describe(&self, gateway: &Gateway, components: &mut BTreeMap<String, Value>) -> Value {
+        let mut schemas = Schemas::with_prefix(self.options, format!("#/components/schemas/{}.", self.profile));
+        let answer = match &self.answer {
+            Answer::Route(route) => match &route.response_body {
+                Some(field) => schemas.field(field),
+                None => schemas.message(&route.method.output()),
+            },
+            Answer::Composite(aggregate) => {
+                let properties: Map<String, Value> = aggregate
+                    .calls
+                    .iter()
+                    .map(|call| (call.name.clone(), schemas.message(&gateway.route_at(call.route).method.output())))
+                    .collect();
+                json!({ "type": "object", "properties": properties })
+            }
+        };
+        for (name, schema) in schemas.finish() {
+            components.insert(format!("{}.{name}", self.profile), schema);
+        }
+        answer
     }
 }
 

@@ -132,7 +132,7 @@ fn tools(gateway: &Gateway) -> Vec<Value> {
         .map(|(index, name)| {
             let route = gateway.route_at(index);
             let options = gateway.transcoder().json_options();
-            let mut schemas = Schemas::with_prefix(options, "#/$defs/");
+            let mut schemas = Schemas::with_prefix(options, "#/$defs/".to_owned());
             let description = schemas.comment_of(route.method.parent_file(), route.method.path());
             let input = self_contained(options, &route.method.input());
             let output = self_contained(options, &route.method.output());
@@ -150,7 +150,7 @@ fn tools(gateway: &Gateway) -> Vec<Value> {
 
 /// `message`'s object schema with every message it refers to under `$defs`.
 fn self_contained(options: &crate::transcode::json::JsonOptions, message: &prost_reflect::MessageDescriptor) -> Value {
-    let mut schemas = Schemas::with_prefix(options, "#/$defs/");
+    let mut schemas = Schemas::with_prefix(options, "#/$defs/".to_owned());
     let root = schemas.message(message);
     let defs = schemas.finish();
     let mut schema = match defs.get(message.full_name()) {

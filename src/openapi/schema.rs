@@ -20,7 +20,7 @@ const SCHEMAS: &str = "#/components/schemas/";
 pub struct Schemas<'o> {
     options: &'o JsonOptions,
     /// Where the references point: the document's components, or a schema's `$defs`.
-    prefix: &'static str,
+    prefix: String,
     comments: Comments,
     done: BTreeMap<String, Value>,
     queue: Vec<MessageDescriptor>,
@@ -29,12 +29,12 @@ pub struct Schemas<'o> {
 impl<'o> Schemas<'o> {
     /// Schemas under `options`, referred to as OpenAPI components.
     pub fn new(options: &'o JsonOptions) -> Schemas<'o> {
-        Schemas::with_prefix(options, SCHEMAS)
+        Schemas::with_prefix(options, SCHEMAS.to_owned())
     }
 
     /// Schemas under `options`, referred to under `prefix` (`#/$defs/` for a self-contained
     /// JSON Schema).
-    pub fn with_prefix(options: &'o JsonOptions, prefix: &'static str) -> Schemas<'o> {
+    pub fn with_prefix(options: &'o JsonOptions, prefix: String) -> Schemas<'o> {
         Schemas { options, prefix, comments: Comments::default(), done: BTreeMap::new(), queue: Vec::new() }
     }
 

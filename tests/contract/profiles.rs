@@ -240,7 +240,19 @@ async fn the_openapi_document_describes_each_profile_s_shape() {
 
     let dashboard = schema_of("/bff/users/{id}/dashboard");
     assert!(dashboard["properties"]["user"].is_object(), "the composite route itself is unshaped");
+    // Its own [json] options (proto names, enums as numbers), then its shape.
     let mobile = schema_of("/mobile/v1/users/{id}");
-    assert_eq!(mobile["description"], "rendered with the profile's own [json] options", "{mobile}");
+    let mut names: Vec<&String> = mobile["properties"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["address", "id", "name", "role"], "{mobile}");
+    assert_eq!(mobile["properties"]["role"]["type"], "integer", "enums as numbers: {mobile}");
+    assert!(
+        document["components"]["schemas"]["mobile.example.users.v1.User"]["properties"]["display_name"].is_object()
+    );
+    let answer = gateway.client.request("GET", "/mobile/v1/users/7").send().await.json();
+    let mut standalone = mobile.clone();
+    standalone["components"] = document["components"].clone();
+    assert!(jsonschema::is_valid(&standalone, &answer), "{answer} fits {mobile}");
     assert_eq!(document["paths"]["/mobile/v1/users/{id}"]["get"]["x-protogate-profile"], "mobile");
+    crate::support::validate_openapi(&document, &[]);
 }
