@@ -2,7 +2,8 @@
 //! the door, a policy that protects the method holds: without a token each is refused in its
 //! protocol's own form and the upstream receives nothing; with one each is served. Rate limits
 //! count across doors, forwarded claims cannot be spoofed through any of them, and a closed
-//! door answers as if the method were not there.
+//! door answers as if the method were not there. The MCP door is one of them: a tool call
+//! refused by a policy is a tool error carrying the status.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -52,6 +53,9 @@ auth = "none"
 route = "GET /bff/shelves/{{id}}"
 calls.shelf = {{ method = "protogate.testing.v1.Bookstore/GetShelf", request = {{ shelf = "{{path.id}}" }} }}
 
+[mcp]
+enabled = true
+
 [[profile]]
 name = "mobile"
 prefix = "/mobile"
@@ -87,9 +91,10 @@ enum Door {
     ServerStream,
     Composite,
     Profile,
+    Mcp,
 }
 
-const DOORS: [Door; 11] = [
+const DOORS: [Door; 12] = [
     Door::Annotated,
     Door::PercentEncoded,
     Door::RestFallback,
@@ -101,6 +106,7 @@ const DOORS: [Door; 11] = [
     Door::ServerStream,
     Door::Composite,
     Door::Profile,
+    Door::Mcp,
 ];
 
 /// How a door answered, in terms every protocol has.
@@ -129,6 +135,7 @@ async fn call(h: &Harness, door: Door, authorization: Option<&str>, headers: &[(
         Door::Grpc => grpc(h, authorization, headers).await,
         Door::GrpcWeb => grpc_web(h, authorization, headers).await,
         Door::WebSocket => websocket(h, authorization, headers).await,
+        Door::Mcp => mcp(h, authorization, headers).await,
     }
 }
 
@@ -192,6 +199,29 @@ async fn server_stream(h: &Harness, authorization: Option<&str>, headers: &[(&st
         .collect();
     assert_eq!(lines, [json!({"result": {"id": "1"}}), json!({"result": {"id": "2"}})]);
     Outcome::Served
+}
+
+/// GetShelf as an MCP tool call: a success is the message as `structuredContent`, a failure a
+/// tool error whose text is the `google.rpc.Status`.
+async fn mcp(h: &Harness, authorization: Option<&str>, headers: &[(&str, &str)]) -> Outcome {
+    let call = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "Bookstore_GetShelf", "arguments": {"shelf": "7"}},
+    });
+    let response = with_headers(h.request("POST", "/mcp").json(&call), authorization, headers).send().await;
+    let answer = response.json();
+    let result = &answer["result"];
+    match result["isError"].as_bool() {
+        Some(false) => {
+            assert_eq!(result["structuredContent"]["theme"], "doors", "{answer}");
+            Outcome::Served
+        }
+        Some(true) => {
+            let status: Value = serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap();
+            Outcome::Refused(Code::from_i32(status["code"].as_i64().unwrap() as i32))
+        }
+        None => Outcome::Other(format!("{} {answer}", response.status)),
+    }
 }
 
 /// Connect's code names, as its errors carry them.
@@ -400,7 +430,7 @@ rate_limits = [{ key = "ip", per_minute = 6, burst = 6 }]"#,
     for door in doors {
         assert_eq!(call(&h, door, None, &[]).await, Outcome::Served, "{door:?} within the limit");
     }
-    for door in [Door::Profile, Door::Annotated, Door::Grpc, Door::Connect, Door::Composite, Door::WebSocket] {
+    for door in [Door::Profile, Door::Annotated, Door::Grpc, Door::Connect, Door::Composite, Door::WebSocket, Door::Mcp] {
         let outcome = call(&h, door, None, &[]).await;
         assert_eq!(outcome, Outcome::Refused(Code::ResourceExhausted), "{door:?}: six requests were admitted");
     }
@@ -533,8 +563,9 @@ websocket = false"#,
     assert_eq!(call(&h, Door::GrpcWeb, None, &[]).await, Outcome::Refused(Code::Unimplemented));
     assert_eq!(call(&h, Door::WebSocket, None, &[]).await, Outcome::Refused(Code::NotFound));
     assert!(h.upstream.calls().is_empty());
-    // The routes of the methods' own annotations stay open, and so do composite routes.
-    for door in [Door::Annotated, Door::ServerStream, Door::Composite, Door::Profile] {
+    // The routes of the methods' own annotations stay open, and so do composite routes and
+    // the MCP tools, which `[mcp]` opens and closes.
+    for door in [Door::Annotated, Door::ServerStream, Door::Composite, Door::Profile, Door::Mcp] {
         assert_eq!(call(&h, door, None, &[]).await, Outcome::Served, "{door:?}");
     }
 }
