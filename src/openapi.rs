@@ -163,7 +163,7 @@ impl Document<'_> {
             let name: Vec<&str> = path.iter().map(|f| options.output_name(f)).collect();
             let name = name.join(".");
             match field.kind() {
-                _ if is_bound(route, path) => {}
+                _ if route.binds(path) => {}
                 Kind::Message(_) if has_string_form(&field) => out.push(self.query_parameter(&name, &field)),
                 Kind::Message(child) if !field.is_list() && !field.is_map() && !schema::is_well_known(&child) => {
                     // Recursive messages stop after a few levels.
@@ -499,18 +499,6 @@ fn from_skeleton(skeleton: &Value) -> Value {
         Value::String(text) => serde_json::from_str(text).unwrap_or(json!({})),
         _ => json!({}),
     }
-}
-
-/// Whether the path binds the field at `path` (or one containing it, or inside it), or the
-/// body does.
-fn is_bound(route: &Route, path: &[FieldDescriptor]) -> bool {
-    let by_body = matches!(&route.body, BodySelector::Field(body) if path.first() == Some(body));
-    by_body
-        || route.bindings.iter().any(|binding| {
-            let bound = binding.field.fields();
-            let n = bound.len().min(path.len());
-            bound[..n] == path[..n]
-        })
 }
 
 /// The pattern of a multi-segment variable's value: `shelves/*` → `^shelves/[^/]+$`.

@@ -342,8 +342,11 @@ impl Policies {
     pub async fn admit(&self, guard: &[usize], request: &Request<'_>) -> Result<Access<'_>, Denied> {
         let policies = guard.iter().filter_map(|&i| self.policies.get(i).map(|p| (i, p)));
         let mut required = policies.clone().filter(|(_, p)| p.auth == AuthRequirement::Required);
+        // Borrowed for one policy (the common case), narrowed into a copy for several.
         let places = required.next().map(|(_, first)| {
-            required.fold(first.token_places.clone(), |places, (_, p)| places.narrowed(&p.token_places))
+            required.fold(std::borrow::Cow::Borrowed(&first.token_places), |places, (_, p)| {
+                std::borrow::Cow::Owned(places.narrowed(&p.token_places))
+            })
         });
         let claims = match &places {
             Some(places) => {

@@ -115,13 +115,17 @@ fn offered(gateway: &Gateway) -> impl Iterator<Item = (usize, &Route)> {
 /// different packages share a name.
 fn tool_names(gateway: &Gateway) -> Vec<(usize, String)> {
     let short = |route: &Route| format!("{}_{}", route.method.parent_service().name(), route.method.name());
-    let all: Vec<(usize, &Route)> = offered(gateway).collect();
-    all.iter()
-        .map(|(index, route)| {
-            let name = short(route);
-            let clashes = all.iter().filter(|(_, other)| short(other) == name).count() > 1;
-            let name = if clashes { route.method.full_name().replace('.', "_") } else { name };
-            (*index, name)
+    let named: Vec<(usize, &Route, String)> =
+        offered(gateway).map(|(index, route)| (index, route, short(route))).collect();
+    let mut uses: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (_, _, name) in &named {
+        *uses.entry(name.as_str()).or_default() += 1;
+    }
+    named
+        .iter()
+        .map(|(index, route, name)| match uses[name.as_str()] {
+            1 => (*index, name.clone()),
+            _ => (*index, route.method.full_name().replace('.', "_")),
         })
         .collect()
 }

@@ -48,8 +48,8 @@ pub struct Record {
     pub stream_error: Option<String>,
     /// The `RateLimit-Policy` and `RateLimit` headers of the limits the request passed.
     pub rate_limits: Option<http::HeaderMap>,
-    /// The request's trace, and whether its spans are exported.
-    pub trace: Option<(TraceContext, bool)>,
+    /// The request's trace, when its spans are exported (sampled, and an exporter set).
+    pub trace: Option<TraceContext>,
     /// The upstream calls made, for their CLIENT spans (kept only when spans are exported).
     pub calls: Vec<Call>,
 }
@@ -105,10 +105,10 @@ pub fn failure_code(error: &UpstreamError) -> Code {
 }
 
 impl Exchange {
-    /// The record of a request in `trace`; its calls are kept when `export` (the trace is
-    /// sampled and spans are exported).
-    pub fn traced(trace: TraceContext, export: bool) -> Exchange {
-        Exchange(Arc::new(Mutex::new(Record { trace: Some((trace, export)), ..Record::default() })))
+    /// The record of a request whose spans are exported in `trace`: its calls are kept, each
+    /// a span of its own.
+    pub fn traced(trace: TraceContext) -> Exchange {
+        Exchange(Arc::new(Mutex::new(Record { trace: Some(trace), ..Record::default() })))
     }
 
     /// An upstream call to `grpc_path` begins. When its span is exported, `metadata` is given
@@ -117,7 +117,7 @@ impl Exchange {
     pub fn start_call(&self, grpc_path: &PathAndQuery, metadata: &mut HeaderMap) -> CallSpan {
         let mut span = CallSpan::now();
         self.update(|record| {
-            let Some((trace, true)) = &record.trace else { return };
+            let Some(trace) = &record.trace else { return };
             span.id = SpanId::random();
             trace.apply_as(span.id, metadata);
             let call = Call { span, grpc_path: grpc_path.clone(), endpoint: None, end: None, code: None };

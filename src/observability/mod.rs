@@ -155,7 +155,11 @@ impl Observer {
         let trace = TraceContext::continue_or_start(headers, self.sample_ratio);
         let user_agent = headers.get(USER_AGENT).cloned();
         trace.apply(request.headers_mut());
-        let exchange = Exchange::traced(trace.clone(), trace.sampled && self.exports_spans());
+        // Only a trace whose spans are exported needs a record of its calls.
+        let exchange = match trace.sampled && self.exports_spans() {
+            true => Exchange::traced(trace.clone()),
+            false => Exchange::default(),
+        };
         request.extensions_mut().insert(exchange.clone());
         let span = tracing::info_span!(
             "request",

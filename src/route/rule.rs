@@ -35,6 +35,24 @@ pub struct Route {
     pub origin: RouteOrigin,
 }
 
+impl Route {
+    /// Whether the path or the body sets the field at `fields` (a path of fields from the
+    /// request message), or a field containing it or inside it: the query string does not.
+    pub fn binds(&self, fields: &[FieldDescriptor]) -> bool {
+        let by_body = match &self.body {
+            BodySelector::Whole => true,
+            BodySelector::Field(body) => fields.first() == Some(body),
+            BodySelector::Empty => false,
+        };
+        by_body
+            || self.bindings.iter().any(|b| {
+                let bound = b.field.fields();
+                let n = bound.len().min(fields.len());
+                bound[..n] == fields[..n]
+            })
+    }
+}
+
 /// A path variable bound to a request field.
 #[derive(Debug, Clone)]
 pub struct Binding {

@@ -315,7 +315,7 @@ fn apply_query(
             }
             Err(Unresolved::Invalid(reason)) => return Err(TranscodeError::InvalidQueryParameter { name, reason }),
         };
-        if is_bound(route, &fields) {
+        if route.binds(&fields) {
             continue;
         }
         let Some(last) = fields.last() else { continue };
@@ -381,7 +381,7 @@ fn apply_map_entry(
             return Err(TranscodeError::InvalidQueryParameter { name: name.to_owned(), reason });
         }
     };
-    if is_bound(route, &fields) {
+    if route.binds(&fields) {
         return Ok(());
     }
     let Some((map, parents)) = fields.split_last() else { return Ok(()) };
@@ -431,21 +431,6 @@ fn resolve_parameter(input: &MessageDescriptor, name: &str) -> Result<Vec<FieldD
         fields.push(field);
     }
     Ok(fields)
-}
-
-/// Whether the path or the body already binds this field (or one containing it).
-fn is_bound(route: &Route, fields: &[FieldDescriptor]) -> bool {
-    let by_body = match &route.body {
-        BodySelector::Whole => true,
-        BodySelector::Field(body) => fields.first() == Some(body),
-        BodySelector::Empty => false,
-    };
-    by_body
-        || route.bindings.iter().any(|b| {
-            let bound = b.field.fields();
-            let n = bound.len().min(fields.len());
-            bound[..n] == fields[..n]
-        })
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, then percent-decoding.

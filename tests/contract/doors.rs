@@ -430,7 +430,8 @@ rate_limits = [{ key = "ip", per_minute = 6, burst = 6 }]"#,
     for door in doors {
         assert_eq!(call(&h, door, None, &[]).await, Outcome::Served, "{door:?} within the limit");
     }
-    for door in [Door::Profile, Door::Annotated, Door::Grpc, Door::Connect, Door::Composite, Door::WebSocket, Door::Mcp] {
+    for door in [Door::Profile, Door::Annotated, Door::Grpc, Door::Connect, Door::Composite, Door::WebSocket, Door::Mcp]
+    {
         let outcome = call(&h, door, None, &[]).await;
         assert_eq!(outcome, Outcome::Refused(Code::ResourceExhausted), "{door:?}: six requests were admitted");
     }
