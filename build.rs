@@ -8,6 +8,9 @@
 //! - `testing.binpb`: the test and benchmark fixtures (bookstore, everything, catalog), same format.
 //! - Rust code for those packages (prost messages, tonic servers and clients), used by the
 //!   gateway (google.api.HttpRule), the examples and the tests.
+//! - `peer/`: the bench catalog once more, as a team would generate it for a gateway written
+//!   by hand (a tonic client, pbjson's serde impls over `pbjson-types`' well-known types), for
+//!   the `handwritten_gateway` example the e2e bench compares protogate with.
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +58,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .emit_rerun_if_changed(false)
         .compile_fds(compile(&all, false)?.file_descriptor_set())?;
+    handwritten_peer(&out.join("peer"))
+}
+
+fn handwritten_peer(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(out)?;
+    let catalog = compile(&["protogate/bench/v1/catalog.proto"], false)?.file_descriptor_set();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .emit_rerun_if_changed(false)
+        .out_dir(out)
+        // pbjson-types stand for the well-known types (they carry the serde impls).
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .compile_fds(catalog.clone())?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&prost::Message::encode_to_vec(&catalog))?
+        .out_dir(out)
+        .build(&[".protogate.bench.v1"])?;
     Ok(())
 }
 

@@ -17,29 +17,47 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::config::Limits;
-use crate::layers;
+use crate::layers::{self, Front};
 use crate::metadata::Peer;
 use crate::pipeline::idle_body::IdleBody;
 use crate::reload::Live;
 use write_stall::WriteStall;
 
 /// The router: every method and path goes to the gateway serving at the time, behind the
-/// layer stack.
+/// front ([`layers`]). For callers without a socket (tests, the docs page's "try it"); the
+/// listener serves the front itself.
 pub fn router(live: Arc<Live>) -> Router {
-    layers::apply(Router::new().fallback(handle).with_state(live.clone()), &live)
+    Router::new().fallback_service(front(live))
 }
 
-async fn handle(State(live): State<Arc<Live>>, mut request: Request) -> Response {
+/// The front of the gateway serving at the time, answering with [`answer`].
+fn front(live: Arc<Live>) -> Front<Answer> {
+    Front::new(live, Answer)
+}
+
+/// The gateway's handler behind the front.
+#[derive(Debug, Clone, Copy)]
+struct Answer;
+
+impl layers::Handler for Answer {
+    // Boxed: the doors' futures together are large, and a box moved along is one pointer.
+    type Future = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn answer(&self, live: Arc<Live>, request: Request) -> Self::Future {
+        Box::pin(answer(live, request))
+    }
+}
+
+async fn answer(live: Arc<Live>, mut request: Request) -> Response {
     host_from_authority(&mut request);
     let gateway = live.gateway();
     if let Err(error) = within_header_limits(request.headers(), &gateway.edge().limits) {
@@ -118,7 +136,7 @@ pub async fn serve(
         Some(config) => Some(crate::tls::acceptor(config).map_err(std::io::Error::other)?),
         None => None,
     };
-    let app = router(live.clone());
+    let front = front(live.clone());
     let builder = connection_builder(&limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -136,16 +154,7 @@ pub async fn serve(
         };
         // Responses are written whole; Nagle's algorithm would only hold their last segment back.
         let _ = tcp.set_nodelay(true);
-        let secure = tls.is_some();
-        let resolver = live.clone();
-        // Who sent each request, resolved once, before any layer: the access log, the
-        // policies and the upstream metadata all read this one answer.
-        let service = app.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
-            let client = resolver.gateway().forwarding().peer(Some(peer.ip()), secure, request.headers());
-            request.extensions_mut().insert(client);
-            request
-        });
-        let service = TowerToHyperService::new(service);
+        let service = TowerToHyperService::new(front.for_connection(peer.ip(), tls.is_some()));
         match &tls {
             None => {
                 let io = bare_answers::JsonAnswers::new(WriteStall::new(TokioIo::new(tcp), limits.write_timeout));

@@ -6,32 +6,19 @@ use std::any::Any;
 use axum::body::Body;
 use http::{Response, StatusCode};
 use tonic::Code;
-use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 use crate::error::json_response;
 use crate::status::StatusBody;
 
-/// The layer.
-pub fn layer() -> CatchPanicLayer<PanicResponse> {
-    CatchPanicLayer::custom(PanicResponse)
-}
-
-/// Renders a caught panic.
-#[derive(Debug, Clone, Copy)]
-pub struct PanicResponse;
-
-impl ResponseForPanic for PanicResponse {
-    type ResponseBody = Body;
-
-    fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-        let detail = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
-        tracing::error!(panic = detail, "request handler panicked");
-        let body =
-            StatusBody { code: Code::Internal as i32, message: "internal error in the gateway", details: Vec::new() };
-        json_response(StatusCode::INTERNAL_SERVER_ERROR, body.to_json()).map(Body::from)
-    }
+/// The 500 for a caught panic (its payload logged, never sent).
+pub fn response_for(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    tracing::error!(panic = detail, "request handler panicked");
+    let body =
+        StatusBody { code: Code::Internal as i32, message: "internal error in the gateway", details: Vec::new() };
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, body.to_json()).map(Body::from)
 }

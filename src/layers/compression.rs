@@ -11,31 +11,24 @@
 //! about 50 µs of CPU per GET with the layers in place, compressing nothing).
 
 use axum::Router;
-use axum::extract::Request;
 use http::HeaderMap;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING};
-use tower::ServiceExt;
 use tower_http::compression::predicate::{NotForContentType, Predicate};
 use tower_http::compression::{CompressionLayer, DefaultPredicate};
 use tower_http::decompression::RequestDecompressionLayer;
 
-/// Wraps `router` with response compression and request decompression, for the requests
-/// that ask for either.
-pub fn apply(router: Router) -> Router {
+/// Wraps `router` with response compression and request decompression (for the requests
+/// that [`wants_encoding`]).
+pub fn layer(router: Router) -> Router {
     // The default already skips gRPC, images, event streams and bodies under 32 bytes.
     let predicate = DefaultPredicate::new()
         .and(NotForContentType::const_new("application/x-ndjson"))
         .and(NotForContentType::const_new("application/grpc-web"));
-    let compressing =
-        router.clone().layer(RequestDecompressionLayer::new()).layer(CompressionLayer::new().compress_when(predicate));
-    Router::new().fallback_service(tower::service_fn(move |request: Request| {
-        let target = if wants_encoding(request.headers()) { compressing.clone() } else { router.clone() };
-        target.oneshot(request)
-    }))
+    router.layer(RequestDecompressionLayer::new()).layer(CompressionLayer::new().compress_when(predicate))
 }
 
-/// Whether a request accepts a compressed response or sends a compressed body.
-fn wants_encoding(headers: &HeaderMap) -> bool {
+/// Whether the request accepts a compressed response or sends a compressed body.
+pub fn wants_encoding(headers: &HeaderMap) -> bool {
     let compressed = |value: &str| {
         value.split(',').any(|coding| {
             let coding = coding.split(';').next().unwrap_or("").trim();

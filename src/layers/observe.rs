@@ -1,12 +1,11 @@
-//! The observe layer: each request is watched from its arrival to the end of its response
+//! Observing: each request is watched from its arrival to the end of its response
 //! body — one tracing span around its handling, its body bytes counted both ways — and written
 //! out (access log line, metrics, exported span) by [`Observer`] when it ends.
 //!
-//! It sits inside the request-id layer, so the id it records is the one the client gets back,
-//! and outside everything else, so shed requests, preflights and compressed bytes are all
-//! counted as the client saw them.
+//! It comes after the request id, so the id it records is the one the client gets back, and
+//! before everything else, so shed requests, preflights and compressed bytes are all counted
+//! as the client saw them.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,86 +13,41 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
-use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::metadata::Peer;
 use crate::observability::{Observer, Watch};
 
-/// Wraps services in [`Observe`].
-#[derive(Debug, Clone)]
-pub struct ObserveLayer {
-    observer: Arc<Observer>,
+/// Starts watching `request` from `peer`: its trace context, span and record begin, and its
+/// body (if any) is counted as the handler reads it.
+pub fn begin(observer: &Arc<Observer>, mut request: Request<Body>, peer: Peer) -> (Watch, Request<Body>) {
+    let (watch, bytes_in) = observer.begin(&mut request, peer);
+    // A bodiless request (most GETs) has nothing to count.
+    let request = if http_body::Body::is_end_stream(request.body()) {
+        request
+    } else {
+        request.map(|body| Body::new(CountedBody { inner: body, count: bytes_in }))
+    };
+    (watch, request)
 }
 
-impl ObserveLayer {
-    /// The layer, recording with `observer`.
-    pub fn new(observer: Arc<Observer>) -> ObserveLayer {
-        ObserveLayer { observer }
-    }
-}
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner, observer: self.observer.clone() }
-    }
-}
-
-/// Watches each request through `S`.
-#[derive(Debug, Clone)]
-pub struct Observe<S> {
-    inner: S,
-    observer: Arc<Observer>,
-}
-
-impl<S> Service<Request<Body>> for Observe<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // Resolved by the listener (see `server::serve`); absent without a socket.
-        let peer = request.extensions().get::<Peer>().copied().unwrap_or_default();
-        let (mut watch, bytes_in) = self.observer.begin(&mut request, peer);
-        // A bodiless request (most GETs) has nothing to count.
-        let request = if http_body::Body::is_end_stream(request.body()) {
-            request
-        } else {
-            request.map(|body| Body::new(CountedBody { inner: body, count: bytes_in }))
-        };
-        // The clone that was driven to readiness serves this request (tower's clone-and-swap).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let span = watch.span().clone();
-        Box::pin(async move {
-            let response = inner.call(request).instrument(span).await?;
-            let (mut parts, body) = response.into_parts();
-            // Every response of a rate-limited route says where the client stands; a refusal
-            // says it already, for the limit that refused.
-            if let Some(limits) = watch.exchange().take_rate_limits() {
-                for (name, value) in &limits {
-                    if !parts.headers.contains_key(name) {
-                        parts.headers.insert(name.clone(), value.clone());
-                    }
-                }
+/// The response as it leaves: the rate-limit headers of its route added, and its body watched
+/// to its end, when `watch` writes the request out.
+pub fn end(watch: Watch, response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    // Every response of a rate-limited route says where the client stands; a refusal says it
+    // already, for the limit that refused.
+    if let Some(limits) = watch.exchange().take_rate_limits() {
+        for (name, value) in &limits {
+            if !parts.headers.contains_key(name) {
+                parts.headers.insert(name.clone(), value.clone());
             }
-            watch.responded(&parts);
-            Ok(Response::from_parts(parts, Body::new(WatchedBody { inner: body, watch })))
-        })
+        }
     }
+    let mut watch = watch;
+    watch.responded(&parts);
+    Response::from_parts(parts, Body::new(WatchedBody { inner: body, watch }))
 }
 
 /// A request body whose bytes are counted as the handler reads them.

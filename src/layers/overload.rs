@@ -5,29 +5,29 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
-use axum::{Extension, Router};
 use http::{HeaderValue, Response};
-use tower::ServiceBuilder;
-use tower_http::request_id::RequestId;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::reload::Live;
 
-/// Wraps `router` so that at most `max` requests are in progress; the rest are shed.
-pub fn apply(router: Router, max: usize, live: Arc<Live>) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(move |id: Option<Extension<RequestId>>, _: tower::BoxError| {
-                let gateway = live.gateway();
-                async move { overloaded(&gateway, id.as_ref().map(|id| id.header_value())) }
-            }))
-            .load_shed()
-            .concurrency_limit(max),
-    )
+/// The requests in progress, at most the cap.
+#[derive(Debug)]
+pub struct Overload(Arc<Semaphore>);
+
+impl Overload {
+    /// At most `max` requests in progress.
+    pub fn new(max: usize) -> Overload {
+        Overload(Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// A seat for one request, held until it is dropped; `None` when all are taken.
+    pub fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
 }
 
-fn overloaded(gateway: &Gateway, request_id: Option<&HeaderValue>) -> Response<Body> {
+/// The 503 of a request shed.
+pub fn refused(gateway: &Gateway, request_id: Option<&HeaderValue>) -> Response<Body> {
     gateway.error_response(GatewayError::Overloaded, request_id).map(Body::from)
 }

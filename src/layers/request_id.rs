@@ -6,39 +6,35 @@
 //! text — is replaced, so a client cannot put arbitrary text into every log line and upstream
 //! call.
 
-use http::{HeaderName, HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The longest request id kept.
 pub const MAX_LEN: usize = 128;
 
-/// Generates UUIDv7 request ids.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestIdV7;
+/// The request's id in `header`: the client's when it sent exactly one well-formed id, else a
+/// new UUIDv7 put in its place (so every door, log line and upstream call sees the same one).
+pub fn keep_or_make(headers: &mut HeaderMap, header: &HeaderName) -> HeaderValue {
+    if let Some(id) = sent_once_and_well_formed(headers, header) {
+        return id.clone();
+    }
+    let id = new_id();
+    headers.insert(header.clone(), id.clone());
+    id
+}
 
-impl MakeRequestId for MakeRequestIdV7 {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::now_v7().to_string();
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+fn sent_once_and_well_formed<'h>(headers: &'h HeaderMap, header: &HeaderName) -> Option<&'h HeaderValue> {
+    let mut values = headers.get_all(header).iter();
+    match (values.next(), values.next()) {
+        (Some(id), None) if well_formed(id) => Some(id),
+        _ => None,
     }
 }
 
-/// Drops a request id (in `header`) that is not well-formed, or sent more than once, so that
-/// one is generated in its place.
-pub fn drop_malformed<B>(header: HeaderName) -> impl Fn(Request<B>) -> Request<B> + Clone {
-    move |mut request| {
-        let ids = request.headers().get_all(&header);
-        let mut values = ids.iter();
-        let keep = match (values.next(), values.next()) {
-            (Some(id), None) => well_formed(id),
-            (None, _) => true,
-            (Some(_), Some(_)) => false,
-        };
-        if !keep {
-            request.headers_mut().remove(&header);
-        }
-        request
-    }
+/// A UUIDv7, formatted without an intermediate `String`.
+fn new_id() -> HeaderValue {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 fn well_formed(id: &HeaderValue) -> bool {
@@ -54,13 +50,10 @@ mod tests {
     use super::*;
     use crate::metadata::REQUEST_ID;
 
-    fn drop_malformed(request: Request<()>) -> Request<()> {
-        super::drop_malformed(REQUEST_ID)(request)
-    }
-
     fn kept(value: &str) -> bool {
-        let request = Request::builder().header(REQUEST_ID, value).body(()).unwrap();
-        drop_malformed(request).headers().contains_key(REQUEST_ID)
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, value.parse().unwrap());
+        keep_or_make(&mut headers, &REQUEST_ID) == value
     }
 
     #[test]
@@ -72,7 +65,23 @@ mod tests {
         assert!(!kept("has space"));
         assert!(!kept("quote\"d"));
         assert!(!kept(""));
-        let twice = Request::builder().header(REQUEST_ID, "a").header(REQUEST_ID, "b").body(()).unwrap();
-        assert!(!drop_malformed(twice).headers().contains_key(REQUEST_ID));
+    }
+
+    #[test]
+    fn an_id_sent_twice_is_replaced_by_one_new_id() {
+        let mut headers = HeaderMap::new();
+        headers.append(REQUEST_ID, HeaderValue::from_static("a"));
+        headers.append(REQUEST_ID, HeaderValue::from_static("b"));
+        let id = keep_or_make(&mut headers, &REQUEST_ID);
+        assert_eq!(headers.get_all(REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
+        assert_eq!(uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn a_missing_id_is_made() {
+        let mut headers = HeaderMap::new();
+        let id = keep_or_make(&mut headers, &REQUEST_ID);
+        assert_eq!(headers.get(REQUEST_ID), Some(&id));
+        assert_eq!(id.len(), 36);
     }
 }
