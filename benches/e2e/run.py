@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark: protogate against nginx's bare grpc_pass hop and the upstream itself.
+"""End-to-end benchmark: protogate against nginx's bare grpc_pass hop, a gateway written by
+hand for the same API, and the upstream itself.
 
 Run from the repository root with
 
-    python3 benches/e2e/run.py            # about 6 minutes
-    python3 benches/e2e/run.py --quick    # one repetition, shorter runs
+    python3 benches/e2e/run.py            # about 12 minutes
+    python3 benches/e2e/run.py --quick    # one repetition, shorter runs, 16 connections
 
-It builds the release binaries, starts the catalog upstream (examples/bench_upstream.rs),
-protogate and Debian's nginx as a grpc_pass hop, all on 127.0.0.1, and drives each with
-h2load (Debian's nghttp2-client): JSON over HTTP/1.1 keep-alive for protogate, gRPC frames
-over HTTP/2 for nginx and for the upstream directly. The proxy under test is pinned to core 0,
-the upstream and h2load to the other cores. Each case is repeated, the targets taking turns, and
-the medians reported: requests/s, p50/p99 latency, the proxy's CPU time per request (from
-/proc/<pid>/stat) and its peak RSS, with protogate's CPU ratios against nginx and the direct
-call (the median of the ratios within each turn, which a noisy neighbour skews least).
+It builds the release binaries, starts the catalog upstream (examples/bench_upstream.rs) and,
+all on 127.0.0.1, in front of it:
+
+- protogate with its default configuration (JSON access log on, to a file; metrics on);
+- protogate "stripped": the same with the access log off;
+- protogate with a response cache on GET one item (`cache = { ttl }`), for cache hits;
+- the hand-written peer (examples/handwritten_gateway.rs: axum, a generated tonic client,
+  pbjson's serde — what a team writes instead of deploying a gateway);
+- Debian's nginx as a bare grpc_pass hop, its access log off;
+
+and drives each with h2load (Debian's nghttp2-client): JSON over HTTP/1.1 keep-alive for the
+JSON gateways, gRPC frames over HTTP/2 for nginx and for the upstream directly. The proxy under
+test is pinned to core 0, the upstream and h2load to the other cores. Each case is repeated, the
+targets taking turns, and the medians reported: requests/s, p50/p99 latency, the proxy's CPU
+time per request (from /proc/<pid>/stat) and its peak RSS, with CPU ratios against nginx (the
+median of the ratios within each turn, which a noisy neighbour skews least).
+
+Then a two-core run: protogate (default configuration) on every core, two worker threads,
+against the same on one core: its CPU per request on each, and the scaling that implies.
 
 Missing tools are installed with apt-get when running as root (nginx, nghttp2-client).
 """
@@ -36,6 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_PORT = 50061
 GATEWAY_PORT = 18080
 NGINX_PORT = 18081
+PEER_PORT = 18082
+STRIPPED_PORT = 18083
+CACHED_PORT = 18084
+WIDE_PORT = 18085
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 2
 PROXY_CORE = "0"
@@ -54,11 +70,15 @@ def ensure_tools():
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, stdout=subprocess.DEVNULL)
 
 
-def build():
-    log("building release binaries ...")
+def build(profile):
+    log(f"building the {profile} binaries ...")
     subprocess.run(
-        ["cargo", "build", "--release", "--bin", "protogate", "--example", "bench_upstream"], cwd=ROOT, check=True
+        ["cargo", "build", "--profile", profile, "--bin", "protogate",
+         "--example", "bench_upstream", "--example", "handwritten_gateway"],
+        cwd=ROOT,
+        check=True,
     )
+    return ROOT / "target" / profile
 
 
 def port_free(port):
@@ -164,11 +184,11 @@ class Processes:
         self.workdir = workdir
         self.children = []
 
-    def start(self, args, core, **kwargs):
+    def start(self, args, core, name=None, stdout=subprocess.DEVNULL, **kwargs):
         process = subprocess.Popen(
             ["taskset", "-c", core, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / f"{Path(args[0]).name}.log", "w"),
+            stdout=stdout,
+            stderr=open(self.workdir / f"{name or Path(args[0]).name}.log", "w"),
             **kwargs,
         )
         self.children.append(process)
@@ -185,25 +205,56 @@ class Processes:
                 process.kill()
 
 
-def start_upstream_and_gateway(procs, upstream_port, gateway_port):
-    """The catalog upstream on the other cores, protogate in front of it on core 0."""
-    upstream = procs.start(
-        [str(ROOT / "target/release/examples/bench_upstream"), f"127.0.0.1:{upstream_port}"], OTHER_CORES
-    )
-    wait_for_port(upstream_port)
+def start_upstream(procs, binaries):
+    """The catalog upstream, on the cores the proxies do not use."""
+    upstream = procs.start([str(binaries / "examples/bench_upstream"), f"127.0.0.1:{UPSTREAM_PORT}"], OTHER_CORES)
+    wait_for_port(UPSTREAM_PORT)
+    return upstream
+
+
+# What each protogate configuration adds to the default one (the flags give listener,
+# descriptors and upstream).
+STRIPPED = """
+[access_log]
+format = "off"
+"""
+CACHED = """
+[[policy]]
+name = "cached-items"
+match = { path_prefix = "/v1/items/" , methods = ["GET"] }
+cache = { ttl = "60s" }
+"""
+
+
+def start_gateway(procs, binaries, workdir, name, port, config="", cores=PROXY_CORE):
+    """A protogate in front of the upstream; its access log (JSON, the default) to a file."""
+    config_file = workdir / f"{name}.toml"
+    config_file.write_text(config)
     gateway = procs.start(
         [
-            str(ROOT / "target/release/protogate"),
+            str(binaries / "protogate"),
             "serve",
-            "--listen", f"127.0.0.1:{gateway_port}",
+            "--config", str(config_file),
+            "--listen", f"127.0.0.1:{port}",
             "--descriptors", str(ROOT / "proto/protogate/bench/v1/catalog.proto"),
-            "--upstream", f"http://127.0.0.1:{upstream_port}",
+            "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}",
         ],
-        PROXY_CORE,
+        cores,
+        name=name,
+        stdout=open(workdir / f"{name}.access.log", "w"),
         env={**os.environ, "RUST_LOG": "warn"},
     )
-    wait_for_port(gateway_port)
-    return upstream, gateway
+    wait_for_port(port)
+    return gateway
+
+
+def start_peer(procs, binaries):
+    peer = procs.start(
+        [str(binaries / "examples/handwritten_gateway"), f"127.0.0.1:{PEER_PORT}", f"http://127.0.0.1:{UPSTREAM_PORT}"],
+        PROXY_CORE,
+    )
+    wait_for_port(PEER_PORT)
+    return peer
 
 
 def nginx_worker_pid(master):
@@ -307,91 +358,142 @@ def hold_connections(port, count, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one repetition of 3 s runs")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=4, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="one repetition of 3 s runs, 16 connections")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per run")
+    parser.add_argument("--connections", default="16,64", help="comma-separated connection counts")
+    parser.add_argument("--profile", default="release", help="the cargo profile to build and run")
     args = parser.parse_args()
     if args.quick:
-        args.repeat, args.duration = 1, 3
+        args.repeat, args.duration, args.connections = 1, 3, "16"
+    connection_counts = [int(c) for c in args.connections.split(",")]
 
     ensure_tools()
-    busy = [p for p in (UPSTREAM_PORT, GATEWAY_PORT, NGINX_PORT) if not port_free(p)]
+    ports = (UPSTREAM_PORT, GATEWAY_PORT, NGINX_PORT, PEER_PORT, STRIPPED_PORT, CACHED_PORT, WIDE_PORT)
+    busy = [p for p in ports if not port_free(p)]
     if busy:
         sys.exit(f"ports already in use: {busy}; stop whatever listens there first")
-    build()
+    binaries = build(args.profile)
     workdir = Path(tempfile.mkdtemp(prefix="protogate-e2e-"))
     procs = Processes(workdir)
     try:
-        upstream, gateway = start_upstream_and_gateway(procs, UPSTREAM_PORT, GATEWAY_PORT)
+        upstream = start_upstream(procs, binaries)
+        gateway = start_gateway(procs, binaries, workdir, "protogate", GATEWAY_PORT)
+        stripped = start_gateway(procs, binaries, workdir, "stripped", STRIPPED_PORT, STRIPPED)
+        cached = start_gateway(procs, binaries, workdir, "cached", CACHED_PORT, CACHED)
+        peer = start_peer(procs, binaries)
         nginx = start_nginx(procs, workdir)
 
         targets = {
             "direct": (upstream.pid, f"http://127.0.0.1:{UPSTREAM_PORT}", "grpc"),
             "nginx": (nginx, f"http://127.0.0.1:{NGINX_PORT}", "grpc"),
+            "hand-written": (peer.pid, f"http://127.0.0.1:{PEER_PORT}", "http"),
             "protogate": (gateway.pid, f"http://127.0.0.1:{GATEWAY_PORT}", "http"),
+            "protogate, log off": (stripped.pid, f"http://127.0.0.1:{STRIPPED_PORT}", "http"),
         }
         results, ratios = {}, {}
-        for scenario, requests in SCENARIOS.items():
-            runs = {}
-            for name, (pid, base, kind) in targets.items():
-                path = requests["grpc"][0] if kind == "grpc" else requests["http"][1]
-                load = dict(connections=args.connections, workdir=workdir)
-                load["grpc" if kind == "grpc" else "http"] = requests["grpc"][1] if kind == "grpc" else requests["http"]
-                runs[name] = (pid, base + path, load)
-                h2load(base + path, duration=1, **load)  # warm-up
-            # Targets take turns, so that a slow spell on a shared machine hits them all alike.
-            samples = {name: [] for name in targets}
-            for _ in range(args.repeat):
-                for name, (pid, url, load) in runs.items():
-                    samples[name].append(measure(pid, lambda: h2load(url, duration=args.duration, **load)))
-            for name in targets:
-                results[(scenario, name)] = median_of(samples[name])
-                log(f"{scenario:16} {name:10} {results[(scenario, name)]}")
-            for other in ("nginx", "direct"):
-                ratios[(scenario, other)] = statistics.median(
-                    gw["cpu"] / o["cpu"] for gw, o in zip(samples["protogate"], samples[other])
-                )
+        for connections in connection_counts:
+            for scenario, requests in SCENARIOS.items():
+                chosen = dict(targets)
+                if scenario == "GET one item":
+                    chosen["protogate, cache hit"] = (cached.pid, f"http://127.0.0.1:{CACHED_PORT}", "http")
+                run_scenario(chosen, scenario, requests, connections, args, workdir, results, ratios)
 
-        # Latency added at concurrency 1.
-        p50s = {name: [] for name in targets}
-        for _ in range(args.repeat):
-            for name, (pid, base, kind) in targets.items():
-                requests = SCENARIOS["GET one item"]
-                load = dict(connections=1, workdir=workdir)
-                load["grpc" if kind == "grpc" else "http"] = requests["grpc"][1] if kind == "grpc" else requests["http"]
-                path = requests["grpc"][0] if kind == "grpc" else requests["http"][1]
-                p50s[name].append(h2load(base + path, duration=args.duration, **load)[2])
-        latency = {name: statistics.median(values) for name, values in p50s.items()}
-
-        rss_load = status_kib(gateway.pid, "VmHWM")
+        latency = latency_at_one(targets, args, workdir)
+        rss = {name: status_kib(pid, "VmHWM") for name, (pid, _, kind) in targets.items() if kind == "http"}
         held = hold_connections(GATEWAY_PORT, 1000, "/v1/items/item-1")
         rss_1000 = status_kib(gateway.pid, "VmRSS")
         for s in held:
             s.close()
-        report(results, ratios, latency, rss_load, rss_1000, args)
+        two_cores = two_core_run(procs, binaries, workdir, gateway.pid, max(connection_counts), args)
+        report(results, ratios, latency, rss, rss_1000, two_cores, args)
     finally:
         procs.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(results, ratios, latency, rss_load, rss_1000, args):
-    print(f"\n{args.connections} connections, {args.duration} s per run, median of {args.repeat}; "
-          f"proxy pinned to core {PROXY_CORE}, upstream and h2load on {OTHER_CORES}.\n")
-    print("| scenario | target | req/s | p50 µs | p99 µs | proxy CPU µs/req | of which kernel |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for (scenario, name), r in results.items():
-        print(f"| {scenario} | {name} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['cpu']:.1f} "
-              f"| {r['kernel']:.0%} |")
-    print("\n| scenario | protogate CPU ÷ nginx CPU | protogate CPU ÷ upstream CPU (direct) |")
-    print("|---|---:|---:|")
-    for scenario in SCENARIOS:
-        print(f"| {scenario} | {ratios[(scenario, 'nginx')]:.2f} | {ratios[(scenario, 'direct')]:.2f} |")
-    print(f"\nLatency added at concurrency 1 (p50, GET one item): protogate "
-          f"{latency['protogate'] - latency['direct']:.0f} µs, nginx {latency['nginx'] - latency['direct']:.0f} µs "
-          f"(p50 protogate {latency['protogate']:.0f} µs, nginx {latency['nginx']:.0f} µs, direct {latency['direct']:.0f} µs)")
-    print(f"protogate peak RSS under load: {rss_load / 1024:.1f} MiB; with 1,000 open keep-alive connections: "
-          f"{rss_1000 / 1024:.1f} MiB")
+def load_for(requests, kind, connections, workdir):
+    """(path, h2load keyword arguments) for one scenario against one kind of target."""
+    load = dict(connections=connections, workdir=workdir)
+    if kind == "grpc":
+        load["grpc"] = requests["grpc"][1]
+        return requests["grpc"][0], load
+    load["http"] = requests["http"]
+    return requests["http"][1], load
+
+
+def run_scenario(targets, scenario, requests, connections, args, workdir, results, ratios):
+    runs = {}
+    for name, (pid, base, kind) in targets.items():
+        path, load = load_for(requests, kind, connections, workdir)
+        runs[name] = (pid, base + path, load)
+        h2load(base + path, duration=1, **load)  # warm-up (and the cache filled)
+    # Targets take turns, so that a slow spell on a shared machine hits them all alike.
+    samples = {name: [] for name in targets}
+    for _ in range(args.repeat):
+        for name, (pid, url, load) in runs.items():
+            samples[name].append(measure(pid, lambda: h2load(url, duration=args.duration, **load)))
+    for name in targets:
+        results[(connections, scenario, name)] = median_of(samples[name])
+        log(f"{connections:3} {scenario:16} {name:22} {results[(connections, scenario, name)]}")
+        ratios[(connections, scenario, name)] = statistics.median(
+            t["cpu"] / n["cpu"] for t, n in zip(samples[name], samples["nginx"])
+        )
+
+
+def latency_at_one(targets, args, workdir):
+    """p50 latency at concurrency 1, GET one item."""
+    p50s = {name: [] for name in targets}
+    requests = SCENARIOS["GET one item"]
+    for _ in range(args.repeat):
+        for name, (pid, base, kind) in targets.items():
+            path, load = load_for(requests, kind, 1, workdir)
+            p50s[name].append(h2load(base + path, duration=args.duration, **load)[2])
+    return {name: statistics.median(values) for name, values in p50s.items()}
+
+
+def two_core_run(procs, binaries, workdir, one_core_pid, connections, args):
+    """protogate on every core (two worker threads) against protogate on core 0, GET one item:
+    requests/s and CPU per request of each, the turns interleaved."""
+    all_cores = ",".join(str(c) for c in range(CORES))
+    wide = start_gateway(procs, binaries, workdir, "two-cores", WIDE_PORT, cores=all_cores)
+    requests = SCENARIOS["GET one item"]
+    path, load = load_for(requests, "http", connections, workdir)
+    runs = {"one core": (one_core_pid, f"http://127.0.0.1:{GATEWAY_PORT}{path}"),
+            "two cores": (wide.pid, f"http://127.0.0.1:{WIDE_PORT}{path}")}
+    samples = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name, (pid, url) in runs.items():
+            samples[name].append(measure(pid, lambda: h2load(url, duration=args.duration, **load)))
+    return {name: median_of(values) for name, values in samples.items()}
+
+
+def report(results, ratios, latency, rss, rss_1000, two_cores, args):
+    print(f"\n{args.duration} s per run, median of {args.repeat}, {args.profile} build; proxy pinned to core "
+          f"{PROXY_CORE}, upstream and h2load on {OTHER_CORES}.\n")
+    print("| connections | scenario | target | req/s | p50 µs | p99 µs | proxy CPU µs/req | of which kernel "
+          "| CPU ÷ nginx |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for (connections, scenario, name), r in results.items():
+        print(f"| {connections} | {scenario} | {name} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} "
+              f"| {r['cpu']:.1f} | {r['kernel']:.0%} | {ratios[(connections, scenario, name)]:.2f} |")
+    print("\nAccess log cost (protogate default ÷ log off, CPU per request):")
+    for (connections, scenario, name), r in results.items():
+        if name == "protogate":
+            off = results[(connections, scenario, "protogate, log off")]
+            print(f"- {connections} connections, {scenario}: {r['cpu'] / off['cpu']:.2f}")
+    print(f"\nLatency added at concurrency 1 (p50, GET one item), over the direct call ({latency['direct']:.0f} µs):")
+    for name, value in latency.items():
+        if name != "direct":
+            print(f"- {name}: {value - latency['direct']:.0f} µs (p50 {value:.0f} µs)")
+    print("\nPeak RSS under load: " + ", ".join(f"{name} {kib / 1024:.1f} MiB" for name, kib in rss.items()))
+    print(f"protogate with 1,000 open keep-alive connections: {rss_1000 / 1024:.1f} MiB")
+    one, two = two_cores["one core"], two_cores["two cores"]
+    efficiency = one["cpu"] / two["cpu"]
+    print(f"\nTwo cores (GET one item, {max(int(c) for c in args.connections.split(','))} connections): one core "
+          f"{one['rps']:.0f} req/s at {one['cpu']:.1f} µs CPU/req; two cores {two['rps']:.0f} req/s at "
+          f"{two['cpu']:.1f} µs CPU/req (the upstream and h2load share them). CPU per request one core ÷ two "
+          f"cores: {efficiency:.2f}, so two dedicated cores would serve {2 * efficiency:.2f}× one core's requests.")
 
 
 if __name__ == "__main__":

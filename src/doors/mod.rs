@@ -41,15 +41,20 @@ use crate::route::{Lookup, Route, RouteMatch};
 
 /// Answers one HTTP request. Never fails: errors become `google.rpc.Status` JSON (or the
 /// error shape of the request's protocol).
+///
+/// Every door but the unary REST call is boxed where it is entered: a request's future is as
+/// large as the largest door in it, and a future is copied whole each time it is moved (into
+/// its box, into its caller's state), so the common call keeps its future small and the other
+/// doors pay one allocation each.
 pub async fn handle(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> Response<Body> {
     if mcp::is_mcp(gateway, &request) {
-        return mcp::handle(gateway.clone(), request, peer).await;
+        return Box::pin(mcp::handle(gateway.clone(), request, peer)).await;
     }
     match grpc::Protocol::of(request.headers()) {
-        Some(protocol) => return grpc::handle(gateway.clone(), protocol, request, peer).await,
+        Some(protocol) => return Box::pin(grpc::handle(gateway.clone(), protocol, request, peer)).await,
         None if request.method() == Method::POST && connect::is_connect(request.headers()) => {
             return match gateway.doors().connect {
-                true => connect::unary(gateway.clone(), request, peer).await,
+                true => Box::pin(connect::unary(gateway.clone(), request, peer)).await,
                 false => connect::closed(&request),
             };
         }
@@ -75,7 +80,7 @@ async fn respond(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let also_allowed = match gateway.aggregates().lookup(&parts.method, place.path) {
         Lookup::Matched(matched) => {
             let view = place.composite_view(gateway, &matched, &parts)?;
-            return composite::respond(gateway, matched, &parts, place.path, body, peer, view).await;
+            return Box::pin(composite::respond(gateway, matched, &parts, place.path, body, peer, view)).await;
         }
         Lookup::MethodNotAllowed { allow } => allow,
         Lookup::NotFound | Lookup::InvalidPath { .. } => Vec::new(),
@@ -91,11 +96,13 @@ async fn respond(gateway: &Arc<Gateway>, request: Request<Body>, peer: Peer) -> 
     let (index, values) = (matched.index, matched.values);
     match (method.is_client_streaming(), method.is_server_streaming()) {
         (true, _) | (_, true) if upgrade => {
-            websocket::upgrade(gateway.clone(), index, values, parts, peer, &access).await
+            Box::pin(websocket::upgrade(gateway.clone(), index, values, parts, peer, &access)).await
         }
         (false, false) => rest::unary(gateway, index, &values, parts, body, peer, &access, view).await,
-        (false, true) => streaming::server_stream(gateway.clone(), index, &values, parts, body, peer, &access).await,
-        (true, false) => streaming::client_stream(gateway, index, &values, parts, body, peer, &access).await,
+        (false, true) => {
+            Box::pin(streaming::server_stream(gateway.clone(), index, &values, parts, body, peer, &access)).await
+        }
+        (true, false) => Box::pin(streaming::client_stream(gateway, index, &values, parts, body, peer, &access)).await,
         (true, true) => Err(GatewayError::WebSocketRequired { method: method.full_name().to_owned() }),
     }
 }
