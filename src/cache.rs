@@ -205,20 +205,57 @@ impl ResponseCache {
         Fut: Future<Output = Result<Response<Body>, E>>,
         E: From<UnreadableAnswer>,
     {
+        // Every way to the upstream (or Redis) is boxed where it is taken: a hit, the common
+        // case, then never carries (nor copies) the futures of a call it does not make.
         let key = match lookup {
-            CacheUse::Bypass => return fetch().await,
-            CacheUse::Refresh(key) => {
-                let response = fetch().await?;
-                let (response, stored) = store(response, rule, key.private).await?;
-                if let Some(stored) = stored {
-                    self.save_shared(&key.text, &stored).await;
-                    self.entries.insert(key.text, stored.clone()).await;
-                    return Ok(respond(&stored, "MISS", request));
-                }
-                return Ok(response);
-            }
+            CacheUse::Bypass => return Box::pin(fetch()).await,
+            CacheUse::Refresh(key) => return Box::pin(self.refresh(key, rule, request, fetch)).await,
             CacheUse::Use(key) => key,
         };
+        if let Some(stored) = self.entries.get(&key.text).await {
+            return Ok(respond(&stored, "HIT", request));
+        }
+        Box::pin(self.fill(key, rule, request, fetch)).await
+    }
+
+    /// A `Cache-Control: no-cache` request: a call of its own, whose answer (a 200) replaces
+    /// what was kept.
+    async fn refresh<F, Fut, E>(
+        &self,
+        key: Key,
+        rule: &CacheRule,
+        request: &HeaderMap,
+        fetch: F,
+    ) -> Result<Response<Body>, E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Response<Body>, E>>,
+        E: From<UnreadableAnswer>,
+    {
+        let response = fetch().await?;
+        let (response, stored) = store(response, rule, key.private).await?;
+        if let Some(stored) = stored {
+            self.save_shared(&key.text, &stored).await;
+            self.entries.insert(key.text, stored.clone()).await;
+            return Ok(respond(&stored, "MISS", request));
+        }
+        Ok(response)
+    }
+
+    /// A miss here: the entry filled from Redis or by a call. Of concurrent misses for one
+    /// key, one fills it; the others share its answer.
+    async fn fill<F, Fut, E>(
+        &self,
+        key: Key,
+        rule: &CacheRule,
+        request: &HeaderMap,
+        fetch: F,
+    ) -> Result<Response<Body>, E>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Response<Body>, E>>,
+        E: From<UnreadableAnswer>,
+    {
         // The one request that fills the entry says here how it did: with its own call (its
         // answer, shared or not), or from Redis.
         let own: Mutex<Option<Filled<E>>> = Mutex::new(None);
@@ -257,7 +294,7 @@ impl ResponseCache {
             (None, Some(Filled::Called(mine))) => mine,
             // The call this request waited for gave nothing to share (an error, not a 200):
             // it makes its own rather than answer with another request's failure.
-            (None, _) => fetch().await,
+            (None, _) => Box::pin(fetch()).await,
         }
     }
 

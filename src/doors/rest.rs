@@ -34,9 +34,8 @@ pub async fn unary(
     };
     drop(body);
     let fetch = || call(gateway, index, values, &parts, Body::empty(), peer, access, view);
-    // Boxed, as the doors other than this one are (see `doors::handle`): the uncached call's
-    // future stays small.
-    Box::pin(pipeline::through_cache(gateway, cache, &view.labels.route, values, &parts, peer, access, fetch)).await
+    // Small: the cache boxes its ways to the upstream, so that a hit carries none of them.
+    pipeline::through_cache(gateway, cache, &view.labels.route, values, &parts, peer, access, fetch).await
 }
 
 /// Steps 2 to 6 of a unary call.
