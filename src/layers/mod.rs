@@ -13,8 +13,8 @@
 //! 6. the panic safety net: a panic below becomes a 500 JSON error, not a dropped connection
 //!    ([`catch_panic`]).
 //!
-//! Steps 1 to 3 and 6 are written out in [`Front::answer`] rather than stacked as tower
-//! layers: a stack of eight boxed, cloned services cost every request an allocation and a
+//! Steps 1 to 3 and 6 are written out in `Front::answer` and `admit` rather than stacked as
+//! tower layers: a stack of eight boxed, cloned services cost every request an allocation and a
 //! large future copy per layer (see PERFORMANCE.md). CORS and compression stay tower-http's
 //! layers, on the requests that need them only: a request that names no encoding, to a
 //! gateway without CORS, goes straight to the handler.
@@ -152,8 +152,7 @@ impl<H: Handler> Front<H> {
     }
 }
 
-/// Steps 3 to 6. (The shared settings are owned, not borrowed, so that the future is `Send`
-/// for any handler without a higher-ranked bound.)
+/// Steps 3 to 6.
 async fn admit<H: Handler>(shared: Arc<Shared<H>>, request: Request<Body>) -> Response<Body> {
     // Held until the response's head is ready: a stream counts until then.
     let Some(_permit) = shared.overload.enter() else {

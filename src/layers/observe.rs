@@ -34,7 +34,7 @@ pub fn begin(observer: &Arc<Observer>, mut request: Request<Body>, peer: Peer) -
 
 /// The response as it leaves: the rate-limit headers of its route added, and its body watched
 /// to its end, when `watch` writes the request out.
-pub fn end(watch: Watch, response: Response<Body>) -> Response<Body> {
+pub fn end(mut watch: Watch, response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     // Every response of a rate-limited route says where the client stands; a refusal says it
     // already, for the limit that refused.
@@ -45,7 +45,6 @@ pub fn end(watch: Watch, response: Response<Body>) -> Response<Body> {
             }
         }
     }
-    let mut watch = watch;
     watch.responded(&parts);
     Response::from_parts(parts, Body::new(WatchedBody { inner: body, watch }))
 }
