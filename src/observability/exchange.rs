@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::FutureExt;
 use http::uri::PathAndQuery;
 use http::{Extensions, HeaderMap};
 use tonic::Code;
@@ -180,16 +181,21 @@ impl Exchange {
 
     /// Runs call `span`, answered with one message, noting how long it took, which endpoint
     /// answered and how it ended.
-    pub async fn time_call(
-        &self,
+    ///
+    /// A map over the call rather than an `async fn`: an `async fn` keeps a future argument
+    /// twice in its own state (as the argument, and as the value it awaits), and this one
+    /// wraps every unary call.
+    pub fn time_call<'a>(
+        &'a self,
         span: CallSpan,
-        call: impl Future<Output = Result<UnaryResponse, UpstreamError>>,
-    ) -> Result<UnaryResponse, UpstreamError> {
-        let reply = call.await;
-        let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
-        self.upstream_answered(span.elapsed(), endpoint);
-        self.call_ended(span, endpoint, reply.as_ref().map_or_else(failure_code, |_| Code::Ok));
-        reply
+        call: impl Future<Output = Result<UnaryResponse, UpstreamError>> + 'a,
+    ) -> impl Future<Output = Result<UnaryResponse, UpstreamError>> + 'a {
+        call.map(move |reply| {
+            let endpoint = reply.as_ref().map_or_else(UpstreamError::endpoint, |r| Some(&r.endpoint));
+            self.upstream_answered(span.elapsed(), endpoint);
+            self.call_ended(span, endpoint, reply.as_ref().map_or_else(failure_code, |_| Code::Ok));
+            reply
+        })
     }
 
     /// A stream ended with `code` (and `error`'s message when it failed): so did its call.
