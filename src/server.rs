@@ -26,6 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::config::Limits;
+use crate::gateway::Gateway;
 use crate::layers::{self, Front};
 use crate::metadata::Peer;
 use crate::pipeline::idle_body::IdleBody;
@@ -52,14 +53,13 @@ impl layers::Handler for Answer {
     // Boxed: the doors' futures together are large, and a box moved along is one pointer.
     type Future = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
 
-    fn answer(&self, live: Arc<Live>, request: Request) -> Self::Future {
-        Box::pin(answer(live, request))
+    fn answer(&self, gateway: Arc<Gateway>, request: Request) -> Self::Future {
+        Box::pin(answer(gateway, request))
     }
 }
 
-async fn answer(live: Arc<Live>, mut request: Request) -> Response {
+async fn answer(gateway: Arc<Gateway>, mut request: Request) -> Response {
     host_from_authority(&mut request);
-    let gateway = live.gateway();
     if let Err(error) = within_header_limits(request.headers(), &gateway.edge().limits) {
         let request_id = gateway.request_id(request.headers()).cloned();
         return gateway.error_response(error, request_id.as_ref()).map(axum::body::Body::from);
@@ -82,7 +82,7 @@ async fn answer(live: Arc<Live>, mut request: Request) -> Response {
 
 /// With `[docs] public = true`, the docs page and its document on the public listener, where
 /// "try it" calls the API from the page's own origin.
-fn public_docs(gateway: &crate::gateway::Gateway, path: &str) -> Option<Response> {
+fn public_docs(gateway: &Gateway, path: &str) -> Option<Response> {
     match path {
         "/docs" => Some(crate::admin::docs::page("")),
         "/docs/openapi.json" => {

@@ -44,6 +44,7 @@ use tower::util::MapResponseLayer;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::gateway::Gateway;
 use crate::metadata::Peer;
 use crate::observability::Observer;
 use crate::reload::Live;
@@ -54,8 +55,8 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// The answer being made.
     type Future: Future<Output = Response<Body>> + Send + 'static;
 
-    /// Answers `request` with `live`'s gateway.
-    fn answer(&self, live: Arc<Live>, request: Request<Body>) -> Self::Future;
+    /// Answers `request` with `gateway`, the one serving when it arrived.
+    fn answer(&self, gateway: Arc<Gateway>, request: Request<Body>) -> Self::Future;
 }
 
 /// Every request's way in: the steps above, then `H`.
@@ -92,14 +93,14 @@ impl<H: Handler> Front<H> {
     pub fn new(live: Arc<Live>, handler: H) -> Front<H> {
         let gateway = live.gateway();
         let (edge, observer) = (gateway.edge(), gateway.observer());
-        let caught = {
+        let handle = {
             let handler = handler.clone();
             move |State(live): State<Arc<Live>>, request: Request<Body>| {
-                let answer = handler.answer(live, request);
+                let answer = handler.answer(live.gateway(), request);
                 async move { caught(answer).await }
             }
         };
-        let base = Router::new().fallback(caught).with_state(live.clone());
+        let base = Router::new().fallback(handle).with_state(live.clone());
         let with_cors = |router: Router| match &edge.cors {
             Some(cors) => {
                 router.layer(cors::layer(cors, observer.request_id_header())).layer(MapResponseLayer::new(cors::finish))
@@ -128,11 +129,14 @@ impl<H: Handler> Front<H> {
     /// Steps 1 to 6, then the handler.
     async fn answer(self, mut request: Request<Body>) -> Response<Body> {
         let shared = &*self.shared;
+        // Read once: the request is answered by the gateway serving when it arrived, even if
+        // a reload swaps it meanwhile.
+        let gateway = shared.live.gateway();
         let peer = match self.connection {
             // Who sent the request, resolved once, before anything else: the access log, the
             // policies and the upstream metadata all read this one answer.
             Some((remote, tls)) => {
-                let peer = shared.live.gateway().forwarding().peer(Some(remote), tls, request.headers());
+                let peer = gateway.forwarding().peer(Some(remote), tls, request.headers());
                 request.extensions_mut().insert(peer);
                 peer
             }
@@ -143,7 +147,7 @@ impl<H: Handler> Front<H> {
         let id = request_id::keep_or_make(request.headers_mut(), &shared.request_id);
         let (watch, request) = observe::begin(&shared.observer, request, peer);
         let span = watch.span().clone();
-        let response = admit(self.shared.clone(), request).instrument(span).await;
+        let response = admit(self.shared.clone(), gateway, request).instrument(span).await;
         let mut response = observe::end(watch, response);
         if !response.headers().contains_key(&shared.request_id) {
             response.headers_mut().insert(shared.request_id.clone(), id);
@@ -153,10 +157,10 @@ impl<H: Handler> Front<H> {
 }
 
 /// Steps 3 to 6.
-async fn admit<H: Handler>(shared: Arc<Shared<H>>, request: Request<Body>) -> Response<Body> {
+async fn admit<H: Handler>(shared: Arc<Shared<H>>, gateway: Arc<Gateway>, request: Request<Body>) -> Response<Body> {
     // Held until the response's head is ready: a stream counts until then.
     let Some(_permit) = shared.overload.enter() else {
-        return overload::refused(&shared.live.gateway(), request.headers().get(&shared.request_id));
+        return overload::refused(&gateway, request.headers().get(&shared.request_id));
     };
     let layered = match &shared.compressing {
         Some(router) if compression::wants_encoding(request.headers()) => Some(router.clone()),
@@ -167,7 +171,7 @@ async fn admit<H: Handler>(shared: Arc<Shared<H>>, request: Request<Body>) -> Re
             Ok(response) => response,
             Err(never) => match never {},
         },
-        None => caught(shared.handler.answer(shared.live.clone(), request)).await,
+        None => caught(shared.handler.answer(gateway, request)).await,
     }
 }
 
