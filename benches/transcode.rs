@@ -6,44 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../examples/services/catalog.rs"]
-mod catalog;
+#[path = "support/cases.rs"]
+mod cases;
 
+use cases::{cases, reference_options};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
-use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{DeserializeOptions, DynamicMessage};
 use protogate::transcode::direct::{DecodeOptions, Plans, RenderOptions, decode_message, render};
 use std::hint::black_box;
-
-struct Case {
-    name: &'static str,
-    descriptor: MessageDescriptor,
-    wire: Vec<u8>,
-    json: Vec<u8>,
-}
-
-fn cases() -> Vec<Case> {
-    let pool = protogate::descriptors::load(&[concat!(env!("OUT_DIR"), "/testing.binpb").into()]).unwrap().pool;
-    let item = pool.get_message_by_name("protogate.bench.v1.Item").unwrap();
-    let list = pool.get_message_by_name("protogate.bench.v1.ListItemsResponse").unwrap();
-    [
-        ("item", item, catalog::item(7).encode_to_vec()),
-        ("page_50", list.clone(), catalog::page(50).encode_to_vec()),
-        ("page_3000", list, catalog::page(3_000).encode_to_vec()),
-    ]
-    .into_iter()
-    .map(|(name, descriptor, wire)| {
-        let message = DynamicMessage::decode(descriptor.clone(), wire.as_slice()).unwrap();
-        let mut json = Vec::new();
-        message.serialize_with_options(&mut serde_json::Serializer::new(&mut json), &reference_options()).unwrap();
-        Case { name, descriptor, wire, json }
-    })
-    .collect()
-}
-
-fn reference_options() -> SerializeOptions {
-    SerializeOptions::new().stringify_64_bit_integers(true)
-}
 
 fn proto_to_json(c: &mut Criterion) {
     let cases = cases();

@@ -69,9 +69,9 @@ pub struct FieldPlan {
     /// The name in the .proto file.
     pub proto_name: Box<str>,
     /// `,"jsonName":` ready to write (without its comma for the first key of an object).
-    pub json_key: Box<[u8]>,
+    pub json_key: Key,
     /// `,"proto_name":` ready to write.
-    pub proto_key: Box<[u8]>,
+    pub proto_key: Key,
     /// The wire type a value of this field has (length-delimited for maps); a list of
     /// packable scalars may also arrive length-delimited.
     pub wire_type: u8,
@@ -156,6 +156,50 @@ pub enum Wkt {
     BoolValue,
     StringValue,
     BytesValue,
+}
+
+/// An object key with its separators, `,"name":`, ready to write.
+///
+/// Keys are written once per field per message, and most are short: those of up to
+/// [`KEY_BLOCK`] bytes are stored padded to that length and written as one copy of that fixed
+/// size, which compiles to a few vector moves, where a copy of the key's own length is a call
+/// into `memcpy` that costs more than the key.
+#[derive(Debug)]
+pub struct Key {
+    /// The key, padded with zeros to [`KEY_BLOCK`] bytes when it is shorter.
+    bytes: Box<[u8]>,
+    len: usize,
+}
+
+/// Keys up to this long are written as one fixed-size block.
+const KEY_BLOCK: usize = 32;
+
+impl Key {
+    fn new(name: &str) -> Key {
+        let mut bytes = quoted_key(name).into_vec();
+        let len = bytes.len();
+        if len <= KEY_BLOCK {
+            bytes.resize(KEY_BLOCK, 0);
+        }
+        Key { bytes: bytes.into(), len }
+    }
+
+    /// Appends the key; the first key of an object goes without its leading comma.
+    #[inline]
+    pub fn write(&self, first: bool, out: &mut Vec<u8>) {
+        let skip = usize::from(first);
+        let block: Option<&[u8; KEY_BLOCK - 1]> =
+            self.bytes.get(skip..skip + KEY_BLOCK - 1).and_then(|block| block.try_into().ok());
+        match block {
+            Some(block) if self.len <= KEY_BLOCK => {
+                // The padding written past the key is taken back at once.
+                let start = out.len();
+                out.extend_from_slice(block);
+                out.truncate(start + self.len - skip);
+            }
+            _ => out.extend_from_slice(self.bytes.get(skip..self.len).unwrap_or_default()),
+        }
+    }
 }
 
 /// How to transcode one enum type.
@@ -293,8 +337,8 @@ impl Plans {
             number: field.number(),
             json_name: field.json_name().into(),
             proto_name: field.name().into(),
-            json_key: quoted_key(field.json_name()),
-            proto_key: quoted_key(field.name()),
+            json_key: Key::new(field.json_name()),
+            proto_key: Key::new(field.name()),
             wire_type: if matches!(label, Label::Map { .. }) { 2 } else { natural_wire_type(kind) },
             kind,
             label,

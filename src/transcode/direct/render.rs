@@ -167,13 +167,7 @@ impl Renderer<'_> {
                 oneofs |= bit;
             }
             match field.label {
-                Label::Singular => {
-                    if !field.presence && !self.options.emit_unpopulated && is_default_value(field, value)? {
-                        continue;
-                    }
-                    self.key(field, &mut first, out);
-                    self.scalar_or_message(field.kind, value, out)?;
-                }
+                Label::Singular => self.singular(field, value, &mut first, out)?,
                 Label::Repeated { .. } => {
                     let mut open = Run { field: i, rewind: out.len(), first_before: first, count: 0, entries: 0 };
                     self.key(field, &mut first, out);
@@ -195,6 +189,60 @@ impl Renderer<'_> {
         self.write_absent(plan, next_field..plan.fields.len(), &mut first, out)?;
         out.push(b'}');
         Ok(Streamed::Done)
+    }
+
+    /// A singular field's value with its key, or nothing when it holds its default and has no
+    /// presence: each value read once, where the general path reads it to find its end, again
+    /// to compare it with the default, and again to write it.
+    #[inline]
+    fn singular(
+        &mut self,
+        field: &FieldPlan,
+        value: &[u8],
+        first: &mut bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        let omit_default = !field.presence && !self.options.emit_unpopulated;
+        match field.kind {
+            Kind::String | Kind::Bytes if omit_default && value.is_empty() => Ok(()),
+            Kind::String | Kind::Bytes | Kind::Message(_) => {
+                self.key(field, first, out);
+                self.scalar_or_message(field.kind, value, out)
+            }
+            kind => match natural_width(kind) {
+                Width::Varint => {
+                    let n = wire::varint(value)?;
+                    let default = match kind {
+                        Kind::Enum(_) => truncate_i32(n) == field.default_enum,
+                        Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(n) == 0,
+                        _ => n == 0,
+                    };
+                    if !(omit_default && default) {
+                        self.key(field, first, out);
+                        self.varint_value(kind, n, out);
+                    }
+                    Ok(())
+                }
+                Width::Fixed64 => {
+                    let n = u64::from_le_bytes(fixed::<8>(value)?);
+                    let default = if kind == Kind::Double { f64::from_bits(n) == 0.0 } else { n == 0 };
+                    if !(omit_default && default) {
+                        self.key(field, first, out);
+                        self.fixed64_value(kind, n, out);
+                    }
+                    Ok(())
+                }
+                Width::Fixed32 => {
+                    let n = u32::from_le_bytes(fixed::<4>(value)?);
+                    let default = if kind == Kind::Float { f32::from_bits(n) == 0.0 } else { n == 0 };
+                    if !(omit_default && default) {
+                        self.key(field, first, out);
+                        self.fixed32_value(kind, n, out);
+                    }
+                    Ok(())
+                }
+            },
+        }
     }
 
     /// Adds one occurrence to the open list or map.
@@ -424,8 +472,7 @@ impl Renderer<'_> {
     #[inline]
     fn key(&self, field: &FieldPlan, first: &mut bool, out: &mut Vec<u8>) {
         let key = if self.options.use_proto_names { &field.proto_key } else { &field.json_key };
-        // Keys carry a leading comma; the first of an object goes without.
-        out.extend_from_slice(&key[usize::from(*first)..]);
+        key.write(*first, out);
         *first = false;
     }
 
@@ -719,14 +766,15 @@ fn seconds_and_nanos(mut wire: &[u8]) -> Result<(i64, i32), WireError> {
     let (mut seconds, mut nanos) = (0i64, 0i32);
     while !wire.is_empty() {
         let (number, wire_type) = next_key(&mut wire)?;
-        let value = next_value(&mut wire, number, wire_type)?;
         match number {
             1 | 2 if wire_type != wire::VARINT => {
                 return Err(WireError(format!("invalid wire type: {wire_type} (expected {})", wire::VARINT)));
             }
-            1 => seconds = wire::varint(value)? as i64,
-            2 => nanos = truncate_i32(wire::varint(value)?),
-            _ => {}
+            1 => seconds = next_varint(&mut wire)? as i64,
+            2 => nanos = truncate_i32(next_varint(&mut wire)?),
+            _ => {
+                next_value(&mut wire, number, wire_type)?;
+            }
         }
     }
     Ok((seconds, nanos))

@@ -112,26 +112,40 @@ pub fn validate_strict_rfc3339(v: &str) -> Result<(), String> {
 /// Appends a timestamp (already checked to be in range) as prost-types' `Display` writes it:
 /// `YYYY-MM-DDTHH:MM:SS` then `Z`, `.mmmZ`, `.uuuuuuZ` or `.nnnnnnnnnZ`.
 pub fn write_timestamp(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
-    let mut t = prost_types::Timestamp { seconds, nanos };
-    t.normalize();
-    let days = t.seconds.div_euclid(86_400);
-    let secs = t.seconds.rem_euclid(86_400);
+    // What encoders send is already normal: skip prost-types' carrying arithmetic then.
+    let (seconds, nanos) = match u32::try_from(nanos) {
+        Ok(n) if n < NANOS_PER_SECOND => (seconds, n),
+        _ => {
+            let mut t = prost_types::Timestamp { seconds, nanos };
+            t.normalize();
+            (t.seconds, t.nanos.unsigned_abs())
+        }
+    };
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400) as u32;
     let (year, month, day) = civil_from_days(days);
-    if !(0..=9999).contains(&year) {
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
         // Only reachable when normalising carried past the range; let prost-types write it.
+        let t = prost_types::Timestamp { seconds, nanos: i32::try_from(nanos).unwrap_or_default() };
         out.extend_from_slice(format!("\"{t}\"").as_bytes());
         return;
-    }
-    let mut buf = *b"\"0000-00-00T00:00:00";
-    put_digits(&mut buf[1..5], year as u64);
-    put_digits(&mut buf[6..8], u64::from(month));
-    put_digits(&mut buf[9..11], u64::from(day));
-    put_digits(&mut buf[12..14], (secs / 3600) as u64);
-    put_digits(&mut buf[15..17], (secs / 60 % 60) as u64);
-    put_digits(&mut buf[18..20], (secs % 60) as u64);
+    };
+    // `"YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"` is 32 bytes at most: built on the stack, copied once.
+    let mut buf = *b"\"0000-00-00T00:00:00.000000000Z\"";
+    buf[1..3].copy_from_slice(&pair(year / 100));
+    buf[3..5].copy_from_slice(&pair(year % 100));
+    buf[6..8].copy_from_slice(&pair(month));
+    buf[9..11].copy_from_slice(&pair(day));
+    buf[12..14].copy_from_slice(&pair(secs / 3600));
+    buf[15..17].copy_from_slice(&pair(secs / 60 % 60));
+    buf[18..20].copy_from_slice(&pair(secs % 60));
+    let end = 20 + fraction(&mut buf[20..30], nanos);
+    buf[end] = b'Z';
+    buf[end + 1] = b'"';
+    // A fixed-size copy then a shorter length: cheaper than a copy of variable length.
+    let start = out.len();
     out.extend_from_slice(&buf);
-    write_fraction(out, t.nanos.unsigned_abs());
-    out.extend_from_slice(b"Z\"");
+    out.truncate(start + end + 2);
 }
 
 /// Appends a duration (already checked to be in range) as prost-types' `Display` writes it:
@@ -145,36 +159,58 @@ pub fn write_duration(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
         out.push(b'-');
     }
     out.extend_from_slice(itoa::Buffer::new().format(d.seconds.unsigned_abs()).as_bytes());
-    write_fraction(out, d.nanos.unsigned_abs());
+    let mut buf = [0u8; 10];
+    let len = fraction(&mut buf, d.nanos.unsigned_abs());
+    out.extend_from_slice(&buf[..len]);
     out.extend_from_slice(b"s\"");
 }
 
-/// Nothing for whole seconds, else milli-, micro- or nanoseconds, whichever is exact.
-fn write_fraction(out: &mut Vec<u8>, nanos: u32) {
+const NANOS_PER_SECOND: u32 = 1_000_000_000;
+
+/// Writes into `dst` (10 bytes) nothing for whole seconds, else `.` and milli-, micro- or
+/// nanoseconds, whichever is exact; returns the length written.
+fn fraction(dst: &mut [u8], nanos: u32) -> usize {
     let (value, digits) = match nanos {
-        0 => return,
+        0 => return 0,
         n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
         n if n % 1_000 == 0 => (n / 1_000, 6),
         n => (n, 9),
     };
-    let mut buf = [b'.'; 10];
-    put_digits(&mut buf[1..=digits], u64::from(value));
-    out.extend_from_slice(&buf[..=digits]);
+    dst[0] = b'.';
+    put_digits(&mut dst[1..=digits], value);
+    digits + 1
 }
 
-/// Writes `value` zero-padded into all of `dst`.
-fn put_digits(dst: &mut [u8], mut value: u64) {
-    for d in dst.iter_mut().rev() {
-        // A single decimal digit.
-        #[allow(clippy::cast_possible_truncation)]
-        let digit = (value % 10) as u8;
-        *d = b'0' + digit;
-        value /= 10;
+/// Writes `value` zero-padded into all of `dst`, two digits at a time.
+fn put_digits(dst: &mut [u8], mut value: u32) {
+    let mut end = dst.len();
+    while end >= 2 {
+        dst[end - 2..end].copy_from_slice(&pair(value % 100));
+        value /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        dst[0] = b'0' + (value % 10) as u8;
     }
 }
 
-/// Year, month and day of a day count since 1970-01-01 (proleptic Gregorian), after Howard
-/// Hinnant's `civil_from_days`.
+/// Two decimal digits of `n` (below 100).
+#[inline]
+fn pair(n: u32) -> [u8; 2] {
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut table = [[0u8; 2]; 100];
+        let mut i = 0;
+        while i < 100 {
+            table[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+            i += 1;
+        }
+        table
+    };
+    PAIRS[n as usize % 100]
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

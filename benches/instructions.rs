@@ -1,0 +1,123 @@
+//! Instructions per transcoding, counted by valgrind's callgrind: a figure that does not move
+//! with the load of a shared machine, as times do. Each case is run under callgrind twice,
+//! once with one warm-up transcoding and once with the warm-up and `n` more; the difference
+//! divided by `n` is what one transcoding costs, setup excluded.
+//!
+//! Run with `cargo bench --bench instructions [-- CASE]` (valgrind must be installed). It
+//! prints a table; it asserts nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "support/cases.rs"]
+mod cases;
+
+use std::hint::black_box;
+use std::process::Command;
+
+use cases::{Case, cases, reference_options};
+use prost::Message;
+use prost_reflect::{DeserializeOptions, DynamicMessage};
+use protogate::transcode::direct::{DecodeOptions, Plans, RenderOptions, decode_message, render};
+
+/// What one run transcodes.
+#[derive(Clone, Copy)]
+enum Op {
+    RenderDirect,
+    RenderReference,
+    DecodeDirect,
+    DecodeReference,
+}
+
+const OPS: [(Op, &str); 4] = [
+    (Op::RenderDirect, "render-direct"),
+    (Op::RenderReference, "render-prost-reflect"),
+    (Op::DecodeDirect, "decode-direct"),
+    (Op::DecodeReference, "decode-prost-reflect"),
+];
+
+/// About this many JSON bytes are transcoded per counted run (at least one transcoding).
+const BYTES_PER_RUN: usize = 200_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, op, case, n] = args.as_slice()
+        && flag == "--run"
+    {
+        run(op, case, n.parse().unwrap());
+        return;
+    }
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("valgrind is not installed: apt-get install valgrind");
+        return;
+    }
+    // `cargo bench --bench instructions -- page_50` counts the cases whose name holds that.
+    let filter: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with("--")).collect();
+    println!("instructions per transcoding (callgrind), and per JSON byte\n");
+    println!("| case | JSON bytes | {} |", OPS.map(|(_, name)| name).join(" | "));
+    println!("|---|---:|{}", "---:|".repeat(OPS.len()));
+    for case in cases() {
+        if !filter.is_empty() && !filter.iter().any(|f| case.name.contains(f.as_str())) {
+            continue;
+        }
+        let n = (BYTES_PER_RUN / case.json.len()).max(1);
+        let cells = OPS.map(|(_, name)| {
+            let per_op = (count(name, case.name, n) - count(name, case.name, 0)) as f64 / n as f64;
+            format!("{per_op:.0} ({:.1}/B)", per_op / case.json.len() as f64)
+        });
+        println!("| {} | {} | {} |", case.name, case.json.len(), cells.join(" | "));
+    }
+}
+
+/// Instructions callgrind counts for this program transcoding `n` times after one warm-up.
+fn count(op: &str, case: &str, n: usize) -> u64 {
+    let me = std::env::current_exe().unwrap();
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(me)
+        .args(["--run", op, case, &n.to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let collected = stderr.lines().find_map(|line| line.split("Collected : ").nth(1));
+    match collected.and_then(|c| c.trim().parse().ok()) {
+        Some(count) => count,
+        None => panic!("no count from callgrind for {op} {case}:\n{stderr}"),
+    }
+}
+
+fn run(op: &str, name: &str, n: usize) {
+    let case = cases().into_iter().find(|c| c.name == name).unwrap();
+    let op = OPS.iter().find(|(_, o)| *o == op).unwrap().0;
+    let plans = Plans::build([case.descriptor.clone()]);
+    let id = plans.id(case.descriptor.full_name()).unwrap();
+    let mut out = Vec::with_capacity(case.json.len().max(case.wire.len()));
+    for _ in 0..=n {
+        out.clear();
+        once(op, &case, &plans, id, &mut out);
+        black_box(&out);
+    }
+}
+
+/// Not inlined, so a profile can collect this function alone:
+/// `valgrind --tool=callgrind --toggle-collect='instructions::once' <bench> --run render-direct page_50 20`.
+#[inline(never)]
+fn once(op: Op, case: &Case, plans: &Plans, id: protogate::transcode::direct::PlanId, out: &mut Vec<u8>) {
+    match op {
+        Op::RenderDirect => render(plans, id, black_box(&case.wire), RenderOptions::default(), out).unwrap(),
+        Op::RenderReference => {
+            let message = DynamicMessage::decode(case.descriptor.clone(), black_box(case.wire.as_slice())).unwrap();
+            message.serialize_with_options(&mut serde_json::Serializer::new(out), &reference_options()).unwrap();
+        }
+        Op::DecodeDirect => {
+            let options = DecodeOptions { deny_unknown_fields: true };
+            decode_message(plans, id, black_box(&case.json), options, out).unwrap();
+        }
+        Op::DecodeReference => {
+            let mut de = serde_json::Deserializer::from_slice(black_box(&case.json));
+            let message =
+                DynamicMessage::deserialize_with_options(case.descriptor.clone(), &mut de, &DeserializeOptions::new())
+                    .unwrap();
+            message.encode(out).unwrap();
+        }
+    }
+}
