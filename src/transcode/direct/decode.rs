@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::plan::{FieldPlan, Kind, Label, MessagePlan, PlanId, Plans, Wkt};
-use super::wire::{begin_len, end_len, put_len_field, put_varint, zigzag_encode32, zigzag_encode64};
+use super::wire::{begin_len, end_len, put_key, put_len_field, put_varint, zigzag_encode32, zigzag_encode64};
 
 /// serde_json's default nesting limit.
 const DEPTH_LIMIT: u32 = 128;
@@ -238,12 +238,17 @@ impl<'a, 'p> Decoder<'a, 'p> {
         self.pos += 1;
         let start = self.pos;
         let input = self.input;
+        // Whether the string is plain ASCII so far: then it needs no UTF-8 check at its end.
+        let mut ascii = true;
         loop {
-            // Eight bytes at a time to the first quote, backslash or control character.
+            // Eight bytes at a time to the first quote, backslash or control character, or
+            // the first byte above ASCII while there has been none.
+            let high = if ascii { 0x8080_8080_8080_8080 } else { 0 };
             while let Some(chunk) = input.get(self.pos..self.pos + 8) {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(chunk);
-                let mask = attention(u64::from_le_bytes(word));
+                let word = u64::from_le_bytes(word);
+                let mask = attention(word) | (word & high);
                 if mask != 0 {
                     self.pos += (mask.trailing_zeros() / 8) as usize;
                     break;
@@ -255,7 +260,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 Some(b'"') => {
                     let s = &input[start..self.pos];
                     self.pos += 1;
-                    if s.is_ascii() || std::str::from_utf8(s).is_ok() {
+                    if ascii || std::str::from_utf8(s).is_ok() {
                         return Ok(Cow::Borrowed(s));
                     }
                     return Err(self.invalid("invalid unicode code point"));
@@ -264,7 +269,10 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 Some(&b) if b < 0x20 => {
                     return Err(self.syntax("control character (\\u0000-\\u001F) found while parsing a string"));
                 }
-                Some(_) => self.pos += 1,
+                Some(&b) => {
+                    ascii &= b < 0x80;
+                    self.pos += 1;
+                }
             }
         }
     }
@@ -574,8 +582,8 @@ impl<'a, 'p> Decoder<'a, 'p> {
             let found = self.found()?;
             return Err(self.wrong_type(&found, "a map"));
         }
-        let mut seen = vec![false; plan.fields.len()];
-        let mut oneofs = vec![false; plan.oneofs.len()];
+        let mut seen = Marks::new(plan.fields.len());
+        let mut oneofs = Marks::new(plan.oneofs.len());
         self.object(|d, key| {
             let Some(index) = plan.field_by_name(&key) else {
                 if d.options.deny_unknown_fields {
@@ -589,7 +597,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 d.path.pop();
                 return Ok(());
             };
-            if std::mem::replace(&mut seen[index], true) {
+            if seen.mark(index) {
                 return Err(DecodeError::Declined);
             }
             let field = &plan.fields[index];
@@ -601,7 +609,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             // A oneof member counts once it holds a value (`null` and skipped enum names do not).
             if let Some(oneof) = field.oneof
                 && out.len() > before
-                && std::mem::replace(&mut oneofs[oneof as usize], true)
+                && oneofs.mark(usize::from(oneof))
             {
                 let name = plan.oneofs.get(oneof as usize).map_or("", |n| &**n);
                 return Err(d.invalid(format!("multiple fields provided for oneof '{name}'")));
@@ -632,11 +640,11 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
         match field.kind {
             Kind::Message(id) if self.plans.message(id).wkt == Some(Wkt::Value) => {
-                out.extend_from_slice(&field.len_tag);
+                put_key(out, &field.len_tag);
                 out.extend_from_slice(&[2, 0x08, 0x00]); // Value { null_value: NULL_VALUE }
             }
             Kind::Enum(id) if self.plans.enumeration(id).is_null_value => {
-                out.extend_from_slice(&field.tag);
+                put_key(out, &field.tag);
                 out.push(0);
             }
             _ => {}
@@ -646,7 +654,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn singular(&mut self, field: &'p FieldPlan, out: &mut Vec<u8>) -> Result<()> {
         if let Kind::Message(id) = field.kind {
-            out.extend_from_slice(&field.len_tag);
+            put_key(out, &field.len_tag);
             let start = begin_len(out);
             self.nested_message(id, out)?;
             end_len(out, start);
@@ -654,7 +662,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
         let Some(value) = self.scalar(field.kind)? else { return Ok(()) };
         if field.presence || !value.is_default(field.kind, field.default_enum) {
-            out.extend_from_slice(&field.tag);
+            put_key(out, &field.tag);
             value.write(out);
         }
         Ok(())
@@ -671,14 +679,14 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
         let tag_start = out.len();
         let packed_start = packed.then(|| {
-            out.extend_from_slice(&field.len_tag);
+            put_key(out, &field.len_tag);
             begin_len(out)
         });
         self.array(|d, i| {
             d.path.push(Seg::Index(i));
             match field.kind {
                 Kind::Message(id) => {
-                    out.extend_from_slice(&field.len_tag);
+                    put_key(out, &field.len_tag);
                     let start = begin_len(out);
                     d.element_message(id, out)?;
                     end_len(out, start);
@@ -686,7 +694,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 kind => {
                     if let Some(value) = d.element_scalar(kind)? {
                         if !packed {
-                            out.extend_from_slice(&field.tag);
+                            put_key(out, &field.tag);
                         }
                         value.write(out);
                     }
@@ -729,7 +737,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
         self.object(|d, key| {
             let entry_start = out.len();
-            out.extend_from_slice(&field.len_tag);
+            put_key(out, &field.len_tag);
             let start = begin_len(out);
             let key_value = d.map_key(key_kind, &key)?;
             d.colon()?;
@@ -1251,6 +1259,33 @@ fn text(bytes: &[u8]) -> &str {
 #[inline]
 fn as_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Which of a message's fields (or oneofs) an object has named: a bit each, without a heap
+/// allocation per object for messages of up to 64.
+enum Marks {
+    Bits(u64),
+    Many(Vec<bool>),
+}
+
+impl Marks {
+    fn new(count: usize) -> Marks {
+        if count <= 64 { Marks::Bits(0) } else { Marks::Many(vec![false; count]) }
+    }
+
+    /// Marks `index` (below the count); whether it was marked already.
+    #[inline]
+    fn mark(&mut self, index: usize) -> bool {
+        match self {
+            Marks::Bits(bits) => {
+                let bit = 1u64.checked_shl(u32::try_from(index).unwrap_or(u32::MAX)).unwrap_or(0);
+                let marked = *bits & bit != 0;
+                *bits |= bit;
+                marked
+            }
+            Marks::Many(marks) => marks.get_mut(index).is_some_and(|m| std::mem::replace(m, true)),
+        }
+    }
 }
 
 /// The high bit of each of eight (little-endian) bytes that is a quote, a backslash or below

@@ -652,3 +652,26 @@ fn a_map_entry_keyed_with_another_wire_type_is_read_as_prost_reflect_reads_it() 
     let (reference, _) = both(plans, &desc, &wire, 0);
     assert_eq!(reference.unwrap(), r#"{"intMap":{"1":{}}}"#);
 }
+
+#[test]
+fn strings_are_checked_for_utf8_wherever_a_bad_byte_falls() {
+    // The lexer skips the UTF-8 check of strings it saw to be ASCII: a bad byte must be
+    // caught in a chunk of eight, in the bytes after the last chunk, and after valid non-ASCII.
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    let strings: [&[u8]; 8] = [
+        b"plain ascii, longer than eight bytes",
+        "caf\u{e9} au lait, \u{65e5}\u{672c}".as_bytes(),
+        b"\xff at the start of a long string",
+        b"a long string, then at the end \xff",
+        b"ab\xff",
+        b"\xc3\xa9t\xc3\xa9, then a bad byte: \xff",
+        b"\xc3",
+        b"twelve bytes\xe6\x97",
+    ];
+    for string in strings {
+        let mut json = br#"{"stringValue":""#.to_vec();
+        json.extend_from_slice(string);
+        json.extend_from_slice(br#""}"#);
+        assert!(assert_same_decode(plans, &desc, &json, true), "{}", String::from_utf8_lossy(&json));
+    }
+}

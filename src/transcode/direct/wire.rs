@@ -183,6 +183,16 @@ pub fn put_varint(out: &mut Vec<u8>, value: u64) {
     encode_varint(value, out);
 }
 
+/// Appends an encoded field key. Fields 1 to 15 have one-byte keys, pushed rather than copied
+/// (a copy of a slice's length is a call into `memcpy`).
+#[inline(always)]
+pub fn put_key(out: &mut Vec<u8>, key: &[u8]) {
+    match key {
+        [byte] => out.push(*byte),
+        _ => out.extend_from_slice(key),
+    }
+}
+
 /// Starts a length-delimited value whose length is not known yet; returns the position to
 /// hand to [`end_len`]. One byte is reserved: most nested messages are shorter than 128 bytes.
 #[inline]
