@@ -61,7 +61,7 @@ fn main() {
         }
         let n = (BYTES_PER_RUN / case.json.len()).max(1);
         let cells = OPS.map(|(_, name)| {
-            let per_op = (count(name, case.name, n) - count(name, case.name, 0)) as f64 / n as f64;
+            let per_op = count(name, case.name, n).saturating_sub(count(name, case.name, 0)) as f64 / n as f64;
             format!("{per_op:.0} ({:.1}/B)", per_op / case.json.len() as f64)
         });
         println!("| {} | {} | {} |", case.name, case.json.len(), cells.join(" | "));
