@@ -584,8 +584,9 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
         let mut seen = Marks::new(plan.fields.len());
         let mut oneofs = Marks::new(plan.oneofs.len());
+        let mut guess = 0;
         self.object(|d, key| {
-            let Some(index) = plan.field_by_name(&key) else {
+            let Some(index) = plan.field_by_name_guessing(&key, guess) else {
                 if d.options.deny_unknown_fields {
                     d.path.push(Seg::Key(key));
                     return Err(DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() });
@@ -600,6 +601,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             if seen.mark(index) {
                 return Err(DecodeError::Declined);
             }
+            guess = index + 1;
             let field = &plan.fields[index];
             d.colon()?;
             d.path.push(Seg::Key(key));

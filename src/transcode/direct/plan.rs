@@ -47,6 +47,9 @@ pub struct MessagePlan {
     pub descriptor: Option<MessageDescriptor>,
     by_number: NumberIndex,
     by_name: FxHashMap<Box<[u8]>, u16>,
+    /// By field index: whether the field's JSON name finds that field in `by_name` (it does
+    /// unless another field's name takes it), so a key equal to it needs no hash lookup.
+    json_name_finds: Box<[bool]>,
 }
 
 #[derive(Debug)]
@@ -409,6 +412,11 @@ impl MessagePlan {
         for (i, f) in fields.iter().enumerate() {
             by_name.insert(f.json_name.as_bytes().into(), u16::try_from(i).unwrap_or(NO_FIELD));
         }
+        let json_name_finds = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| by_name.get(f.json_name.as_bytes()).is_some_and(|&found| usize::from(found) == i))
+            .collect();
         MessagePlan {
             full_name: name.into(),
             wkt,
@@ -418,6 +426,7 @@ impl MessagePlan {
             descriptor: None,
             by_number,
             by_name,
+            json_name_finds,
         }
     }
 
@@ -435,6 +444,17 @@ impl MessagePlan {
     #[inline]
     pub fn field_by_name(&self, name: &[u8]) -> Option<usize> {
         self.by_name.get(name).map(|&i| i as usize)
+    }
+
+    /// As [`Self::field_by_name`], trying the field at `guess` first: JSON objects mostly name
+    /// fields in the message's order, so the field after the last one found is a comparison
+    /// away, where the lookup hashes the name.
+    #[inline]
+    pub fn field_by_name_guessing(&self, name: &[u8], guess: usize) -> Option<usize> {
+        match (self.fields.get(guess), self.json_name_finds.get(guess)) {
+            (Some(field), Some(true)) if field.json_name.as_bytes() == name => Some(guess),
+            _ => self.field_by_name(name),
+        }
     }
 }
 

@@ -675,3 +675,21 @@ fn strings_are_checked_for_utf8_wherever_a_bad_byte_falls() {
         assert!(assert_same_decode(plans, &desc, &json, true), "{}", String::from_utf8_lossy(&json));
     }
 }
+
+#[test]
+fn a_guessed_field_is_the_field_the_name_lookup_finds() {
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    let plan = plans.message(plans.id(desc.full_name()).unwrap());
+    let names: Vec<&[u8]> = plan
+        .fields
+        .iter()
+        .flat_map(|f| [f.json_name.as_bytes(), f.proto_name.as_bytes()])
+        .chain([&b"unknown"[..], b""])
+        .collect();
+    assert!(plan.fields.len() > 20, "a message with many fields");
+    for name in names {
+        for guess in 0..=plan.fields.len() + 1 {
+            assert_eq!(plan.field_by_name_guessing(name, guess), plan.field_by_name(name), "{name:?} at {guess}");
+        }
+    }
+}
