@@ -41,9 +41,24 @@ struct Browser {
 }
 
 impl Browser {
+    /// Chromium started on `url`. On a loaded machine a Chromium that starts beside others now
+    /// and then exits or stalls before it listens: a few bounded attempts, each with a fresh
+    /// profile, and what it printed when none succeeds.
     async fn open(binary: &PathBuf, url: &str) -> Browser {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Browser::launch(binary, url).await {
+                Ok(browser) => return browser,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("chromium did not start in three attempts: {failures:#?}");
+    }
+
+    async fn launch(binary: &PathBuf, url: &str) -> Result<Browser, String> {
         let profile = tempfile::tempdir().unwrap();
-        let process = tokio::process::Command::new(binary)
+        let log = profile.path().join("stderr.log");
+        let mut process = tokio::process::Command::new(binary)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -59,13 +74,26 @@ impl Browser {
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
             .spawn()
             .expect("chromium starts");
-        let port = devtools_port(&profile.path().join("DevToolsActivePort")).await;
-        let devtools = page_socket(port).await;
-        Browser { _process: process, _profile: profile, devtools, next_id: 0 }
+        let printed = || std::fs::read_to_string(&log).unwrap_or_default();
+        // Chromium writes its DevTools port to the profile once it listens.
+        let port_file = profile.path().join("DevToolsActivePort");
+        for _ in 0..400 {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Some(port) = text.lines().next().and_then(|l| l.parse().ok())
+            {
+                let devtools = page_socket(port).await;
+                return Ok(Browser { _process: process, _profile: profile, devtools, next_id: 0 });
+            }
+            if let Ok(Some(status)) = process.try_wait() {
+                return Err(format!("exited ({status}) before listening:\n{}", printed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("no DevTools port within 20 s:\n{}", printed()))
     }
 
     /// Evaluates `expression` in the page, awaiting it if it is a promise; its value as JSON.
@@ -100,19 +128,6 @@ impl Browser {
             return reply["result"].clone();
         }
     }
-}
-
-/// Chromium writes its DevTools port to the profile once it listens.
-async fn devtools_port(file: &std::path::Path) -> u16 {
-    for _ in 0..300 {
-        if let Ok(text) = std::fs::read_to_string(file)
-            && let Some(port) = text.lines().next().and_then(|l| l.parse().ok())
-        {
-            return port;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromium did not open DevTools within 15 s");
 }
 
 /// The DevTools WebSocket of the browser's first page.
