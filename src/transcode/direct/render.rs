@@ -209,39 +209,14 @@ impl Renderer<'_> {
                 self.key(field, first, out);
                 self.scalar_or_message(field.kind, value, out)
             }
-            kind => match natural_width(kind) {
-                Width::Varint => {
-                    let n = wire::varint(value)?;
-                    let default = match kind {
-                        Kind::Enum(_) => truncate_i32(n) == field.default_enum,
-                        Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(n) == 0,
-                        _ => n == 0,
-                    };
-                    if !(omit_default && default) {
-                        self.key(field, first, out);
-                        self.varint_value(kind, n, out);
-                    }
-                    Ok(())
+            kind => {
+                let n = number(kind, value)?;
+                if !(omit_default && is_default_number(kind, n, field.default_enum)) {
+                    self.key(field, first, out);
+                    self.number_value(kind, n, out);
                 }
-                Width::Fixed64 => {
-                    let n = u64::from_le_bytes(fixed::<8>(value)?);
-                    let default = if kind == Kind::Double { f64::from_bits(n) == 0.0 } else { n == 0 };
-                    if !(omit_default && default) {
-                        self.key(field, first, out);
-                        self.fixed64_value(kind, n, out);
-                    }
-                    Ok(())
-                }
-                Width::Fixed32 => {
-                    let n = u32::from_le_bytes(fixed::<4>(value)?);
-                    let default = if kind == Kind::Float { f32::from_bits(n) == 0.0 } else { n == 0 };
-                    if !(omit_default && default) {
-                        self.key(field, first, out);
-                        self.fixed32_value(kind, n, out);
-                    }
-                    Ok(())
-                }
-            },
+                Ok(())
+            }
         }
     }
 
@@ -600,20 +575,20 @@ impl Renderer<'_> {
                 write_base64(out, bytes);
                 Ok(())
             }
-            _ => match natural_width(kind) {
-                Width::Fixed32 => {
-                    self.fixed32_value(kind, u32::from_le_bytes(fixed::<4>(bytes)?), out);
-                    Ok(())
-                }
-                Width::Fixed64 => {
-                    self.fixed64_value(kind, u64::from_le_bytes(fixed::<8>(bytes)?), out);
-                    Ok(())
-                }
-                Width::Varint => {
-                    self.varint_value(kind, wire::varint(bytes)?, out);
-                    Ok(())
-                }
-            },
+            _ => {
+                self.number_value(kind, number(kind, bytes)?, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// A scalar's value, given as [`number`] reads it.
+    #[inline]
+    fn number_value(&self, kind: Kind, n: u64, out: &mut Vec<u8>) {
+        match natural_width(kind) {
+            Width::Varint => self.varint_value(kind, n, out),
+            Width::Fixed64 => self.fixed64_value(kind, n, out),
+            Width::Fixed32 => self.fixed32_value(kind, truncate_u32(n), out),
         }
     }
 
@@ -689,13 +664,7 @@ impl Renderer<'_> {
             Kind::String => out.extend_from_slice(b"\"\""),
             Kind::Bytes => out.extend_from_slice(b"\"\""),
             Kind::Enum(id) => self.enum_value(id, default_enum, out),
-            Kind::Float => write_f32_field(out, 0.0),
-            Kind::Double => write_f64_field(out, 0.0),
-            kind => match natural_width(kind) {
-                Width::Fixed32 => self.fixed32_value(kind, 0, out),
-                Width::Fixed64 => self.fixed64_value(kind, 0, out),
-                Width::Varint => self.varint_value(kind, 0, out),
-            },
+            kind => self.number_value(kind, 0, out),
         }
         Ok(())
     }
@@ -844,16 +813,32 @@ struct Run {
 #[inline]
 fn is_default_value(field: &FieldPlan, bytes: &[u8]) -> Result<bool, WireError> {
     Ok(match field.kind {
-        Kind::Double => f64::from_bits(u64::from_le_bytes(fixed::<8>(bytes)?)) == 0.0,
-        Kind::Float => f32::from_bits(u32::from_le_bytes(fixed::<4>(bytes)?)) == 0.0,
-        Kind::Fixed64 | Kind::Sfixed64 => u64::from_le_bytes(fixed::<8>(bytes)?) == 0,
-        Kind::Fixed32 | Kind::Sfixed32 => u32::from_le_bytes(fixed::<4>(bytes)?) == 0,
         Kind::String | Kind::Bytes => bytes.is_empty(),
         Kind::Message(_) => false,
-        Kind::Enum(_) => truncate_i32(wire::varint(bytes)?) == field.default_enum,
-        Kind::Int32 | Kind::Sint32 | Kind::Uint32 => truncate_u32(wire::varint(bytes)?) == 0,
-        Kind::Int64 | Kind::Sint64 | Kind::Uint64 | Kind::Bool => wire::varint(bytes)? == 0,
+        kind => is_default_number(kind, number(kind, bytes)?, field.default_enum),
     })
+}
+
+/// A scalar's number off the wire: a varint, or fixed bytes (a fixed32 in the low half).
+#[inline]
+fn number(kind: Kind, bytes: &[u8]) -> Result<u64, WireError> {
+    match natural_width(kind) {
+        Width::Varint => wire::varint(bytes),
+        Width::Fixed64 => Ok(u64::from_le_bytes(fixed::<8>(bytes)?)),
+        Width::Fixed32 => Ok(u64::from(u32::from_le_bytes(fixed::<4>(bytes)?))),
+    }
+}
+
+/// Whether a scalar's number, as [`number`] reads it, is its kind's default.
+#[inline]
+fn is_default_number(kind: Kind, n: u64, default_enum: i32) -> bool {
+    match kind {
+        Kind::Double => f64::from_bits(n) == 0.0,
+        Kind::Float => f32::from_bits(truncate_u32(n)) == 0.0,
+        Kind::Enum(_) => truncate_i32(n) == default_enum,
+        Kind::Int32 | Kind::Sint32 | Kind::Uint32 | Kind::Fixed32 | Kind::Sfixed32 => truncate_u32(n) == 0,
+        _ => n == 0,
+    }
 }
 
 /// A decoded map key, compared by value so differently encoded duplicates are found.
