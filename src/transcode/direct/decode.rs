@@ -62,7 +62,7 @@ pub fn decode_field(
     let plan = plans.message(id);
     let field = plan.fields.get(field).ok_or(DecodeError::Declined)?;
     let mut decoder = Decoder::new(plans, json, options)?;
-    decoder.path.push(Seg::Key(Cow::Borrowed(field.proto_name.as_bytes())));
+    decoder.path.push(Seg::Key(Cow::Borrowed(&field.proto_name)));
     decoder.skip_ws();
     decoder.field(field, out)?;
     decoder.path.pop();
@@ -71,12 +71,17 @@ pub fn decode_field(
 
 #[derive(Debug)]
 enum Seg<'a> {
-    Key(Cow<'a, [u8]>),
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
 struct Decoder<'a, 'p> {
     input: &'a [u8],
+    /// The whole input as text, when it is UTF-8 (checked once, up front): strings and numbers
+    /// are then sliced from it without a check of their own. A body that is not can still
+    /// decode (serde_json does not check the strings of a value it skips), and must fail where
+    /// serde_json fails when it does not: then each string read is checked where it ends.
+    text: Option<&'a str>,
     pos: usize,
     plans: &'p Plans,
     options: DecodeOptions,
@@ -94,8 +99,7 @@ enum Number {
 
 /// What a JSON value is, for "invalid type" messages.
 enum Found<'a> {
-    /// A string, already checked to be UTF-8.
-    Str(Cow<'a, [u8]>),
+    Str(Cow<'a, str>),
     Num(Number),
     Bool(bool),
     Null,
@@ -107,7 +111,8 @@ type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a, 'p> Decoder<'a, 'p> {
     fn new(plans: &'p Plans, input: &'a [u8], options: DecodeOptions) -> Result<Self> {
-        Ok(Decoder { input, pos: 0, plans, options, path: Vec::new(), depth: DEPTH_LIMIT })
+        let text = std::str::from_utf8(input).ok();
+        Ok(Decoder { input, text, pos: 0, plans, options, path: Vec::new(), depth: DEPTH_LIMIT })
     }
 
     fn end(&mut self) -> Result<()> {
@@ -128,7 +133,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    out.push_str(&String::from_utf8_lossy(k));
+                    out.push_str(k);
                 }
                 Seg::Index(i) => {
                     let _ = write!(out, "[{i}]");
@@ -169,7 +174,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn wrong_type(&self, found: &Found<'_>, expected: &str) -> DecodeError {
         let found = match found {
-            Found::Str(s) => format!("string {:?}", String::from_utf8_lossy(s)),
+            Found::Str(s) => format!("string {s:?}"),
             Found::Num(Number::Unsigned(n)) => format!("integer `{n}`"),
             Found::Num(Number::Signed(n)) => format!("integer `{n}`"),
             Found::Num(Number::Float(f)) => format!("floating point `{}`", FloatDisplay(*f)),
@@ -234,60 +239,63 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     /// Reads a string (the opening quote is next) without its quotes, unescaped, checking it is
     /// UTF-8 as serde_json does (only strings can hold non-ASCII bytes in valid JSON).
-    fn string(&mut self) -> Result<Cow<'a, [u8]>> {
+    fn string(&mut self) -> Result<Cow<'a, str>> {
         self.pos += 1;
         let start = self.pos;
-        let input = self.input;
-        // Whether the string is plain ASCII so far: then it needs no UTF-8 check at its end.
-        let mut ascii = true;
-        loop {
-            // Eight bytes at a time to the first quote, backslash or control character, or
-            // the first byte above ASCII while there has been none.
-            let high = if ascii { 0x8080_8080_8080_8080 } else { 0 };
-            while let Some(chunk) = input.get(self.pos..self.pos + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let word = u64::from_le_bytes(word);
-                let mask = attention(word) | (word & high);
-                if mask != 0 {
-                    self.pos += (mask.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.pos += 8;
+        self.scan_string();
+        match self.peek() {
+            None => Err(self.syntax("EOF while parsing a string")),
+            Some(b'"') => {
+                let end = self.pos;
+                self.pos += 1;
+                self.slice(start, end).map(Cow::Borrowed)
             }
-            match input.get(self.pos) {
-                None => return Err(self.syntax("EOF while parsing a string")),
-                Some(b'"') => {
-                    let s = &input[start..self.pos];
-                    self.pos += 1;
-                    if ascii || std::str::from_utf8(s).is_ok() {
-                        return Ok(Cow::Borrowed(s));
-                    }
-                    return Err(self.invalid("invalid unicode code point"));
-                }
-                Some(b'\\') => return self.escaped_string(start),
-                Some(&b) if b < 0x20 => {
-                    return Err(self.syntax("control character (\\u0000-\\u001F) found while parsing a string"));
-                }
-                Some(&b) => {
-                    ascii &= b < 0x80;
-                    self.pos += 1;
-                }
-            }
+            Some(b'\\') => self.escaped_string(start),
+            Some(_) => Err(self.syntax("control character (\\u0000-\\u001F) found while parsing a string")),
         }
     }
 
-    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, [u8]>> {
+    /// Moves to the next quote, backslash or control character of a string, or to the end of
+    /// the input; eight bytes at a time.
+    #[inline]
+    fn scan_string(&mut self) {
+        let input = self.input;
+        while let Some(chunk) = input.get(self.pos..self.pos + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let mask = attention(u64::from_le_bytes(word));
+            if mask != 0 {
+                self.pos += (mask.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
+        }
+        while input.get(self.pos).is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20) {
+            self.pos += 1;
+        }
+    }
+
+    /// The input from `start` to `end` as text: sliced from the checked text, or checked now.
+    /// Both ends are at ASCII bytes, which UTF-8 never splits.
+    #[inline]
+    fn slice(&self, start: usize, end: usize) -> Result<&'a str> {
+        let text = match self.text {
+            Some(text) => text.get(start..end),
+            None => self.input.get(start..end).and_then(|bytes| std::str::from_utf8(bytes).ok()),
+        };
+        text.ok_or_else(|| self.invalid("invalid unicode code point"))
+    }
+
+    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, str>> {
         let mut out: Vec<u8> = self.input[start..self.pos].to_vec();
         loop {
             match self.peek() {
                 None => return Err(self.syntax("EOF while parsing a string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    if std::str::from_utf8(&out).is_err() {
-                        return Err(self.invalid("invalid unicode code point"));
-                    }
-                    return Ok(Cow::Owned(out));
+                    return String::from_utf8(out)
+                        .map(Cow::Owned)
+                        .map_err(|_| self.invalid("invalid unicode code point"));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -356,6 +364,9 @@ impl<'a, 'p> Decoder<'a, 'p> {
     /// Reads a number as serde_json does: integers as `u64`/`i64` when they fit, else `f64`.
     fn number(&mut self) -> Result<Number> {
         let (text, negative, float) = self.number_text()?;
+        if !float && let Some(n) = short_integer(text.as_bytes(), negative) {
+            return Ok(n);
+        }
         if !float {
             if negative {
                 if let Ok(n) = text.parse::<i64>() {
@@ -418,7 +429,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 self.pos += 1;
             }
         }
-        Ok((as_str(&self.input[start..self.pos]), negative, float))
+        Ok((self.slice(start, self.pos)?, negative, float))
     }
 
     /// Reads a scalar value, or identifies an array or object without reading it.
@@ -439,56 +450,116 @@ impl<'a, 'p> Decoder<'a, 'p> {
         }
     }
 
-    /// Skips a value, checking that it is valid JSON.
+    /// Skips a value, checking that it is valid JSON as serde_json's `ignore_value` checks it:
+    /// its strings are not checked for UTF-8 or for lone surrogates, and its nesting has no
+    /// limit, so the containers open are a stack on the heap rather than recursion.
     fn skip_value(&mut self) -> Result<()> {
+        // The closing byte of each container open.
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() != Some(b']') {
+                        open.push(b']');
+                        continue;
+                    }
+                    self.pos += 1;
+                }
+                Some(b'{') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() != Some(b'}') {
+                        open.push(b'}');
+                        self.skip_key()?;
+                        continue;
+                    }
+                    self.pos += 1;
+                }
+                Some(b'"') => self.skip_string()?,
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number_text()?;
+                }
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(b'n') => self.literal(b"null")?,
+                Some(_) => return Err(self.syntax("expected value")),
+                None => return Err(self.syntax("EOF while parsing a value")),
+            }
+            // After a value: close what it ends, up to the next element or the end.
+            loop {
+                let Some(&close) = open.last() else { return Ok(()) };
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if close == b'}' {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    Some(b) if b == close => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    Some(_) if close == b']' => return Err(self.syntax("expected `,` or `]`")),
+                    Some(_) => return Err(self.syntax("expected `,` or `}`")),
+                    None if close == b']' => return Err(self.syntax("EOF while parsing a list")),
+                    None => return Err(self.syntax("EOF while parsing an object")),
+                }
+            }
+        }
+    }
+
+    /// Skips a key and its colon in an object being skipped.
+    fn skip_key(&mut self) -> Result<()> {
         self.skip_ws();
         match self.peek() {
-            Some(b'[') => {
-                self.enter()?;
+            Some(b'"') => self.skip_string()?,
+            Some(_) => return Err(self.syntax("key must be a string")),
+            None => return Err(self.syntax("EOF while parsing an object")),
+        }
+        self.skip_ws();
+        match self.peek() {
+            Some(b':') => {
                 self.pos += 1;
-                let mut first = true;
-                loop {
-                    self.skip_ws();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        break;
-                    }
-                    if !first {
-                        self.expect(b',', "`,` or `]`")?;
-                    }
-                    first = false;
-                    self.skip_value()?;
-                }
-                self.leave();
                 Ok(())
             }
-            Some(b'{') => {
-                self.enter()?;
-                self.pos += 1;
-                let mut first = true;
-                loop {
-                    self.skip_ws();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        break;
-                    }
-                    if !first {
-                        self.expect(b',', "`,` or `}`")?;
-                        self.skip_ws();
-                    }
-                    first = false;
-                    if self.peek() != Some(b'"') {
-                        return Err(self.syntax("key must be a string"));
-                    }
-                    self.string()?;
-                    self.expect(b':', "`:`")?;
-                    self.skip_value()?;
+            Some(_) => Err(self.syntax("expected `:`")),
+            None => Err(self.syntax("EOF while parsing an object")),
+        }
+    }
+
+    /// Skips a string (the opening quote is next): its escapes must be well formed, but what
+    /// they and its bytes encode is not checked.
+    fn skip_string(&mut self) -> Result<()> {
+        self.pos += 1;
+        loop {
+            self.scan_string();
+            match self.peek() {
+                None => return Err(self.syntax("EOF while parsing a string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
                 }
-                self.leave();
-                Ok(())
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                        Some(b'u') => {
+                            self.pos += 1;
+                            self.hex4()?;
+                        }
+                        Some(_) => return Err(self.syntax("invalid escape")),
+                        None => return Err(self.syntax("EOF while parsing a string")),
+                    }
+                }
+                Some(_) => {
+                    return Err(self.syntax("control character (\\u0000-\\u001F) found while parsing a string"));
+                }
             }
-            Some(b'-' | b'0'..=b'9') => self.number_text().map(|_| ()),
-            _ => self.found().map(|_| ()),
         }
     }
 
@@ -497,7 +568,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
     ///
     /// A malformed separator or key names no field: serde_path_to_error cannot tell which key
     /// it belongs to either.
-    fn object(&mut self, mut entry: impl FnMut(&mut Self, Cow<'a, [u8]>) -> Result<()>) -> Result<()> {
+    fn object(&mut self, mut entry: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>) -> Result<()> {
         self.enter()?;
         self.pos += 1;
         let mut first = true;
@@ -586,7 +657,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         let mut oneofs = Marks::new(plan.oneofs.len());
         let mut guess = 0;
         self.object(|d, key| {
-            let Some(index) = plan.field_by_name_guessing(&key, guess) else {
+            let Some(index) = plan.field_by_name_guessing(key.as_bytes(), guess) else {
                 if d.options.deny_unknown_fields {
                     d.path.push(Seg::Key(key));
                     return Err(DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() });
@@ -774,11 +845,10 @@ impl<'a, 'p> Decoder<'a, 'p> {
         })
     }
 
-    fn map_key(&self, kind: Kind, key: &[u8]) -> Result<Scalar<'static>> {
+    fn map_key(&self, kind: Kind, key: &str) -> Result<Scalar<'static>> {
         if kind == Kind::String {
-            return Ok(Scalar::Bytes(Cow::Owned(key.to_vec())));
+            return Ok(Scalar::Bytes(Cow::Owned(key.as_bytes().to_vec())));
         }
-        let key = text(key);
         let parsed = match kind {
             Kind::Bool => key.parse::<bool>().map(|b| Scalar::Varint(u64::from(b))).map_err(|e| e.to_string()),
             Kind::Int32 => key.parse::<i32>().map(|n| Scalar::Varint(n as i64 as u64)).map_err(|e| e.to_string()),
@@ -819,7 +889,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 other => return Err(self.wrong_type(&other, "a boolean")),
             },
             Kind::String => match found {
-                Found::Str(s) => Scalar::Bytes(s),
+                Found::Str(s) => Scalar::Bytes(bytes_of(s)),
                 other => return Err(self.wrong_type(&other, "a string")),
             },
             Kind::Bytes => Scalar::Bytes(Cow::Owned(self.bytes(found)?)),
@@ -834,11 +904,11 @@ impl<'a, 'p> Decoder<'a, 'p> {
             Found::Num(Number::Float(f)) => Ok(*f),
             Found::Num(Number::Unsigned(n)) => Ok(*n as f64),
             Found::Num(Number::Signed(n)) => Ok(*n as f64),
-            Found::Str(s) => match text(s).parse::<f64>() {
+            Found::Str(s) => match s.parse::<f64>() {
                 Ok(v) => Ok(v),
-                Err(_) if &**s == b"Infinity" => Ok(f64::INFINITY),
-                Err(_) if &**s == b"-Infinity" => Ok(f64::NEG_INFINITY),
-                Err(_) if &**s == b"NaN" => Ok(f64::NAN),
+                Err(_) if &**s == "Infinity" => Ok(f64::INFINITY),
+                Err(_) if &**s == "-Infinity" => Ok(f64::NEG_INFINITY),
+                Err(_) if &**s == "NaN" => Ok(f64::NAN),
                 Err(e) => Err(self.invalid(e)),
             },
             other => Err(self.wrong_type(other, "a 64-bit floating point value")),
@@ -856,11 +926,11 @@ impl<'a, 'p> Decoder<'a, 'p> {
             }
             Found::Num(Number::Unsigned(n)) => Ok(*n as f32),
             Found::Num(Number::Signed(n)) => Ok(*n as f32),
-            Found::Str(s) => match text(s).parse::<f32>() {
+            Found::Str(s) => match s.parse::<f32>() {
                 Ok(v) => Ok(v),
-                Err(_) if &**s == b"Infinity" => Ok(f32::INFINITY),
-                Err(_) if &**s == b"-Infinity" => Ok(f32::NEG_INFINITY),
-                Err(_) if &**s == b"NaN" => Ok(f32::NAN),
+                Err(_) if &**s == "Infinity" => Ok(f32::INFINITY),
+                Err(_) if &**s == "-Infinity" => Ok(f32::NEG_INFINITY),
+                Err(_) if &**s == "NaN" => Ok(f32::NAN),
                 Err(e) => Err(self.invalid(e)),
             },
             other => Err(self.wrong_type(other, "a 32-bit floating point value")),
@@ -869,7 +939,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn int32(&self, found: &Found<'_>) -> Result<i32> {
         match found {
-            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => i32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => i32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -887,7 +957,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn uint32(&self, found: &Found<'_>) -> Result<u32> {
         match found {
-            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => u32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => u32::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -905,7 +975,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn int64(&self, found: &Found<'_>) -> Result<i64> {
         match found {
-            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => i64::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Signed(n)) => Ok(*n),
             Found::Num(Number::Float(v)) => {
@@ -924,7 +994,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     fn uint64(&self, found: &Found<'_>) -> Result<u64> {
         match found {
-            Found::Str(s) => text(s).parse().map_err(|e| self.invalid(e)),
+            Found::Str(s) => s.parse().map_err(|e| self.invalid(e)),
             Found::Num(Number::Unsigned(n)) => Ok(*n),
             Found::Num(Number::Signed(n)) => u64::try_from(*n).map_err(|e| self.invalid(e)),
             Found::Num(Number::Float(v)) => {
@@ -966,17 +1036,17 @@ impl<'a, 'p> Decoder<'a, 'p> {
         if plan.is_null_value {
             return match found {
                 Found::Null => Ok(Some(Scalar::Varint(0))),
-                Found::Str(s) if &*s == b"NULL_VALUE" => Ok(Some(Scalar::Varint(0))),
+                Found::Str(s) if s == "NULL_VALUE" => Ok(Some(Scalar::Varint(0))),
                 Found::Str(_) if self.options.deny_unknown_fields => Err(self.invalid("expected null")),
                 Found::Str(_) => Ok(None),
                 other => Err(self.wrong_type(&other, "null")),
             };
         }
         match found {
-            Found::Str(name) => match plan.number(&name) {
+            Found::Str(name) => match plan.number(name.as_bytes()) {
                 Some(n) => Ok(Some(Scalar::Varint(n as i64 as u64))),
                 None if self.options.deny_unknown_fields => {
-                    Err(self.invalid(format!("unrecognized enum value '{}'", String::from_utf8_lossy(&name))))
+                    Err(self.invalid(format!("unrecognized enum value '{name}'")))
                 }
                 None => Ok(None),
             },
@@ -998,8 +1068,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         match wkt {
             Wkt::Timestamp => {
                 let value = self.wkt_string("a rfc3339 timestamp string")?;
-                super::wkt::validate_strict_rfc3339(text(&value)).map_err(|e| self.invalid(e))?;
-                let t: prost_types::Timestamp = text(&value).parse().map_err(|e| self.invalid(e))?;
+                let t = super::wkt::parse_timestamp(&value).map_err(|e| self.invalid(e))?;
                 if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
                     return Err(self.invalid("timestamp out of range"));
                 }
@@ -1007,7 +1076,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             }
             Wkt::Duration => {
                 let value = self.wkt_string("a duration string")?;
-                let d: prost_types::Duration = text(&value).parse().map_err(|e| self.invalid(e))?;
+                let d: prost_types::Duration = value.parse().map_err(|e| self.invalid(e))?;
                 if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > MAX_DURATION_NANOS {
                     return Err(self.invalid("duration out of range"));
                 }
@@ -1015,7 +1084,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             }
             Wkt::FieldMask => {
                 let value = self.wkt_string("a field mask string")?;
-                for path in text(&value).split(',').filter(|p| !p.is_empty()) {
+                for path in value.split(',').filter(|p| !p.is_empty()) {
                     let mut snake = String::with_capacity(path.len() + 4);
                     for (i, part) in path.split('.').enumerate() {
                         if i > 0 {
@@ -1097,7 +1166,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 let found = self.found()?;
                 let Found::Str(s) = found else { return Err(self.wrong_type(&found, "a string")) };
                 if !s.is_empty() {
-                    put_len_field(out, 1, &s);
+                    put_len_field(out, 1, s.as_bytes());
                 }
             }
             Wkt::BytesValue => {
@@ -1111,7 +1180,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
         Ok(())
     }
 
-    fn wkt_string(&mut self, expected: &str) -> Result<Cow<'a, [u8]>> {
+    fn wkt_string(&mut self, expected: &str) -> Result<Cow<'a, str>> {
         match self.found()? {
             Found::Str(s) => Ok(s),
             other => Err(self.wrong_type(&other, expected)),
@@ -1133,7 +1202,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             d.colon()?;
             out.push(1 << 3 | 2);
             let entry = begin_len(out);
-            put_len_field(out, 1, &key);
+            put_len_field(out, 1, key.as_bytes());
             out.push(2 << 3 | 2);
             let value = begin_len(out);
             d.path.push(Seg::Key(key));
@@ -1190,7 +1259,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                     };
                     prost::encoding::double::encode(2, &v, out);
                 }
-                Found::Str(s) => put_len_field(out, 3, &s),
+                Found::Str(s) => put_len_field(out, 3, s.as_bytes()),
                 Found::Seq | Found::Map => return Err(self.syntax("expected value")),
             },
         }
@@ -1250,17 +1319,32 @@ impl std::fmt::Display for FloatDisplay {
     }
 }
 
-/// Bytes already checked to be UTF-8 (a number's digits, a validated string), as text: never
-/// fails.
-#[inline]
-fn text(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or_default()
+/// A string's UTF-8 as the bytes a `string` field is encoded with.
+fn bytes_of(s: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
 }
 
-/// Text the scanner has already checked is ASCII (the digits of a number): never fails.
+/// An integer's text (its syntax checked, `-` included when `negative`) of up to 19 digits, as
+/// serde_json classifies it, without the standard parser's overflow check per digit: 19
+/// digits cannot overflow a `u64`. `None` for longer ones.
 #[inline]
-fn as_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap_or_default()
+fn short_integer(text: &[u8], negative: bool) -> Option<Number> {
+    let digits = if negative { text.get(1..)? } else { text };
+    if digits.len() > 19 {
+        return None;
+    }
+    let magnitude = digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    if !negative {
+        Some(Number::Unsigned(magnitude))
+    } else if magnitude <= 1 << 63 {
+        // -2^63 wraps to itself, which is `i64::MIN`.
+        Some(Number::Signed((magnitude as i64).wrapping_neg()))
+    } else {
+        None
+    }
 }
 
 /// Which of a message's fields (or oneofs) an object has named: a bit each, without a heap

@@ -655,9 +655,23 @@ fn a_map_entry_keyed_with_another_wire_type_is_read_as_prost_reflect_reads_it() 
 
 #[test]
 fn strings_are_checked_for_utf8_wherever_a_bad_byte_falls() {
-    // The lexer skips the UTF-8 check of strings it saw to be ASCII: a bad byte must be
-    // caught in a chunk of eight, in the bytes after the last chunk, and after valid non-ASCII.
+    // A body is checked to be UTF-8 once, up front; one that is not is read with a check of
+    // each string where it ends, so that it fails where serde_json fails: a bad byte must be
+    // caught in a chunk of eight, in the bytes after the last chunk, after valid non-ASCII, in
+    // a key, in a skipped value, and not before a syntax error that comes first.
     let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    for json in [
+        &b"{\"string\xffValue\":\"a\"}"[..],
+        b"{\"unknown\":[\"\xff\"],\"stringValue\":\"a\"}",
+        b"{\"stringValue\":\"a\",,\"bytesValue\":\"\xff\"}",
+        b"{\"stringValue\":\"a\",\"int32Value\":1.5,\"bytesValue\":\"\xff\"}",
+        b"{\"stringValue\":\"a\"}\xff",
+        b"{\"stringValue\":\"a\"} \"\xff\"",
+    ] {
+        for deny in [false, true] {
+            assert!(assert_same_decode(plans, &desc, json, deny), "{}", String::from_utf8_lossy(json));
+        }
+    }
     let strings: [&[u8]; 8] = [
         b"plain ascii, longer than eight bytes",
         "caf\u{e9} au lait, \u{65e5}\u{672c}".as_bytes(),
@@ -673,6 +687,76 @@ fn strings_are_checked_for_utf8_wherever_a_bad_byte_falls() {
         json.extend_from_slice(string);
         json.extend_from_slice(br#""}"#);
         assert!(assert_same_decode(plans, &desc, &json, true), "{}", String::from_utf8_lossy(&json));
+    }
+}
+
+#[test]
+fn a_skipped_value_is_checked_as_serde_json_checks_it() {
+    // serde_json skips an unknown field's value without a nesting limit (and without
+    // recursion) and without checking what its strings' bytes and escapes encode.
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    let deep = |n: usize| format!(r#"{{"unknown":{}1{},"stringValue":"a"}}"#, "[".repeat(n), "]".repeat(n));
+    let deep_objects = |n: usize| format!(r#"{{"unknown":{}1{},"int32Value":2}}"#, r#"{"k":"#.repeat(n), "}".repeat(n));
+    let cases = [
+        deep(200),
+        deep(100_000),
+        deep_objects(200),
+        deep(200).replace("1]", "1,]"),
+        deep(200).replacen("]", "", 1),
+        r#"{"unknown":"\ud800","stringValue":"a"}"#.to_owned(),
+        r#"{"unknown":{"\udc00x":[true,false,null,-0.5e3,{}]},"stringValue":"a"}"#.to_owned(),
+        r#"{"unknown":{"a" 1},"stringValue":"a"}"#.to_owned(),
+        r#"{"unknown":{1:1},"stringValue":"a"}"#.to_owned(),
+        r#"{"unknown":"\x","stringValue":"a"}"#.to_owned(),
+        r#"{"unknown":"\u12g4"}"#.to_owned(),
+        r#"{"unknown":[1 2]}"#.to_owned(),
+        r#"{"unknown":[tru]}"#.to_owned(),
+        r#"{"unknown":{"a":1,}}"#.to_owned(),
+        r#"{"unknown":["#.to_owned(),
+        r#"{"unknown":{"a""#.to_owned(),
+    ];
+    for json in &cases {
+        assert!(assert_same_decode(plans, &desc, json.as_bytes(), false), "{json}");
+    }
+    assert_eq!(decode_both(plans, &desc, deep(100_000).as_bytes(), false).0, Ok(r#"{"stringValue":"a"}"#.to_owned()));
+}
+
+#[test]
+fn integers_at_the_edges_of_their_types_decode_as_prost_reflect_decodes_them() {
+    // Integers of up to 19 digits are read without the standard parser; longer ones, and
+    // magnitudes past i64's, go the way serde_json sends them (to a float, then the field).
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    let numbers = [
+        "0",
+        "-0",
+        "7",
+        "-1",
+        "2147483647",
+        "2147483648",
+        "-2147483648",
+        "-2147483649",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "9999999999999999999",
+        "-9999999999999999999",
+        "18446744073709551615",
+        "18446744073709551616",
+        "123456789012345678901",
+        "1e3",
+        "1.0",
+    ];
+    let fields =
+        ["int32Value", "int64Value", "uint32Value", "uint64Value", "sint64Value", "fixed64Value", "doubleValue"];
+    for field in fields {
+        for number in numbers {
+            for json in [format!(r#"{{"{field}":{number}}}"#), format!(r#"{{"{field}":"{number}"}}"#)] {
+                assert!(assert_same_decode(plans, &desc, json.as_bytes(), true), "{json}");
+            }
+        }
     }
 }
 
