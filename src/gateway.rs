@@ -229,11 +229,11 @@ impl Gateway {
             .iter()
             .zip(&route_upstreams)
             .map(|(route, upstream)| {
-                Arc::new(RouteLabels {
-                    route: route.template.to_string().into(),
-                    grpc_method: route.grpc_path.path().trim_start_matches('/').into(),
-                    upstream: upstream.map(|id| upstreams.get(id).name.as_str().into()),
-                })
+                Arc::new(RouteLabels::new(
+                    route.template.to_string().into(),
+                    route.grpc_path.path().trim_start_matches('/').into(),
+                    upstream.map(|id| upstreams.get(id).name.as_str().into()),
+                ))
             })
             .collect();
         profiles.name_upstreams(&route_labels);

@@ -126,7 +126,7 @@ impl Profiles {
                 if let Some(own) = route_labels.get(*index) {
                     let labels = &exposed.labels;
                     let (route, grpc_method) = (labels.route.clone(), labels.grpc_method.clone());
-                    exposed.labels = Arc::new(RouteLabels { route, grpc_method, upstream: own.upstream.clone() });
+                    exposed.labels = Arc::new(RouteLabels::new(route, grpc_method, own.upstream.clone()));
                 }
             }
         }
@@ -177,7 +177,7 @@ impl Profile {
         let found_route = routes.iter().position(|r| r.http_method == method && r.template == template);
         let labels = |grpc_method: Arc<str>| {
             let route = format!("{}{template}", self.prefix).into();
-            Arc::new(RouteLabels { route, grpc_method, upstream: None })
+            Arc::new(RouteLabels::new(route, grpc_method, None))
         };
         match (found_aggregate, found_route) {
             (Some(index), _) => {

@@ -298,11 +298,11 @@ fn build_one(
         calls[i].parsed = read || calls[i].output != Output::Whole;
     }
     let reads = |f: fn(&Input) -> bool| calls.iter().any(|c| c.request.inputs().into_iter().any(f));
-    let labels = Arc::new(RouteLabels {
-        route: template.to_string().into(),
-        grpc_method: calls.iter().map(|c| c.grpc_method.as_str()).collect::<Vec<_>>().join(",").into(),
-        upstream: None,
-    });
+    let labels = Arc::new(RouteLabels::new(
+        template.to_string().into(),
+        calls.iter().map(|c| c.grpc_method.as_str()).collect::<Vec<_>>().join(",").into(),
+        None,
+    ));
     Ok(Aggregate {
         reads_body: reads(|i| matches!(i, Input::Body(_))),
         reads_query: reads(|i| matches!(i, Input::Query(_))),

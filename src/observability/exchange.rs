@@ -14,6 +14,7 @@ use http::uri::PathAndQuery;
 use http::{Extensions, HeaderMap};
 use tonic::Code;
 
+use super::metrics::RouteSeries;
 use super::trace_context::{SpanId, TraceContext};
 use crate::upstream::{UnaryResponse, UpstreamError};
 
@@ -27,6 +28,15 @@ pub struct RouteLabels {
     pub grpc_method: Arc<str>,
     /// The upstream's name, when one serves the route.
     pub upstream: Option<Arc<str>>,
+    /// The route's series in the metrics, kept once found.
+    pub series: RouteSeries,
+}
+
+impl RouteLabels {
+    /// The labels of a route: its template, its gRPC method(s) and its upstream.
+    pub fn new(route: Arc<str>, grpc_method: Arc<str>, upstream: Option<Arc<str>>) -> RouteLabels {
+        RouteLabels { route, grpc_method, upstream, series: RouteSeries::default() }
+    }
 }
 
 /// One request's record, shared between the observe layer and the pipeline.

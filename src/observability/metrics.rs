@@ -4,8 +4,8 @@
 //! never `/v1/users/7`), a request that matched no route is `route="unmatched"`, methods
 //! outside the standard ones are `method="OTHER"`, and error kinds and reasons are fixed words.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::Method;
@@ -145,6 +145,9 @@ pub enum Refusal {
 pub struct Observation<'a> {
     /// The route template; `None` for a request no route matched.
     pub route: Option<Label>,
+    /// The matched route's kept series, when it has them: the route's labels and those of
+    /// its upstream call must be the ones they were first resolved for.
+    pub series: Option<&'a RouteSeries>,
     /// The HTTP method.
     pub method: &'a Method,
     /// The HTTP status answered.
@@ -176,9 +179,68 @@ pub struct UpstreamCall {
     pub error: Option<UpstreamErrorKind>,
 }
 
+/// The statuses whose request counters a route keeps; others are looked up.
+const KEPT_STATUSES: [u16; 16] = [200, 201, 204, 304, 400, 401, 403, 404, 409, 413, 429, 499, 500, 502, 503, 504];
+
+/// A route's series in the request and upstream families, found on the route's first request
+/// and kept with the route (in its labels, made once per route table), so that counting a
+/// request does not hash its labels into five families' maps. It keeps the usual case: the
+/// method of the route's first request, the common statuses, the upstream answering OK.
+/// Anything else is looked up in the families, as the series of an unmatched request are.
+#[derive(Debug, Default)]
+pub struct RouteSeries(OnceLock<Box<Kept>>);
+
+#[derive(Debug)]
+struct Kept {
+    /// The [`Metrics`] the series belong to (a process may run several gateways).
+    owner: u64,
+    method: &'static str,
+    requests: [OnceLock<Counter>; KEPT_STATUSES.len()],
+    /// By status class, `1xx` to `5xx`.
+    duration: [OnceLock<Histogram>; 5],
+    request_bytes: OnceLock<Counter>,
+    response_bytes: OnceLock<Counter>,
+    upstream_ok: OnceLock<Counter>,
+    upstream_ok_duration: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    /// The series kept for requests with `method` counted by metrics `owner`, if they are its.
+    fn kept(&self, owner: u64, method: &'static str) -> Option<&Kept> {
+        let kept = self.0.get_or_init(|| {
+            Box::new(Kept {
+                owner,
+                method,
+                requests: [const { OnceLock::new() }; KEPT_STATUSES.len()],
+                duration: [const { OnceLock::new() }; 5],
+                request_bytes: OnceLock::new(),
+                response_bytes: OnceLock::new(),
+                upstream_ok: OnceLock::new(),
+                upstream_ok_duration: OnceLock::new(),
+            })
+        });
+        (kept.owner == owner && kept.method == method).then_some(&**kept)
+    }
+}
+
+/// Counts into the series kept in `slot`, found with `find` the first time; without a slot,
+/// into the series `find` gives.
+#[inline]
+fn count<M>(slot: Option<&OnceLock<M>>, find: impl FnOnce() -> M, count: impl FnOnce(&M)) {
+    match slot {
+        Some(slot) => count(slot.get_or_init(find)),
+        None => count(&find()),
+    }
+}
+
+/// Tells each [`Metrics`] apart, for the series routes keep.
+static METRICS_MADE: AtomicU64 = AtomicU64::new(0);
+
 /// Every metric, registered once per process.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Which metrics these are: see [`RouteSeries`].
+    id: u64,
     registry: Registry,
     /// The route label of requests no route matched, made once.
     unmatched: Label,
@@ -214,6 +276,7 @@ impl Metrics {
     /// The metrics, all at zero.
     pub fn new() -> Metrics {
         let mut metrics = Metrics {
+            id: METRICS_MADE.fetch_add(1, Ordering::Relaxed),
             registry: Registry::default(),
             unmatched: Label::from(UNMATCHED),
             requests: Family::default(),
@@ -334,19 +397,41 @@ impl Metrics {
     pub fn request_ended(&self, observation: &Observation<'_>) {
         self.in_flight.dec();
         let method = method_label(observation.method);
-        let route = RouteLabels { route: observation.route.clone().unwrap_or_else(|| self.unmatched.clone()), method };
-        self.requests
-            .get_or_create(&RequestLabels { route: route.route.clone(), method, status: observation.status })
-            .inc();
-        let status_class = status_class(observation.status);
-        let duration = DurationLabels { route: route.route.clone(), method, status_class };
-        self.request_duration.get_or_create(&duration).observe(observation.duration.as_secs_f64());
+        let status = observation.status;
+        let kept = observation.series.and_then(|series| series.kept(self.id, method));
+        let route = || observation.route.clone().unwrap_or_else(|| self.unmatched.clone());
+        let status_slot = KEPT_STATUSES.iter().position(|&s| s == status);
+        count(
+            kept.zip(status_slot).map(|(kept, i)| &kept.requests[i]),
+            || self.requests.get_or_create_owned(&RequestLabels { route: route(), method, status }),
+            |counter| {
+                counter.inc();
+            },
+        );
+        let (class_index, status_class) = status_class(status);
+        count(
+            kept.map(|kept| &kept.duration[class_index]),
+            || self.request_duration.get_or_create_owned(&DurationLabels { route: route(), method, status_class }),
+            |histogram| histogram.observe(observation.duration.as_secs_f64()),
+        );
         if observation.bytes_in > 0 {
-            self.request_bytes.get_or_create(&route).inc_by(observation.bytes_in);
+            count(
+                kept.map(|kept| &kept.request_bytes),
+                || self.request_bytes.get_or_create_owned(&RouteLabels { route: route(), method }),
+                |counter| {
+                    counter.inc_by(observation.bytes_in);
+                },
+            );
         }
-        self.response_bytes.get_or_create(&route).inc_by(observation.bytes_out);
+        count(
+            kept.map(|kept| &kept.response_bytes),
+            || self.response_bytes.get_or_create_owned(&RouteLabels { route: route(), method }),
+            |counter| {
+                counter.inc_by(observation.bytes_out);
+            },
+        );
         if let Some(call) = &observation.upstream {
-            self.upstream_call(call);
+            self.upstream_call(call, kept);
         }
         match observation.refusal {
             Some(Refusal::MissingToken) => self.auth_failures.get_or_create(&ReasonLabels { reason: "missing" }).inc(),
@@ -360,13 +445,21 @@ impl Metrics {
         };
     }
 
-    fn upstream_call(&self, call: &UpstreamCall) {
-        let (upstream, grpc_method) = (call.upstream.clone(), call.grpc_method.clone());
-        let labels = UpstreamCodeLabels { upstream, grpc_method, code: call.code };
+    fn upstream_call(&self, call: &UpstreamCall, kept: Option<&Kept>) {
+        let labels = || UpstreamCodeLabels {
+            upstream: call.upstream.clone(),
+            grpc_method: call.grpc_method.clone(),
+            code: call.code,
+        };
+        // Only an answered OK call is counted into kept series: one series of each family.
+        let kept = kept.filter(|_| call.code == "OK" && call.error.is_none());
         if let Some(elapsed) = call.elapsed {
-            self.upstream_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+            count(
+                kept.map(|kept| &kept.upstream_ok_duration),
+                || self.upstream_duration.get_or_create_owned(&labels()),
+                |histogram| histogram.observe(elapsed.as_secs_f64()),
+            );
         }
-        let UpstreamCodeLabels { upstream, grpc_method, code } = labels;
         if let Some(kind) = call.error {
             let kind = match kind {
                 UpstreamErrorKind::Connect => "connect",
@@ -374,9 +467,15 @@ impl Metrics {
                 UpstreamErrorKind::Status => "status",
                 UpstreamErrorKind::Unavailable => "unavailable",
             };
-            self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.clone(), kind }).inc();
+            self.upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: call.upstream.clone(), kind }).inc();
         }
-        self.upstream_requests.get_or_create(&UpstreamCodeLabels { upstream, grpc_method, code }).inc();
+        count(
+            kept.map(|kept| &kept.upstream_ok),
+            || self.upstream_requests.get_or_create_owned(&labels()),
+            |counter| {
+                counter.inc();
+            },
+        );
     }
 
     /// A request to a cached route was answered so (`hit`, `miss`, `refresh`, `bypass`).
@@ -434,14 +533,14 @@ impl Metrics {
     }
 }
 
-/// `2xx`, `4xx`, …: a status's class, a label of few values.
-fn status_class(status: u16) -> &'static str {
+/// `2xx`, `4xx`, …: a status's class, a label of few values, and its place among them.
+fn status_class(status: u16) -> (usize, &'static str) {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
     }
 }
 
@@ -481,9 +580,10 @@ pub fn method_label(method: &Method) -> &'static str {
 mod tests {
     use super::*;
 
-    fn observation(route: &'static str, status: u16) -> Observation<'static> {
+    fn observation<'a>(route: &'static str, status: u16) -> Observation<'a> {
         Observation {
             route: Some(Label::from(route)),
+            series: None,
             method: &Method::GET,
             status,
             duration: Duration::from_millis(3),
@@ -517,6 +617,56 @@ mod tests {
         assert!(text.contains(r#"code="NOT_FOUND""#), "{text}");
         assert!(text.contains("protogate_http_request_duration_seconds_bucket"), "{text}");
         assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_route_s_kept_series_count_what_looking_them_up_counts() {
+        // The same requests, once counted through a route's kept series and once looked up,
+        // expose the same text: statuses kept and not, an OK call and a failed one, a second
+        // method, a body, and a second `Metrics` the route's series do not belong to.
+        let requests = [
+            (200, "OK", None, 0),
+            (404, "NOT_FOUND", Some(UpstreamErrorKind::Status), 0),
+            (201, "OK", None, 17),
+            (418, "OK", None, 0),
+            (503, "UNAVAILABLE", Some(UpstreamErrorKind::Connect), 3),
+        ];
+        let (kept, looked_up, other) = (Metrics::new(), Metrics::new(), Metrics::new());
+        let series = RouteSeries::default();
+        for (status, code, error, bytes_in) in requests {
+            for method in [Method::GET, Method::GET, Method::POST] {
+                for (metrics, series) in [(&kept, Some(&series)), (&looked_up, None), (&other, Some(&series))] {
+                    let mut o = observation("/v1/users/{id}", status);
+                    o.method = &method;
+                    o.series = series;
+                    o.bytes_in = bytes_in;
+                    o.upstream = Some(UpstreamCall {
+                        upstream: Label::from("users"),
+                        grpc_method: Label::from("example.users.v1.UserService/GetUser"),
+                        elapsed: Some(Duration::from_millis(2)),
+                        code,
+                        error,
+                    });
+                    metrics.request_started();
+                    metrics.request_ended(&o);
+                }
+            }
+        }
+        // Series within a family come out in no set order.
+        let expose = |m: &Metrics| {
+            let mut lines: Vec<String> =
+                m.encode().lines().filter(|l| !l.starts_with("process_")).map(str::to_owned).collect();
+            lines.sort();
+            lines.join("\n")
+        };
+        let expected = expose(&looked_up);
+        assert!(
+            expected.contains(r#"protogate_http_requests_total{route="/v1/users/{id}",method="GET",status="200"} 2"#)
+        );
+        assert!(expected.contains(r#"method="POST",status="418"} 1"#), "{expected}");
+        assert_eq!(expose(&kept), expected);
+        assert_eq!(expose(&other), expected);
+        assert_eq!(series.0.get().map(|k| (k.owner, k.method)), Some((kept.id, "GET")));
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl Observer {
         });
         self.metrics.request_ended(&Observation {
             route: route.map(|r| Label::from(&r.route)),
+            series: route.map(|r| &r.series),
             method: &watch.method,
             status: outcome.status,
             duration,
