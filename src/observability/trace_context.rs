@@ -185,6 +185,13 @@ fn nonzero_random<const N: usize>() -> [u8; N] {
     }
 }
 
+impl TraceId {
+    /// Lowercase hex, made without the formatting machinery (one per access log line).
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&hex(&self.0))
