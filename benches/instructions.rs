@@ -3,21 +3,28 @@
 //! once with one warm-up transcoding and once with the warm-up and `n` more; the difference
 //! divided by `n` is what one transcoding costs, setup excluded.
 //!
+//! A second table counts whole requests the same way, in one process without sockets (the
+//! request-path bench's setup: router and layers, metrics on, an in-memory HTTP/2 connection
+//! to the catalog service, which is counted too): through the gateway with its access log on
+//! (to `/dev/null`) and off, and made directly with a tonic client. Each run installs the
+//! binary's subscriber (to a sink; `RUST_LOG`, else `info`), so a request's span costs what it
+//! does in a default deployment.
+//!
 //! Run with `cargo bench --bench instructions [-- CASE]` (valgrind must be installed). It
-//! prints a table; it asserts nothing.
+//! prints the tables; it asserts nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/cases.rs"]
-mod cases;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::hint::black_box;
 use std::process::Command;
 
-use cases::{Case, cases, reference_options};
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage};
 use protogate::transcode::direct::{DecodeOptions, Plans, RenderOptions, decode_message, render};
+use support::cases::{Case, cases, reference_options};
 
 /// What one run transcodes.
 #[derive(Clone, Copy)]
@@ -38,12 +45,18 @@ const OPS: [(Op, &str); 4] = [
 /// About this many JSON bytes are transcoded per counted run (at least one transcoding).
 const BYTES_PER_RUN: usize = 200_000;
 
+/// Requests per counted run.
+const REQUESTS_PER_RUN: usize = 200;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, op, case, n] = args.as_slice()
         && flag == "--run"
     {
-        run(op, case, n.parse().unwrap());
+        match op.as_str() {
+            "request-gateway" | "request-gateway-log-off" | "request-direct" => requests(op, case, n.parse().unwrap()),
+            _ => run(op, case, n.parse().unwrap()),
+        }
         return;
     }
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -65,6 +78,66 @@ fn main() {
             format!("{per_op:.0} ({:.1}/B)", per_op / case.json.len() as f64)
         });
         println!("| {} | {} | {} |", case.name, case.json.len(), cells.join(" | "));
+    }
+    println!("\ninstructions per request, in one process (gateway and service, or client and service)\n");
+    println!("| request | gateway | access log off | direct gRPC |");
+    println!("|---|---:|---:|---:|");
+    for (name, ..) in support::scenarios() {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let per_request = |op: &str| {
+            let n = REQUESTS_PER_RUN;
+            count(op, name, n).saturating_sub(count(op, name, 0)) as f64 / n as f64
+        };
+        let direct =
+            if name == "create_item" { "-".to_owned() } else { format!("{:.0}", per_request("request-direct")) };
+        let (gateway, log_off) = (per_request("request-gateway"), per_request("request-gateway-log-off"));
+        println!("| {name} | {gateway:.0} | {log_off:.0} | {direct} |");
+    }
+}
+
+/// One warm-up request and `n` more, through the gateway or made directly.
+fn requests(op: &str, name: &str, n: usize) {
+    // What `protogate` installs, `RUST_LOG` read as it reads it (`info` when not set).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::sink).init();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (method, uri, body) = support::scenarios()
+        .into_iter()
+        .find(|(s, ..)| *s == name)
+        .map(|(_, method, uri, body)| (method, uri, body))
+        .unwrap();
+    runtime.block_on(async {
+        let config = match op {
+            "request-gateway-log-off" => support::config_without_access_log(),
+            _ => support::config(),
+        };
+        let (router, client) = support::gateway_and_client_with(config);
+        for _ in 0..=n {
+            let bytes = match op {
+                "request-direct" => direct(client.clone(), name).await,
+                _ => support::through_gateway(&router, method, uri, &body).await,
+            };
+            black_box(bytes);
+        }
+    });
+}
+
+/// The scenario's call made with a tonic client; the length of something in its answer.
+async fn direct(
+    mut client: support::catalog::pb::catalog_client::CatalogClient<tonic::transport::Channel>,
+    name: &str,
+) -> usize {
+    use support::catalog::pb::{GetItemRequest, ListItemsRequest};
+    match name {
+        "get_item" => client.get_item(GetItemRequest { id: "item-42".into() }).await.unwrap().into_inner().id.len(),
+        "list_50" => {
+            let request = ListItemsRequest { page_size: 50, ..Default::default() };
+            client.list_items(request).await.unwrap().into_inner().items.len()
+        }
+        other => panic!("no direct call for {other}"),
     }
 }
 

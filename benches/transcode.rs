@@ -6,15 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/cases.rs"]
-mod cases;
+#[path = "support/mod.rs"]
+mod support;
 
-use cases::{cases, reference_options};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage};
 use protogate::transcode::direct::{DecodeOptions, Plans, RenderOptions, decode_message, render};
 use std::hint::black_box;
+use support::cases::{cases, reference_options};
 
 fn proto_to_json(c: &mut Criterion) {
     let cases = cases();

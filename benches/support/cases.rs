@@ -4,8 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
-#[path = "../../examples/services/catalog.rs"]
-mod catalog;
+use super::catalog;
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
+pub mod cases;
 #[path = "../../examples/services/catalog.rs"]
 pub mod catalog;
 
@@ -53,9 +54,19 @@ pub fn in_memory_channel() -> Channel {
     }))
 }
 
+/// The bench gateway: the catalog upstream, the access log on (to `/dev/null`), metrics on.
 pub fn config() -> Config {
+    config_with("[access_log]\npath = \"/dev/null\"\n")
+}
+
+/// The same gateway with its access log off.
+pub fn config_without_access_log() -> Config {
+    config_with("[access_log]\nformat = \"off\"\n")
+}
+
+fn config_with(access_log: &str) -> Config {
     Config::from_toml(&format!(
-        "[access_log]\npath = \"/dev/null\"\n[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"catalog\"\nservices = [\"*\"]\nendpoints = [\"http://in-memory:1\"]\n",
+        "{access_log}[descriptors]\npaths = [{:?}]\n[[upstreams]]\nname = \"catalog\"\nservices = [\"*\"]\nendpoints = [\"http://in-memory:1\"]\n",
         concat!(env!("OUT_DIR"), "/testing.binpb")
     ))
     .unwrap()
@@ -64,8 +75,12 @@ pub fn config() -> Config {
 /// The gateway's router over an in-memory catalog, and a tonic client of the catalog over the
 /// same kind of connection (the direct baseline). Must run inside a tokio runtime.
 pub fn gateway_and_client() -> (axum::Router, catalog::pb::catalog_client::CatalogClient<Channel>) {
+    gateway_and_client_with(config())
+}
+
+/// [`gateway_and_client`] with the gateway configured by `config`.
+pub fn gateway_and_client_with(config: Config) -> (axum::Router, catalog::pb::catalog_client::CatalogClient<Channel>) {
     let connector = in_memory_connector();
-    let config = config();
     let gateway = Gateway::build_with(&config, |configs, max| Upstreams::build_with(configs, max, &connector)).unwrap();
     let client = catalog::pb::catalog_client::CatalogClient::new(in_memory_channel());
     (protogate::server::router(Live::new(gateway, config)), client)
