@@ -23,8 +23,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
-/// How often the buffered lines are written out.
+/// How often the buffered lines are written out, at the latest.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Queued bytes that wake the writer before the interval is up. The two buffers lines pass
+/// through (the queue, and the batch being written) then stay about this size at any request
+/// rate; at 36,000 requests a second, 100 ms of lines would be 1.6 MB, held twice.
+const WAKE_AT: usize = 64 * 1024;
 /// The most bytes waiting to be written; lines beyond are dropped.
 const MAX_PENDING: usize = 8 * 1024 * 1024;
 
@@ -95,6 +99,11 @@ pub struct Entry<'a> {
 impl AccessLog {
     /// Opens the configured output; `None` when the log is off.
     pub fn open(config: &AccessLogConfig) -> Result<Option<AccessLog>, String> {
+        AccessLog::open_flushing_every(config, FLUSH_INTERVAL)
+    }
+
+    /// [`AccessLog::open`], with the writer's longest wait between writes.
+    fn open_flushing_every(config: &AccessLogConfig, interval: Duration) -> Result<Option<AccessLog>, String> {
         let human = match config.format {
             AccessLogFormat::Off => return Ok(None),
             AccessLogFormat::Json => false,
@@ -116,7 +125,7 @@ impl AccessLog {
             .name("protogate-access-log".into())
             .spawn({
                 let shared = shared.clone();
-                move || write_out(&shared, output)
+                move || write_out(&shared, output, interval)
             })
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
         Ok(Some(AccessLog { human, shared, writer: Some(writer) }))
@@ -126,11 +135,19 @@ impl AccessLog {
     pub fn write(&self, entry: &Entry<'_>) {
         let line = if self.human { human_line(entry) } else { json_line(entry) };
         let Ok(mut pending) = self.shared.pending.lock() else { return };
-        if pending.len() + line.len() > MAX_PENDING {
+        let queued = pending.len();
+        if queued + line.len() > MAX_PENDING {
             drop(pending);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            pending.extend_from_slice(&line);
+            return;
+        }
+        pending.extend_from_slice(&line);
+        drop(pending);
+        if queued < WAKE_AT
+            && queued + line.len() >= WAKE_AT
+            && let Some(writer) = &self.writer
+        {
+            writer.thread().unpark();
         }
     }
 
@@ -151,13 +168,13 @@ impl Drop for AccessLog {
     }
 }
 
-/// The writer thread: every `FLUSH_INTERVAL`, whatever has been queued goes to `output` in one
-/// write; once more after a stop.
-fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>) {
+/// The writer thread: every `interval`, or when woken by [`WAKE_AT`] bytes queued, whatever has
+/// been queued goes to `output` in one write; once more after a stop.
+fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>, interval: Duration) {
     let mut batch = Vec::new();
     let mut failing = false;
     loop {
-        std::thread::park_timeout(FLUSH_INTERVAL);
+        std::thread::park_timeout(interval);
         let stopping = shared.stop.load(Ordering::Relaxed);
         if let Ok(mut pending) = shared.pending.lock() {
             std::mem::swap(&mut *pending, &mut batch);
@@ -171,8 +188,12 @@ fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>) {
                 }
                 Err(_) => {}
             }
-            // Keeps its capacity for the next swap.
+            // Keeps its capacity for the next swap, unless a burst (an output that fell
+            // behind) grew it past what the wake-ups keep it to.
             batch.clear();
+            if batch.capacity() > 4 * WAKE_AT {
+                batch.shrink_to(2 * WAKE_AT);
+            }
         }
         if stopping {
             return;
@@ -393,6 +414,29 @@ mod tests {
         );
         assert!(line.ends_with("error=\"upstream users answered NOT_FOUND: no user 7\"\n"), "{line}");
         assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn a_queue_past_the_wake_mark_is_written_before_the_interval_is_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = AccessLogConfig { format: AccessLogFormat::Json, path: Some(path.clone()) };
+        // An interval no test waits out: only the wake-up can write these lines.
+        let log = AccessLog::open_flushing_every(&config, Duration::from_secs(3600)).unwrap().unwrap();
+        let line = json_line(&entry()).len();
+        let lines = WAKE_AT / line + 1;
+        for _ in 0..lines {
+            log.write(&entry());
+        }
+        let written = || std::fs::metadata(&path).map_or(0, |m| m.len() as usize);
+        for _ in 0..500 {
+            if written() >= lines * line {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(written(), lines * line);
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]
