@@ -3,6 +3,10 @@
 //! once with one warm-up transcoding and once with the warm-up and `n` more; the difference
 //! divided by `n` is what one transcoding costs, setup excluded.
 //!
+//! Beside the decoders, two columns count tokenizing alone, without building anything: with
+//! simd-json (SIMD, into a tape of tokens; it parses in place, so the body is copied first)
+//! and with serde_json (every value skipped). Either is a floor for a decoder built on it.
+//!
 //! A second table counts whole requests the same way, in one process without sockets (the
 //! request-path bench's setup: router and layers, metrics on, an in-memory HTTP/2 connection
 //! to the catalog service, which is counted too): through the gateway with its access log on
@@ -33,13 +37,17 @@ enum Op {
     RenderReference,
     DecodeDirect,
     DecodeReference,
+    TokenizeSimdJson,
+    TokenizeSerdeJson,
 }
 
-const OPS: [(Op, &str); 4] = [
+const OPS: [(Op, &str); 6] = [
     (Op::RenderDirect, "render-direct"),
     (Op::RenderReference, "render-prost-reflect"),
     (Op::DecodeDirect, "decode-direct"),
     (Op::DecodeReference, "decode-prost-reflect"),
+    (Op::TokenizeSimdJson, "tokenize-simd-json"),
+    (Op::TokenizeSerdeJson, "tokenize-serde-json"),
 ];
 
 /// About this many JSON bytes are transcoded per counted run (at least one transcoding).
@@ -192,5 +200,19 @@ fn once(op: Op, case: &Case, plans: &Plans, id: protogate::transcode::direct::Pl
                     .unwrap();
             message.encode(out).unwrap();
         }
+        Op::TokenizeSimdJson => {
+            out.extend_from_slice(black_box(&case.json));
+            SIMD_BUFFERS.with_borrow_mut(|buffers| {
+                black_box(simd_json::to_tape_with_buffers(out, buffers).unwrap().0.len());
+            });
+        }
+        Op::TokenizeSerdeJson => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&case.json)).unwrap();
+        }
     }
+}
+
+thread_local! {
+    /// simd-json's working buffers, kept from one tokenizing to the next as a decoder would.
+    static SIMD_BUFFERS: std::cell::RefCell<simd_json::Buffers> = std::cell::RefCell::new(simd_json::Buffers::default());
 }
