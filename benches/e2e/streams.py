@@ -32,16 +32,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402
     ITEM_JSON,
+    UPSTREAM_PORT,
     Processes,
     build,
     cpu_seconds,
     log,
     port_free,
-    start_upstream_and_gateway,
+    start_gateway,
+    start_upstream,
     status_kib,
 )
 
-UPSTREAM_PORT = 50071
 GATEWAY_PORT = 18090
 GIB = 1 << 30
 
@@ -120,16 +121,18 @@ def client_stream(total):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="how much passes each way")
+    parser.add_argument("--profile", default="release", help="the cargo profile to build and run")
     args = parser.parse_args()
     total = int(args.gib * GIB)
     busy = [p for p in (UPSTREAM_PORT, GATEWAY_PORT) if not port_free(p)]
     if busy:
         sys.exit(f"ports already in use: {busy}")
-    build()
+    binaries = build(args.profile)
     workdir = Path(tempfile.mkdtemp(prefix="protogate-streams-"))
     procs = Processes(workdir)
     try:
-        _, gateway = start_upstream_and_gateway(procs, UPSTREAM_PORT, GATEWAY_PORT)
+        start_upstream(procs, binaries)
+        gateway = start_gateway(procs, binaries, workdir, "protogate", GATEWAY_PORT)
         before = status_kib(gateway.pid, "VmRSS")
         rows = []
         for name, run in (("server stream (NDJSON out)", server_stream), ("client stream (NDJSON in)", client_stream)):
