@@ -424,7 +424,8 @@ mod tests {
         // An interval no test waits out: only the wake-up can write these lines.
         let log = AccessLog::open_flushing_every(&config, Duration::from_secs(3600)).unwrap().unwrap();
         let line = json_line(&entry()).len();
-        let lines = WAKE_AT / line + 1;
+        // The last line crosses the mark, so every line is queued before the wake-up.
+        let lines = WAKE_AT.div_ceil(line);
         for _ in 0..lines {
             log.write(&entry());
         }
