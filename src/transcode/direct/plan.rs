@@ -169,7 +169,8 @@ pub enum Wkt {
 /// into `memcpy` that costs more than the key.
 #[derive(Debug)]
 pub struct Key {
-    /// The key, padded with zeros to [`KEY_BLOCK`] bytes when it is shorter.
+    /// The key; when it is at most [`KEY_BLOCK`] bytes, padded with zeros to one byte more, so
+    /// that a block starts after the leading comma too.
     bytes: Box<[u8]>,
     len: usize,
 }
@@ -182,7 +183,7 @@ impl Key {
         let mut bytes = quoted_key(name).into_vec();
         let len = bytes.len();
         if len <= KEY_BLOCK {
-            bytes.resize(KEY_BLOCK, 0);
+            bytes.resize(KEY_BLOCK + 1, 0);
         }
         Key { bytes: bytes.into(), len }
     }
@@ -191,8 +192,8 @@ impl Key {
     #[inline]
     pub fn write(&self, first: bool, out: &mut Vec<u8>) {
         let skip = usize::from(first);
-        let block: Option<&[u8; KEY_BLOCK - 1]> =
-            self.bytes.get(skip..skip + KEY_BLOCK - 1).and_then(|block| block.try_into().ok());
+        let block: Option<&[u8; KEY_BLOCK]> =
+            self.bytes.get(skip..skip + KEY_BLOCK).and_then(|block| block.try_into().ok());
         match block {
             Some(block) if self.len <= KEY_BLOCK => {
                 // The padding written past the key is taken back at once.
@@ -569,4 +570,22 @@ fn quoted_key(name: &str) -> Box<[u8]> {
     super::json::write_str(&mut out, name);
     out.push(b':');
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_every_length_are_written_whole() {
+        // Around the block size: shorter keys go as a padded block, longer ones as they are.
+        for length in 1..2 * KEY_BLOCK {
+            let name = "k".repeat(length);
+            let key = Key::new(&name);
+            let mut out = Vec::new();
+            key.write(true, &mut out);
+            key.write(false, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("\"{name}\":,\"{name}\":"), "a name of {length}");
+        }
+    }
 }
