@@ -153,20 +153,37 @@ impl Transcoder {
 
     /// Step 5: the JSON body for route `index`'s encoded response message.
     pub fn render(&self, index: usize, route: &Route, wire: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+        let mut out = Vec::with_capacity(wire.len() * 2 + 16);
+        self.render_into(index, route, wire, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Transcoder::render`], appended to `out`: a stream writes the messages that are ready one
+    /// after another into one buffer. On an error `out` is as it was.
+    pub fn render_into(
+        &self,
+        index: usize,
+        route: &Route,
+        wire: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TranscodeError> {
         let Engine::Direct { message, field } = self.engines(index).1 else {
             let decoded = DynamicMessage::decode(route.method.output(), wire).map_err(|e| TranscodeError::Render {
                 reason: format!("{}: {e}", route.method.output().full_name()),
             })?;
-            return response::render(&decoded, route.response_body.as_ref(), &self.json);
+            out.extend_from_slice(&response::render(&decoded, route.response_body.as_ref(), &self.json)?);
+            return Ok(());
         };
-        let mut out = Vec::with_capacity(wire.len() * 2 + 16);
+        let start = out.len();
+        out.reserve(wire.len() * 2 + 16);
         let rendered = match field {
-            Some(field) => direct::render_field(&self.plans, message, field, wire, self.render_options, &mut out),
-            None => direct::render(&self.plans, message, wire, self.render_options, &mut out),
+            Some(field) => direct::render_field(&self.plans, message, field, wire, self.render_options, out),
+            None => direct::render(&self.plans, message, wire, self.render_options, out),
         };
-        rendered
-            .map_err(|e| TranscodeError::Render { reason: format!("{}: {e}", route.method.output().full_name()) })?;
-        Ok(out)
+        rendered.map_err(|e| {
+            out.truncate(start);
+            TranscodeError::Render { reason: format!("{}: {e}", route.method.output().full_name()) }
+        })
     }
 }
 

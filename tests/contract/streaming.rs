@@ -75,6 +75,27 @@ async fn a_failure_mid_stream_ends_the_body_with_an_error_line() {
 }
 
 #[tokio::test]
+async fn a_fast_stream_s_lines_arrive_whole_and_in_order_and_its_error_last() {
+    let h = Harness::start().await;
+    // Thousands of small messages sent as fast as the upstream can: the gateway writes the
+    // ones that are ready together, and no line may be split, lost or reordered across the
+    // writes, over either HTTP version.
+    let total = 5_000;
+    for client in [Client::new(h.gateway.addr), Client::http2(h.gateway.addr)] {
+        h.upstream.reply(Reply::stream(numbered(total)).ending(Code::Unavailable, "the feed stopped"));
+        let mut response = client.request("GET", "/v1/streams/feed").header("te", "trailers").send_streaming().await;
+        for i in 1..=total {
+            let line = response.next_json().await.unwrap_or_else(|| panic!("the body ended before line {i}"));
+            assert_eq!(line, json!({"result": {"int32Value": i, "stringValue": format!("message {i}")}}));
+        }
+        let error = response.next_json().await.expect("the error line");
+        assert_eq!(error["error"]["message"], "the feed stopped");
+        assert_eq!(response.next_line().await, None);
+        assert_eq!(response.trailers.expect("trailers")["grpc-status"], "14");
+    }
+}
+
+#[tokio::test]
 async fn a_stream_that_fails_before_its_first_message_answers_like_a_unary_call() {
     let h = Harness::start().await;
     h.upstream.reply(Reply::stream(Vec::new()).ending(Code::PermissionDenied, "not yours"));

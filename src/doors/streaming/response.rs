@@ -1,9 +1,10 @@
 //! Server streams to HTTP: one NDJSON line (`{"result": <msg>}`) or Server-Sent Event
-//! (`data: <msg>`) per upstream message, written and flushed as each arrives. A failure after
-//! the first message ends the body with `{"error": <status>}` or `event: error`.
+//! (`data: <msg>`) per upstream message, written as each arrives (NDJSON writes the lines of
+//! messages that arrived together in one go). A failure after the first message ends the body
+//! with `{"error": <status>}` or `event: error`.
 //!
-//! The body pulls the next message from the upstream only when the client has taken the
-//! previous one, and dropping the body (the client went away) resets the upstream stream.
+//! The body pulls messages from the upstream only when the client has taken what it was
+//! given, and dropping the body (the client went away) resets the upstream stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, TRAILER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response};
@@ -32,6 +33,11 @@ use crate::upstream::{PendingResponse, ResponseStream, UpstreamError};
 /// `Content-Type` of an NDJSON stream.
 pub const NDJSON: &str = "application/x-ndjson";
 const EVENT_STREAM: &str = "text/event-stream";
+
+/// At most this much of an NDJSON stream leaves in one body frame: past it, the messages
+/// still ready wait for the next. Large enough that a frame's own cost (a chunk header, a
+/// write) is small beside its lines, small enough that a stream holds little at a time.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How a server stream is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +144,8 @@ impl MessageStream {
     }
 
     fn into_ndjson(self, trailers_allowed: bool) -> Response<Body> {
-        let frames = self.events().filter_map(move |event| {
-            let frame = match event {
-                Event::Message(json) => Some(Frame::data(line(b"{\"result\":", &json))),
-                Event::Error(status) => Some(Frame::data(line(b"{\"error\":", &status))),
-                Event::Trailers(trailers) => trailers_allowed.then(|| Frame::trailers(trailers)),
-            };
+        let frames = self.lines().filter_map(move |frame| {
+            let frame = (frame.is_data() || trailers_allowed).then_some(frame);
             std::future::ready(frame.map(Ok::<_, Infallible>))
         });
         let mut response = Response::new(Body::new(StreamBody::new(frames)));
@@ -205,39 +207,118 @@ impl MessageStream {
         })
     }
 
+    /// NDJSON: every message that is ready when the client takes the last frame leaves in
+    /// the next one, up to [`BATCH_BYTES`]. A fast upstream's messages then cost one body
+    /// frame (one chunk, one write) per batch rather than one each, and a slow one's still
+    /// leave as each arrives. The stream's end comes as a trailers frame of its own.
+    fn lines(self) -> impl futures_util::Stream<Item = Frame<Bytes>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut stream| async move {
+            let frame = stream.next_lines().await?;
+            Some((frame, stream))
+        })
+    }
+
+    async fn next_lines(&mut self) -> Option<Frame<Bytes>> {
+        if self.ended {
+            return self.trailers.take().map(Frame::trailers);
+        }
+        let mut lines = Vec::new();
+        let mut next = self.next_message().await;
+        loop {
+            match next {
+                Ok(Some(wire)) => {
+                    let start = lines.len();
+                    lines.extend_from_slice(b"{\"result\":");
+                    match self.render(&wire, &mut lines) {
+                        Ok(()) => lines.extend_from_slice(b"}\n"),
+                        Err(error) => {
+                            lines.truncate(start);
+                            self.write_error_line(error, &mut lines);
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    let trailers = self.finish();
+                    if lines.is_empty() {
+                        return Some(Frame::trailers(trailers));
+                    }
+                    self.trailers = Some(trailers);
+                    break;
+                }
+                Err(error) => {
+                    self.write_error_line(error.into(), &mut lines);
+                    break;
+                }
+            }
+            if lines.len() >= BATCH_BYTES {
+                break;
+            }
+            // `next` is cancel-safe: a message that is not there yet is waited for next time.
+            match self.responses.next().now_or_never() {
+                Some(ready) => next = ready,
+                None => break,
+            }
+        }
+        Some(Frame::data(Bytes::from(lines)))
+    }
+
     async fn next_event(&mut self) -> Option<Event> {
         if self.ended {
             return self.trailers.take().map(Event::Trailers);
         }
-        let next = match self.first.take() {
-            Some(first) => Ok(Some(first)),
-            None => self.responses.next().await,
-        };
-        let error = match next {
+        let error = match self.next_message().await {
             Ok(Some(wire)) => {
-                let route = self.gateway.route_at(self.index);
-                let rendered = match self.raw {
-                    Some(target) => http_body::decode(target, &wire).map(|body| body.data),
-                    None => {
-                        self.gateway.transcoder().render(self.index, route, &wire).and_then(|json| match &self.mask {
-                            Some(mask) => mask.apply(&json),
-                            None => Ok(json),
-                        })
-                    }
-                };
-                match rendered {
-                    Ok(bytes) => return Some(Event::Message(bytes)),
-                    Err(e) => GatewayError::from(e),
+                let mut rendered = Vec::new();
+                match self.render(&wire, &mut rendered) {
+                    Ok(()) => return Some(Event::Message(rendered)),
+                    Err(error) => error,
                 }
             }
-            Ok(None) => {
-                self.ended = true;
-                self.exchange.stream_ended(Code::Ok, None);
-                let upstream = self.responses.trailers().cloned().unwrap_or_default();
-                return Some(Event::Trailers(http_trailers(Code::Ok, "", &upstream)));
-            }
-            Err(e) => GatewayError::from(e),
+            Ok(None) => return Some(Event::Trailers(self.finish())),
+            Err(error) => error.into(),
         };
+        Some(Event::Error(self.fail(error)))
+    }
+
+    async fn next_message(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        match self.first.take() {
+            Some(first) => Ok(Some(first)),
+            None => self.responses.next().await,
+        }
+    }
+
+    /// Appends message `wire` to `out` as the client gets it: its JSON, with `?fields=`
+    /// applied, or for HttpBody its bytes.
+    fn render(&self, wire: &[u8], out: &mut Vec<u8>) -> Result<(), GatewayError> {
+        let route = self.gateway.route_at(self.index);
+        let transcoder = self.gateway.transcoder();
+        match (self.raw, &self.mask) {
+            (Some(target), _) => out.extend_from_slice(&http_body::decode(target, wire)?.data),
+            (None, Some(mask)) => out.extend_from_slice(&mask.apply(&transcoder.render(self.index, route, wire)?)?),
+            (None, None) => transcoder.render_into(self.index, route, wire, out)?,
+        }
+        Ok(())
+    }
+
+    /// The stream ended with status OK: its HTTP trailers.
+    fn finish(&mut self) -> HeaderMap {
+        self.ended = true;
+        self.exchange.stream_ended(Code::Ok, None);
+        let upstream = self.responses.trailers().cloned().unwrap_or_default();
+        http_trailers(Code::Ok, "", &upstream)
+    }
+
+    fn write_error_line(&mut self, error: GatewayError, out: &mut Vec<u8>) {
+        let status = self.fail(error);
+        out.extend_from_slice(b"{\"error\":");
+        out.extend_from_slice(&status);
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// The stream failed: notes it, keeps its trailers for the end, and returns its status
+    /// rendered.
+    fn fail(&mut self, error: GatewayError) -> Vec<u8> {
         self.ended = true;
         let (code, _) = error.code();
         let message = error.to_string();
@@ -249,17 +330,8 @@ impl MessageStream {
         let status_json = self.gateway.error_response(error, self.request_id.as_ref()).into_body();
         let message = status_message(&status_json).unwrap_or(message);
         self.trailers = Some(http_trailers(code, &message, &upstream));
-        Some(Event::Error(status_json))
+        status_json
     }
-}
-
-/// `prefix` + `json` + `}\n`.
-fn line(prefix: &[u8], json: &[u8]) -> Bytes {
-    let mut line = Vec::with_capacity(prefix.len() + json.len() + 2);
-    line.extend_from_slice(prefix);
-    line.extend_from_slice(json);
-    line.extend_from_slice(b"}\n");
-    Bytes::from(line)
 }
 
 /// A stream's HTTP trailers: its status as `Grpc-Status` and `Grpc-Message`
@@ -307,10 +379,5 @@ mod tests {
         assert_eq!(accept("application/json, Text/Event-Stream;q=0.9"), StreamFormat::EventStream);
         assert_eq!(accept("application/x-ndjson"), StreamFormat::Ndjson);
         assert_eq!(accept("*/*"), StreamFormat::Ndjson);
-    }
-
-    #[test]
-    fn lines_wrap_the_json() {
-        assert_eq!(&line(b"{\"result\":", b"{\"a\":1}")[..], b"{\"result\":{\"a\":1}}\n");
     }
 }
