@@ -42,11 +42,17 @@ pub enum DecodeError {
 }
 
 /// Decodes `json` as message `id`, appending its encoding to `out`.
-pub fn decode_message(plans: &Plans, id: PlanId, json: &[u8], options: DecodeOptions, out: &mut Vec<u8>) -> Result<()> {
-    let mut decoder = Decoder::new(plans, json, options)?;
+pub fn decode_message(
+    plans: &Plans,
+    id: PlanId,
+    json: &[u8],
+    options: DecodeOptions,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), DecodeError> {
+    let mut decoder = Decoder::new(plans, json, options);
     decoder.skip_ws();
-    decoder.message_value(plans.message(id), out)?;
-    decoder.end()
+    let decoded = decoder.message_value(plans.message(id), out).and_then(|()| decoder.end());
+    decoded.map_err(Failure::into_error)
 }
 
 /// Decodes `json` as the value of field `field` of message `id` (a body bound to one field),
@@ -58,15 +64,17 @@ pub fn decode_field(
     json: &[u8],
     options: DecodeOptions,
     out: &mut Vec<u8>,
-) -> Result<()> {
+) -> std::result::Result<(), DecodeError> {
     let plan = plans.message(id);
     let field = plan.fields.get(field).ok_or(DecodeError::Declined)?;
-    let mut decoder = Decoder::new(plans, json, options)?;
+    let mut decoder = Decoder::new(plans, json, options);
     decoder.path.push(Seg::Key(Cow::Borrowed(&field.proto_name)));
     decoder.skip_ws();
-    decoder.field(field, out)?;
-    decoder.path.pop();
-    decoder.end()
+    let decoded = decoder.field(field, out).and_then(|()| {
+        decoder.path.pop();
+        decoder.end()
+    });
+    decoded.map_err(Failure::into_error)
 }
 
 #[derive(Debug)]
@@ -107,12 +115,27 @@ enum Found<'a> {
     Map,
 }
 
-type Result<T> = std::result::Result<T, DecodeError>;
+/// The decoder's own error: a [`DecodeError`] behind a pointer, so that a `Result` passed up
+/// through the decoder's calls is no wider than its value (errors are rare; every value read
+/// is returned as a `Result`).
+struct Failure(Box<DecodeError>);
+
+impl Failure {
+    fn declined() -> Failure {
+        Failure(Box::new(DecodeError::Declined))
+    }
+
+    fn into_error(self) -> DecodeError {
+        *self.0
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
 
 impl<'a, 'p> Decoder<'a, 'p> {
-    fn new(plans: &'p Plans, input: &'a [u8], options: DecodeOptions) -> Result<Self> {
+    fn new(plans: &'p Plans, input: &'a [u8], options: DecodeOptions) -> Self {
         let text = std::str::from_utf8(input).ok();
-        Ok(Decoder { input, text, pos: 0, plans, options, path: Vec::new(), depth: DEPTH_LIMIT })
+        Decoder { input, text, pos: 0, plans, options, path: Vec::new(), depth: DEPTH_LIMIT }
     }
 
     fn end(&mut self) -> Result<()> {
@@ -144,25 +167,30 @@ impl<'a, 'p> Decoder<'a, 'p> {
     }
 
     /// An error about the value just read, with serde_json's position suffix.
-    fn invalid(&self, reason: impl std::fmt::Display) -> DecodeError {
-        DecodeError::Invalid { field: self.path_string(), reason: format!("{reason}{}", self.position()) }
+    #[cold]
+    fn invalid(&self, reason: impl std::fmt::Display) -> Failure {
+        Failure(Box::new(DecodeError::Invalid {
+            field: self.path_string(),
+            reason: format!("{reason}{}", self.position()),
+        }))
     }
 
     /// A JSON syntax error, named (as serde_path_to_error names it) by the value being read.
-    fn syntax(&self, reason: &str) -> DecodeError {
+    fn syntax(&self, reason: &str) -> Failure {
         self.invalid(reason)
     }
 
     /// A syntax error that names no field.
-    fn unnamed(&self, reason: &str) -> DecodeError {
-        DecodeError::Invalid { field: None, reason: format!("{reason}{}", self.position()) }
+    #[cold]
+    fn unnamed(&self, reason: &str) -> Failure {
+        Failure(Box::new(DecodeError::Invalid { field: None, reason: format!("{reason}{}", self.position()) }))
     }
 
-    fn unnamed_from(&self, error: DecodeError) -> DecodeError {
-        match error {
-            DecodeError::Invalid { reason, .. } => DecodeError::Invalid { field: None, reason },
-            declined => declined,
+    fn unnamed_from(&self, mut error: Failure) -> Failure {
+        if let DecodeError::Invalid { field, .. } = &mut *error.0 {
+            *field = None;
         }
+        error
     }
 
     fn position(&self) -> String {
@@ -172,7 +200,8 @@ impl<'a, 'p> Decoder<'a, 'p> {
         format!(" at line {line} column {column}")
     }
 
-    fn wrong_type(&self, found: &Found<'_>, expected: &str) -> DecodeError {
+    #[cold]
+    fn wrong_type(&self, found: &Found<'_>, expected: &str) -> Failure {
         let found = match found {
             Found::Str(s) => format!("string {s:?}"),
             Found::Num(Number::Unsigned(n)) => format!("integer `{n}`"),
@@ -660,7 +689,8 @@ impl<'a, 'p> Decoder<'a, 'p> {
             let Some(index) = plan.field_by_name_guessing(key.as_bytes(), guess) else {
                 if d.options.deny_unknown_fields {
                     d.path.push(Seg::Key(key));
-                    return Err(DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() });
+                    let unknown = DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() };
+                    return Err(Failure(Box::new(unknown)));
                 }
                 // Skipped, but a malformed value still names the key.
                 d.colon()?;
@@ -670,7 +700,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 return Ok(());
             };
             if seen.mark(index) {
-                return Err(DecodeError::Declined);
+                return Err(Failure::declined());
             }
             guess = index + 1;
             let field = &plan.fields[index];
@@ -894,7 +924,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
             },
             Kind::Bytes => Scalar::Bytes(Cow::Owned(self.bytes(found)?)),
             Kind::Enum(id) => return self.enumeration(id, found),
-            Kind::Message(_) => return Err(DecodeError::Declined),
+            Kind::Message(_) => return Err(Failure::declined()),
         };
         Ok(Some(value))
     }
