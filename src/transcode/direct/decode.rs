@@ -598,6 +598,15 @@ impl<'a, 'p> Decoder<'a, 'p> {
     /// A malformed separator or key names no field: serde_path_to_error cannot tell which key
     /// it belongs to either.
     fn object(&mut self, mut entry: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>) -> Result<()> {
+        self.object_with(|d| {
+            let key = d.key()?;
+            entry(d, key)
+        })
+    }
+
+    /// As [`Self::object`], but `entry` is called at each key's opening quote and reads the
+    /// key itself ([`Self::key`], or the faster [`Self::expected_key`]).
+    fn object_with(&mut self, mut entry: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
         self.enter()?;
         self.pos += 1;
         let mut first = true;
@@ -625,16 +634,40 @@ impl<'a, 'p> Decoder<'a, 'p> {
             if self.peek() != Some(b'"') {
                 return Err(self.unnamed("key must be a string"));
             }
-            let key = self.string().map_err(|e| self.unnamed_from(e))?;
-            entry(self, key)?;
+            entry(self)?;
         }
         self.leave();
         Ok(())
     }
 
+    /// Reads an object's key (its opening quote is next).
+    fn key(&mut self) -> Result<Cow<'a, str>> {
+        self.string().map_err(|e| self.unnamed_from(e))
+    }
+
+    /// Reads the key and colon `quoted` (`"name":`) and the whitespace after them, if they
+    /// are next as written: one comparison in place of reading a key and looking it up.
+    /// Returns the key.
+    #[inline]
+    fn expected_key(&mut self, quoted: &[u8]) -> Option<Cow<'a, str>> {
+        let end = self.pos + quoted.len();
+        if self.input.get(self.pos..end) != Some(quoted) {
+            return None;
+        }
+        let key = self.slice(self.pos + 1, end - 2).ok()?;
+        self.pos = end;
+        self.skip_ws();
+        Some(Cow::Borrowed(key))
+    }
+
     /// Consumes the `:` after a key and the whitespace before the value.
+    #[inline]
     fn colon(&mut self) -> Result<()> {
-        self.expect(b':', "`:`")?;
+        if self.peek() == Some(b':') {
+            self.pos += 1;
+        } else {
+            self.expect(b':', "`:`")?;
+        }
         self.skip_ws();
         Ok(())
     }
@@ -685,26 +718,24 @@ impl<'a, 'p> Decoder<'a, 'p> {
         let mut seen = Marks::new(plan.fields.len());
         let mut oneofs = Marks::new(plan.oneofs.len());
         let mut guess = 0;
-        self.object(|d, key| {
-            let Some(index) = plan.field_by_name_guessing(key.as_bytes(), guess) else {
-                if d.options.deny_unknown_fields {
-                    d.path.push(Seg::Key(key));
-                    let unknown = DecodeError::Invalid { field: d.path_string(), reason: "unknown field".into() };
-                    return Err(Failure(Box::new(unknown)));
+        self.object_with(|d| {
+            // Objects mostly list fields in the message's order: the one after the last found
+            // is tried first, its key and colon in one comparison.
+            let (index, key) = match plan.expected_key(guess).and_then(|quoted| d.expected_key(quoted)) {
+                Some(_) if seen.mark(guess) => return Err(Failure::declined()),
+                Some(key) => (guess, key),
+                None => {
+                    let key = d.key()?;
+                    let Some(index) = plan.field_by_name(key.as_bytes()) else { return d.unknown_field(key) };
+                    if seen.mark(index) {
+                        return Err(Failure::declined());
+                    }
+                    d.colon()?;
+                    (index, key)
                 }
-                // Skipped, but a malformed value still names the key.
-                d.colon()?;
-                d.path.push(Seg::Key(key));
-                d.skip_value()?;
-                d.path.pop();
-                return Ok(());
             };
-            if seen.mark(index) {
-                return Err(Failure::declined());
-            }
             guess = index + 1;
             let field = &plan.fields[index];
-            d.colon()?;
             d.path.push(Seg::Key(key));
             let before = out.len();
             d.field(field, out)?;
@@ -719,6 +750,21 @@ impl<'a, 'p> Decoder<'a, 'p> {
             }
             Ok(())
         })
+    }
+
+    /// A key that names no field (its colon is next): an error when unknown fields are
+    /// refused; otherwise its value is skipped, and a malformed one still names the key.
+    fn unknown_field(&mut self, key: Cow<'a, str>) -> Result<()> {
+        if self.options.deny_unknown_fields {
+            self.path.push(Seg::Key(key));
+            let unknown = DecodeError::Invalid { field: self.path_string(), reason: "unknown field".into() };
+            return Err(Failure(Box::new(unknown)));
+        }
+        self.colon()?;
+        self.path.push(Seg::Key(key));
+        self.skip_value()?;
+        self.path.pop();
+        Ok(())
     }
 
     /// A field's value at the current position, written with its tag (or nothing, for `null`

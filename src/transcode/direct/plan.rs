@@ -188,6 +188,12 @@ impl Key {
         Key { bytes: bytes.into(), len }
     }
 
+    /// The key as it stands in an object: `"name":`, without the comma.
+    #[inline]
+    pub fn quoted(&self) -> &[u8] {
+        self.bytes.get(1..self.len).unwrap_or_default()
+    }
+
     /// Appends the key; the first key of an object goes without its leading comma.
     #[inline]
     pub fn write(&self, first: bool, out: &mut Vec<u8>) {
@@ -447,14 +453,13 @@ impl MessagePlan {
         self.by_name.get(name).map(|&i| i as usize)
     }
 
-    /// As [`Self::field_by_name`], trying the field at `guess` first: JSON objects mostly name
-    /// fields in the message's order, so the field after the last one found is a comparison
-    /// away, where the lookup hashes the name.
+    /// The key `"jsonName":` of the field at `guess`, if that key finds it (a proto name may
+    /// shadow a JSON name): a decoder compares the input with it before reading a key.
     #[inline]
-    pub fn field_by_name_guessing(&self, name: &[u8], guess: usize) -> Option<usize> {
+    pub fn expected_key(&self, guess: usize) -> Option<&[u8]> {
         match (self.fields.get(guess), self.json_name_finds.get(guess)) {
-            (Some(field), Some(true)) if field.json_name.as_bytes() == name => Some(guess),
-            _ => self.field_by_name(name),
+            (Some(field), Some(true)) => Some(field.json_key.quoted()),
+            _ => None,
         }
     }
 }

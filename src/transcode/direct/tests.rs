@@ -761,19 +761,48 @@ fn integers_at_the_edges_of_their_types_decode_as_prost_reflect_decodes_them() {
 }
 
 #[test]
-fn a_guessed_field_is_the_field_the_name_lookup_finds() {
+fn an_expected_key_names_the_field_the_name_lookup_finds() {
     let (plans, desc) = fixture("protogate.testing.v1.Everything");
     let plan = plans.message(plans.id(desc.full_name()).unwrap());
-    let names: Vec<&[u8]> = plan
-        .fields
-        .iter()
-        .flat_map(|f| [f.json_name.as_bytes(), f.proto_name.as_bytes()])
-        .chain([&b"unknown"[..], b""])
-        .collect();
     assert!(plan.fields.len() > 20, "a message with many fields");
-    for name in names {
-        for guess in 0..=plan.fields.len() + 1 {
-            assert_eq!(plan.field_by_name_guessing(name, guess), plan.field_by_name(name), "{name:?} at {guess}");
+    let mut expected = 0;
+    for guess in 0..=plan.fields.len() + 1 {
+        let Some(quoted) = plan.expected_key(guess) else { continue };
+        expected += 1;
+        let (key, colon) = quoted.split_at(quoted.len() - 1);
+        assert_eq!(colon, b":");
+        let name: String = serde_json::from_slice(key).unwrap();
+        assert_eq!(plan.field_by_name(name.as_bytes()), Some(guess), "{name}");
+        assert_eq!(&*plan.fields[guess].json_name, name);
+    }
+    assert!(expected > 20, "{expected} fields expected by their keys");
+}
+
+#[test]
+fn keys_read_in_one_comparison_decode_as_keys_read_one_by_one() {
+    let (plans, desc) = fixture("protogate.testing.v1.Everything");
+    // Keys in field order (compared whole), out of order, spaced, escaped, repeated, under
+    // their proto names, and followed by a malformed colon or value.
+    let bodies = [
+        r#"{"doubleValue":1.5,"floatValue":2,"int32Value":3,"int64Value":"4","renamedField":"r"}"#,
+        r#"{"int32Value":3,"doubleValue":1.5,"int32Value":4}"#,
+        r#"{"doubleValue":1.5,"doubleValue":2.5}"#,
+        r#"{ "doubleValue" : 1.5 ,	"floatValue":	2 , "int32Value"
+            :3 }"#,
+        r#"{"doubleValue":1.5,"floatVal\u0075e":2,"int32_value":3,"int64_value":"4"}"#,
+        r#"{"doubleValue":1.5,"floatValue"2}"#,
+        r#"{"doubleValue":1.5,"floatValue":}"#,
+        r#"{"doubleValue":1.5,"floatValue"::2}"#,
+        r#"{"doubleValue":1.5,"floatValue":"x"}"#,
+        r#"{"doubleValue":1.5,"floatValue":2,"int32Value""#,
+        r#"{"doubleValue":1.5,"floatValue":2,"int32Value":"#,
+        r#"{"doubleValue":1.5,"floatValue":2,"int32Valu"#,
+        r#"{"doubleValue":1.5,"nested":{"int32Value":1,"int32Value":2}}"#,
+        r#"{"doubleValue":1.5,"floatValue":2,"unknown":3,"int32Value":3}"#,
+    ];
+    for body in bodies {
+        for deny in [true, false] {
+            assert_same_decode(&plans, &desc, body.as_bytes(), deny);
         }
     }
 }
