@@ -1140,7 +1140,6 @@ impl<'a, 'p> Decoder<'a, 'p> {
 
     /// A well-known type's JSON form at the current position; appends the message's fields.
     fn well_known(&mut self, wkt: Wkt, out: &mut Vec<u8>) -> Result<()> {
-        use prost::Message;
         match wkt {
             Wkt::Timestamp => {
                 let value = self.wkt_string("a rfc3339 timestamp string")?;
@@ -1148,7 +1147,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
                     return Err(self.invalid("timestamp out of range"));
                 }
-                t.encode_raw(out);
+                put_seconds_and_nanos(out, t.seconds, t.nanos);
             }
             Wkt::Duration => {
                 let value = self.wkt_string("a duration string")?;
@@ -1156,7 +1155,7 @@ impl<'a, 'p> Decoder<'a, 'p> {
                 if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > MAX_DURATION_NANOS {
                     return Err(self.invalid("duration out of range"));
                 }
-                d.encode_raw(out);
+                put_seconds_and_nanos(out, d.seconds, d.nanos);
             }
             Wkt::FieldMask => {
                 let value = self.wkt_string("a field mask string")?;
@@ -1347,6 +1346,19 @@ const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
 const MAX_DURATION_NANOS: u32 = 999_999_999;
+
+/// The fields of a `Timestamp` or a `Duration` (`int64 seconds = 1; int32 nanos = 2;`), as
+/// prost encodes them: zeros left out.
+fn put_seconds_and_nanos(out: &mut Vec<u8>, seconds: i64, nanos: i32) {
+    if seconds != 0 {
+        out.push(0x08);
+        put_varint(out, seconds as u64);
+    }
+    if nanos != 0 {
+        out.push(0x10);
+        put_varint(out, i64::from(nanos) as u64);
+    }
+}
 
 /// A scalar value, ready to be written after its tag.
 enum Scalar<'a> {

@@ -802,7 +802,7 @@ fn keys_read_in_one_comparison_decode_as_keys_read_one_by_one() {
     ];
     for body in bodies {
         for deny in [true, false] {
-            assert_same_decode(&plans, &desc, body.as_bytes(), deny);
+            assert_same_decode(plans, &desc, body.as_bytes(), deny);
         }
     }
 }

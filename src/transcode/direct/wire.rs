@@ -177,10 +177,14 @@ pub fn zigzag_encode64(n: i64) -> u64 {
 
 // === writing ===
 
-/// Appends a varint.
+/// Appends a varint. Most are one byte (lengths of short strings, small numbers, booleans),
+/// pushed here without a call.
 #[inline]
 pub fn put_varint(out: &mut Vec<u8>, value: u64) {
-    encode_varint(value, out);
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => out.push(byte),
+        _ => encode_varint(value, out),
+    }
 }
 
 /// Appends an encoded field key. Fields 1 to 15 have one-byte keys, pushed rather than copied
