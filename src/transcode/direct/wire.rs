@@ -46,15 +46,17 @@ pub fn next_field<'a>(buf: &mut &'a [u8]) -> Result<RawField<'a>, WireError> {
     Ok(RawField { number, wire_type, value })
 }
 
+/// Bit `n` set for each wire type `n` read without prost's help: varint, 64-bit,
+/// length-delimited and 32-bit (not the groups, 3 and 4, nor the unassigned 6 and 7).
+const KNOWN_WIRE_TYPES: u8 = 1 << VARINT | 1 << FIXED64 | 1 << LEN | 1 << FIXED32;
+
 /// Reads a field key: the field number and wire type.
 #[inline(always)]
 pub fn next_key(buf: &mut &[u8]) -> Result<(u32, u8), WireError> {
     // Fields 1 to 15 have one-byte keys: most keys, by design of the encoding.
     if let Some(&byte) = buf.first()
         && (8..0x80).contains(&byte)
-        && byte & 7 <= 5
-        && byte & 7 != 3
-        && byte & 7 != 4
+        && KNOWN_WIRE_TYPES >> (byte & 7) & 1 == 1
     {
         *buf = &buf[1..];
         return Ok((u32::from(byte >> 3), byte & 7));
