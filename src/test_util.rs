@@ -40,3 +40,36 @@ pub(crate) fn table() -> Table {
     builder.extend(routes());
     builder.build()
 }
+
+/// A small deterministic generator (xorshift64*) for tests that sample many inputs: the same
+/// inputs on every run, no dependency.
+pub(crate) struct Gen(u64);
+
+impl Gen {
+    /// A generator from `seed` (any value; zero is made odd, since xorshift stays at zero).
+    pub(crate) fn new(seed: u64) -> Gen {
+        Gen(seed | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True `percent` times in a hundred.
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One of `items`.
+    pub(crate) fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
+    }
+}

@@ -1520,13 +1520,8 @@ mod tests {
 
     #[test]
     fn short_floats_are_the_doubles_the_standard_parser_finds() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = crate::test_util::Gen::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = |n: u64| random.below(n);
         let mut fast = 0;
         for _ in 0..200_000 {
             let digits = next(12) as u32 + 1;

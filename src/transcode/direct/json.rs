@@ -266,13 +266,8 @@ mod tests {
         for value in [0.0, -0.0, 25.0, -25.0, 1.2, 4.6, 22.5, 0.001, 0.0015, 1e-4, 0.1, 0.3, 1e15, 1e16, 999.999] {
             check(value);
         }
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut random = crate::test_util::Gen::new(0x2545_f491_4f6c_dd1du64);
+        let mut next = || random.next();
         for _ in 0..200_000 {
             let r = next();
             // Decimals of every length around the fast path's bounds, and arbitrary doubles.

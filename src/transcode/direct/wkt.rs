@@ -324,13 +324,8 @@ mod tests {
 
     #[test]
     fn timestamps_and_durations_format_as_prost_types_does() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut random = crate::test_util::Gen::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = || random.next();
         let nanos = [0, 1, 999_999_999, 500_000_000, 21_000_000, 123_000, 1_000, -1, -500_000_000, 1_999_999_999];
         for i in 0..20_000 {
             let seconds = match i % 4 {
@@ -367,13 +362,8 @@ mod tests {
 
     #[test]
     fn timestamps_parse_as_prost_types_parses_them() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut random = crate::test_util::Gen::new(0x2545_f491_4f6c_dd1du64);
+        let mut next = |n: u64| random.below(n);
         let mut fast = 0;
         for i in 0..100_000 {
             // Fields run one past their range, to days and times that do not exist.
