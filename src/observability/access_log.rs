@@ -206,7 +206,7 @@ fn write_out(shared: &Shared, mut output: Box<dyn Write + Send>, interval: Durat
 pub fn json_line(entry: &Entry<'_>) -> Vec<u8> {
     let mut line = JsonLine(Vec::with_capacity(512));
     line.0.extend_from_slice(b"{\"time\":\"");
-    let _ = write!(line.0, "{}", humantime::format_rfc3339_millis(entry.time));
+    write_time(&mut line.0, entry.time);
     line.0.push(b'"');
     line.string("request_id", entry.request_id);
     line.string("trace_id", entry.trace_id);
@@ -275,8 +275,54 @@ impl JsonLine {
     fn millis(&mut self, key: &str, duration: Duration) {
         self.key(key);
         let micros = duration.as_micros();
-        let _ = write!(self.0, "{}.{:03}", micros / 1000, micros % 1000);
+        self.0.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+        self.0.push(b'.');
+        push_three_digits(&mut self.0, (micros % 1000) as u32);
     }
+}
+
+/// Appends `time` as humantime's `format_rfc3339_millis` writes it (`2026-12-02T21:54:16.123Z`).
+/// The part up to the second is kept per thread and written anew only when the second changes:
+/// a busy gateway writes thousands of lines a second, and the calendar arithmetic and the
+/// formatting machinery cost more than the rest of the line.
+fn write_time(out: &mut Vec<u8>, time: SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::Cell<Option<(u64, [u8; 19])>> = const { std::cell::Cell::new(None) };
+    }
+    let Ok(since_epoch) = time.duration_since(SystemTime::UNIX_EPOCH) else {
+        let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
+        return;
+    };
+    let seconds = since_epoch.as_secs();
+    let prefix = match SECOND.get() {
+        Some((cached, prefix)) if cached == seconds => Some(prefix),
+        _ => {
+            // `YYYY-MM-DDTHH:MM:SSZ`; any other shape (a year past 9999) is written whole.
+            let whole = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+            let prefix = whole.to_string().as_bytes().get(..19).and_then(|p| <[u8; 19]>::try_from(p).ok());
+            if let Some(prefix) = prefix {
+                SECOND.set(Some((seconds, prefix)));
+            }
+            prefix
+        }
+    };
+    match prefix {
+        Some(prefix) => {
+            out.extend_from_slice(&prefix);
+            out.push(b'.');
+            push_three_digits(out, since_epoch.subsec_millis());
+            out.push(b'Z');
+        }
+        None => {
+            let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
+        }
+    }
+}
+
+/// Appends `n` (below 1,000) as three digits, zeros first.
+fn push_three_digits(out: &mut Vec<u8>, n: u32) {
+    let digit = |d: u32| b'0' + (d % 10) as u8;
+    out.extend_from_slice(&[digit(n / 100), digit(n / 10), digit(n)]);
 }
 
 /// The human line: time, client, request line, status, size and duration, then `key=value`
@@ -389,6 +435,34 @@ mod tests {
         assert_eq!(value["completed"], true);
         assert_eq!(value["user_agent"], "curl/8.5.0");
         assert_eq!(value.as_object().unwrap().len(), 19, "{value}");
+    }
+
+    #[test]
+    fn times_are_written_as_humantime_writes_them() {
+        let mut random = crate::test_util::Gen::new(7);
+        let mut times = Vec::new();
+        for _ in 0..20_000 {
+            // Up to the year 2200, each followed by a time up to a second later: mostly the
+            // same second (the kept part), sometimes the next.
+            let time = SystemTime::UNIX_EPOCH + Duration::from_micros(random.below(7_258_118_400_000_000));
+            times.extend([time, time + Duration::from_millis(random.below(1_000))]);
+        }
+        times.push(SystemTime::UNIX_EPOCH);
+        times.push(SystemTime::UNIX_EPOCH + Duration::from_millis(999));
+        for time in times {
+            let mut out = Vec::new();
+            write_time(&mut out, time);
+            assert_eq!(String::from_utf8(out).unwrap(), humantime::format_rfc3339_millis(time).to_string());
+        }
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        for (micros, text) in [(0, "0.000"), (7, "0.007"), (1_234, "1.234"), (1_000_050, "1000.050")] {
+            let mut line = JsonLine(Vec::new());
+            line.millis("d", Duration::from_micros(micros));
+            assert_eq!(String::from_utf8(line.0).unwrap(), format!(",\"d\":{text}"));
+        }
     }
 
     #[test]
