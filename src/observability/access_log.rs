@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
@@ -290,32 +290,31 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
         static SECOND: std::cell::Cell<Option<(u64, [u8; 19])>> = const { std::cell::Cell::new(None) };
     }
     let Ok(since_epoch) = time.duration_since(SystemTime::UNIX_EPOCH) else {
-        let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
-        return;
+        // A clock set before 1970, which humantime cannot write (it panics): the epoch instead.
+        return write_time(out, SystemTime::UNIX_EPOCH);
     };
     let seconds = since_epoch.as_secs();
     let prefix = match SECOND.get() {
         Some((cached, prefix)) if cached == seconds => Some(prefix),
         _ => {
-            // `YYYY-MM-DDTHH:MM:SSZ`; any other shape (a year past 9999) is written whole.
-            let whole = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
-            let prefix = whole.to_string().as_bytes().get(..19).and_then(|p| <[u8; 19]>::try_from(p).ok());
+            // `YYYY-MM-DDTHH:MM:SSZ`. Past the year 9999 humantime writes nothing and says so;
+            // the line then has an empty time rather than none at all.
+            // (Into a `String`: `io::Write` would panic on the formatter's error.)
+            let mut whole = String::with_capacity(20);
+            let second = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds));
+            let written = std::fmt::Write::write_fmt(&mut whole, format_args!("{second}"));
+            let prefix = written.ok().and_then(|()| <[u8; 19]>::try_from(whole.as_bytes().get(..19)?).ok());
             if let Some(prefix) = prefix {
                 SECOND.set(Some((seconds, prefix)));
             }
             prefix
         }
     };
-    match prefix {
-        Some(prefix) => {
-            out.extend_from_slice(&prefix);
-            out.push(b'.');
-            push_three_digits(out, since_epoch.subsec_millis());
-            out.push(b'Z');
-        }
-        None => {
-            let _ = write!(out, "{}", humantime::format_rfc3339_millis(time));
-        }
+    if let Some(prefix) = prefix {
+        out.extend_from_slice(&prefix);
+        out.push(b'.');
+        push_three_digits(out, since_epoch.subsec_millis());
+        out.push(b'Z');
     }
 }
 
@@ -448,6 +447,14 @@ mod tests {
             times.extend([time, time + Duration::from_millis(random.below(1_000))]);
         }
         times.push(SystemTime::UNIX_EPOCH);
+        for (time, text) in [
+            (SystemTime::UNIX_EPOCH - Duration::from_secs(1), "1970-01-01T00:00:00.000Z"),
+            (SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800), ""),
+        ] {
+            let mut out = Vec::new();
+            write_time(&mut out, time);
+            assert_eq!(String::from_utf8(out).unwrap(), text, "a time humantime cannot write");
+        }
         times.push(SystemTime::UNIX_EPOCH + Duration::from_millis(999));
         for time in times {
             let mut out = Vec::new();
