@@ -289,9 +289,9 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     thread_local! {
         static SECOND: std::cell::Cell<Option<(u64, [u8; 19])>> = const { std::cell::Cell::new(None) };
     }
-    let Ok(since_epoch) = time.duration_since(SystemTime::UNIX_EPOCH) else {
+    let Ok(since_epoch) = time.duration_since(UNIX_EPOCH) else {
         // A clock set before 1970, which humantime cannot write (it panics): the epoch instead.
-        return write_time(out, SystemTime::UNIX_EPOCH);
+        return write_time(out, UNIX_EPOCH);
     };
     let seconds = since_epoch.as_secs();
     let prefix = match SECOND.get() {

@@ -1521,15 +1521,14 @@ mod tests {
     #[test]
     fn short_floats_are_the_doubles_the_standard_parser_finds() {
         let mut random = crate::test_util::Gen::new(0x9e37_79b9_7f4a_7c15u64);
-        let mut next = |n: u64| random.below(n);
         let mut fast = 0;
         for _ in 0..200_000 {
-            let digits = next(12) as u32 + 1;
-            let whole = next(10u64.pow(digits));
-            let places = next(17) as usize + 1;
-            let fraction = next(10u64.pow(places.min(15) as u32));
+            let digits = random.below(12) as u32 + 1;
+            let whole = random.below(10u64.pow(digits));
+            let places = random.below(17) as usize + 1;
+            let fraction = random.below(10u64.pow(places.min(15) as u32));
             let fraction = format!("{fraction:0places$}");
-            let sign = if next(2) == 0 { "-" } else { "" };
+            let sign = if random.below(2) == 0 { "-" } else { "" };
             let text = format!("{sign}{whole}.{fraction}");
             if let Some(f) = short_float(text.as_bytes()) {
                 fast += 1;
