@@ -169,11 +169,20 @@ fn write_short_decimal(out: &mut Vec<u8>, value: f64) -> bool {
     if value < 0.0 {
         out.push(b'-');
     }
-    write_int(out, m / 1000);
-    let thousandths = m % 1000;
-    #[allow(clippy::cast_possible_truncation)]
-    let digits =
-        [b'.', b'0' + (thousandths / 100) as u8, b'0' + (thousandths / 10 % 10) as u8, b'0' + (thousandths % 10) as u8];
+    let (whole, thousandths) = (m / 1000, m % 1000);
+    // The whole part (below 2⁵⁰ / 1000: at most 13 digits), the point and three places are
+    // made in a block of fixed size, copied whole and then cut: a copy of varying length is a
+    // call into `memcpy`.
+    let mut block = [0u8; 20];
+    let digits = match whole {
+        // Most measures, ratings and prices: without a logarithm's loop.
+        0..10 => 1,
+        10..100 => 2,
+        _ => whole.ilog10() as usize + 1,
+    };
+    put_digits(&mut block[..digits], whole);
+    block[digits] = b'.';
+    put_digits(&mut block[digits + 1..digits + 4], thousandths);
     // Trailing zeros dropped, but one place always written: `25.0`, `22.5`, `1.25`.
     let places = match thousandths {
         t if t % 100 == 0 => 1,
@@ -181,9 +190,45 @@ fn write_short_decimal(out: &mut Vec<u8>, value: f64) -> bool {
         _ => 3,
     };
     let start = out.len();
-    out.extend_from_slice(&digits);
-    out.truncate(start + 1 + places);
+    out.extend_from_slice(&block);
+    out.truncate(start + digits + 1 + places);
     true
+}
+
+/// Writes `value` zero-padded into all of `dst`, two digits at a time.
+#[inline]
+pub(super) fn put_digits(dst: &mut [u8], value: impl Into<u64>) {
+    let mut value: u64 = value.into();
+    let mut end = dst.len();
+    while end >= 2 {
+        dst[end - 2..end].copy_from_slice(&pair(value % 100));
+        value /= 100;
+        end -= 2;
+    }
+    if end == 1 {
+        // A digit: below 10.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (value % 10) as u8;
+        dst[0] = b'0' + digit;
+    }
+}
+
+/// Two decimal digits of `n % 100`.
+#[inline]
+pub(super) fn pair(n: impl Into<u64>) -> [u8; 2] {
+    const PAIRS: [[u8; 2]; 100] = {
+        let mut table = [[0u8; 2]; 100];
+        let mut i = 0;
+        while i < 100 {
+            table[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+            i += 1;
+        }
+        table
+    };
+    // Below 100, so an index.
+    #[allow(clippy::cast_possible_truncation)]
+    let index = (n.into() % 100) as usize;
+    PAIRS[index]
 }
 
 /// A float field: as [`write_f64_field`], formatted at 32-bit precision.
@@ -255,6 +300,52 @@ mod tests {
         assert!(write_utf8(&mut Vec::new(), b"\xe6\x97").is_err());
     }
 
+    /// Valid and broken UTF-8 among ASCII, alone and in runs: accepted exactly when the
+    /// standard check accepts it, and then written as serde_json writes the string.
+    #[test]
+    fn utf8_is_checked_as_the_standard_check_checks_it() {
+        let pieces: [&[u8]; 22] = [
+            b"plain ascii",
+            b"a",
+            b"\"",
+            "\u{b0}".as_bytes(),
+            "\u{e9}\u{e9}".as_bytes(),
+            "\u{65e5}\u{672c}\u{8a9e}".as_bytes(),
+            "\u{1f980}".as_bytes(),
+            "\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}".as_bytes(),
+            "\u{d7ff}\u{e000}".as_bytes(),
+            b"\x80",
+            b"\xbf",
+            b"\xc0\x80",
+            b"\xc1\xbf",
+            b"\xc3",
+            b"\xe0\x80\x80",
+            b"\xe0\x9f\xbf",
+            b"\xed\xa0\x80",
+            b"\xe6\x97",
+            b"\xf0\x8f\xbf\xbf",
+            b"\xf4\x90\x80\x80",
+            b"\xf5\x80\x80\x80",
+            b"\xff",
+        ];
+        let mut g = crate::test_util::Gen::new(0x0b0e);
+        for _ in 0..100_000 {
+            let mut bytes = Vec::new();
+            for _ in 0..g.below(6) {
+                bytes.extend_from_slice(g.pick(&pieces));
+            }
+            let mut out = Vec::new();
+            let written = write_utf8(&mut out, &bytes);
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => {
+                    assert!(written.is_ok(), "{bytes:02x?}");
+                    assert_eq!(out, serde_json::to_vec(text).unwrap(), "{bytes:02x?}");
+                }
+                Err(_) => assert!(written.is_err(), "{bytes:02x?}"),
+            }
+        }
+    }
+
     #[test]
     fn short_decimals_are_written_as_zmij_writes_them() {
         let check = |value: f64| {
@@ -263,7 +354,29 @@ mod tests {
             let expected = zmij::Buffer::new().format_finite(value).to_owned();
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{value:e} ({:#x})", value.to_bits());
         };
-        for value in [0.0, -0.0, 25.0, -25.0, 1.2, 4.6, 22.5, 0.001, 0.0015, 1e-4, 0.1, 0.3, 1e15, 1e16, 999.999] {
+        for value in [
+            0.0,
+            -0.0,
+            25.0,
+            -25.0,
+            1.2,
+            4.6,
+            22.5,
+            0.001,
+            0.0015,
+            1e-4,
+            0.1,
+            0.3,
+            1e15,
+            1e16,
+            999.999,
+            9.999,
+            10.0,
+            99.5,
+            100.25,
+            1e12 + 0.5,
+            1_125_899_906_842.5,
+        ] {
             check(value);
         }
         let mut random = crate::test_util::Gen::new(0x2545_f491_4f6c_dd1du64);

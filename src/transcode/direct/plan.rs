@@ -86,6 +86,9 @@ pub struct FieldPlan {
     pub oneof: Option<u16>,
     /// Whether an unset field is distinguishable from one holding its default value.
     pub presence: bool,
+    /// Singular and outside any oneof: the common field, which the renderer writes as it
+    /// reads it when it arrives in order.
+    pub plain: bool,
     /// The encoded key with the field's natural wire type.
     pub tag: Box<[u8]>,
     /// The encoded key with the length-delimited wire type (packed lists, strings, messages).
@@ -354,6 +357,7 @@ impl Plans {
             label,
             oneof: oneof_index(field),
             presence: field.supports_presence(),
+            plain: label == Label::Singular && oneof_index(field).is_none(),
             tag: encode_key(field.number(), natural_wire_type(kind)),
             len_tag: encode_key(field.number(), 2),
             default_enum,

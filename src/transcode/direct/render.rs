@@ -57,7 +57,7 @@ pub fn render_field(
     let plan = plans.message(id);
     let range = renderer.index(plan, wire)?;
     let found = renderer.entries[range.clone()].iter().position(|e| e.field as usize == field);
-    let Some(f) = plan.fields.get(field) else { return Err(WireError("no such response field".into())) };
+    let Some(f) = plan.fields.get(field) else { return Err(WireError::new("no such response field")) };
     match found {
         Some(first) => {
             let group = range.start + first..range.end;
@@ -133,6 +133,19 @@ impl Renderer<'_> {
                 continue;
             };
             let field = &plan.fields[i];
+            // The common field — singular, outside any oneof, in field order, with its own wire
+            // type — needs none of the checks below, which lists, maps and oneofs do.
+            if field.plain
+                && wire_type == field.wire_type
+                && i >= next_field
+                && run.is_none()
+                && !self.options.emit_unpopulated
+            {
+                let value = next_value(&mut buf, number, wire_type)?;
+                next_field = i + 1;
+                self.singular(field, value, &mut first, out)?;
+                continue;
+            }
             let value = if wire_type == field.wire_type {
                 next_value(&mut buf, number, wire_type)?
             } else if matches!(field.label, Label::Map { .. }) {
@@ -194,7 +207,7 @@ impl Renderer<'_> {
     /// A singular field's value with its key, or nothing when it holds its default and has no
     /// presence: each value read once, where the general path reads it to find its end, again
     /// to compare it with the default, and again to write it.
-    #[inline]
+    #[inline(always)]
     fn singular(
         &mut self,
         field: &FieldPlan,
@@ -233,7 +246,7 @@ impl Renderer<'_> {
         if let Label::Map { .. } = field.label {
             // Entries are kept until the run ends: a later entry may repeat a key.
             let start = value.as_ptr() as usize - wire.as_ptr() as usize;
-            let index = u16::try_from(run.field).map_err(|_| WireError("too many fields".into()))?;
+            let index = u16::try_from(run.field).map_err(|_| WireError::new("too many fields"))?;
             self.entries.push(Entry {
                 field: index,
                 wire_type,
@@ -362,7 +375,7 @@ impl Renderer<'_> {
             let raw = RawField { number, wire_type, value };
             check_wire_type(field, &raw)?;
             let start = raw.value.as_ptr() as usize - wire.as_ptr() as usize;
-            let index = u16::try_from(i).map_err(|_| WireError("too many fields".into()))?;
+            let index = u16::try_from(i).map_err(|_| WireError::new("too many fields"))?;
             let in_order = self.entries.len() == base
                 || index > last_field
                 || (index == last_field && field.label != Label::Singular);
@@ -594,7 +607,7 @@ impl Renderer<'_> {
 
     fn nested(&mut self, id: PlanId, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         if self.budget == 0 {
-            return Err(WireError("recursion limit reached".into()));
+            return Err(WireError::new("recursion limit reached"));
         }
         self.budget -= 1;
         let result = self.message(self.plans.message(id), bytes, out);
@@ -687,14 +700,14 @@ impl Renderer<'_> {
             Wkt::Timestamp => {
                 let (seconds, nanos) = seconds_and_nanos(wire)?;
                 if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&seconds) {
-                    return Err(WireError("timestamp out of range".into()));
+                    return Err(WireError::new("timestamp out of range"));
                 }
                 super::wkt::write_timestamp(out, seconds, nanos);
             }
             Wkt::Duration => {
                 let (seconds, nanos) = seconds_and_nanos(wire)?;
                 if seconds.unsigned_abs() > MAX_DURATION_SECONDS || nanos.unsigned_abs() > MAX_DURATION_NANOS {
-                    return Err(WireError("duration out of range".into()));
+                    return Err(WireError::new("duration out of range"));
                 }
                 super::wkt::write_duration(out, seconds, nanos);
             }
@@ -706,7 +719,7 @@ impl Renderer<'_> {
                         text.push(',');
                     }
                     super::wkt::snake_path_to_camel(&mut text, path)
-                        .map_err(|_| WireError("cannot roundtrip field name through camelcase".into()))?;
+                        .map_err(|_| WireError::new("cannot roundtrip field name through camelcase"))?;
                 }
                 write_str(out, &text);
             }
@@ -732,12 +745,15 @@ impl Renderer<'_> {
 
 /// `int64 seconds = 1; int32 nanos = 2;` of a Timestamp or Duration, decoded as prost does.
 fn seconds_and_nanos(mut wire: &[u8]) -> Result<(i64, i32), WireError> {
+    if let Some(pair) = canonical_seconds_and_nanos(wire) {
+        return Ok(pair);
+    }
     let (mut seconds, mut nanos) = (0i64, 0i32);
     while !wire.is_empty() {
         let (number, wire_type) = next_key(&mut wire)?;
         match number {
             1 | 2 if wire_type != wire::VARINT => {
-                return Err(WireError(format!("invalid wire type: {wire_type} (expected {})", wire::VARINT)));
+                return Err(WireError::new(format!("invalid wire type: {wire_type} (expected {})", wire::VARINT)));
             }
             1 => seconds = next_varint(&mut wire)? as i64,
             2 => nanos = truncate_i32(next_varint(&mut wire)?),
@@ -747,6 +763,26 @@ fn seconds_and_nanos(mut wire: &[u8]) -> Result<(i64, i32), WireError> {
         }
     }
     Ok((seconds, nanos))
+}
+
+/// The encoding every protobuf encoder writes: seconds, then nanos, each once and left out
+/// when zero, with a positive seconds (a negative one is a ten-byte varint). Anything else is
+/// `None`, and [`seconds_and_nanos`] reads it field by field.
+#[inline]
+fn canonical_seconds_and_nanos(mut wire: &[u8]) -> Option<(i64, i32)> {
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    if let [0x08, rest @ ..] = wire {
+        let (value, rest) = wire::short_varint(rest)?;
+        // Below 2⁶³: a nine-byte varint holds 63 bits.
+        seconds = value as i64;
+        wire = rest;
+    }
+    if let [0x10, rest @ ..] = wire {
+        let (value, rest) = wire::short_varint(rest)?;
+        nanos = truncate_i32(value);
+        wire = rest;
+    }
+    wire.is_empty().then_some((seconds, nanos))
 }
 
 const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
@@ -787,7 +823,7 @@ fn write_value(value: &prost_types::Value, out: &mut Vec<u8>) -> Result<(), Wire
         Some(V::BoolValue(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Some(V::NumberValue(n)) if n.is_finite() => write_f64_plain(out, *n),
         Some(V::NumberValue(_)) => {
-            return Err(WireError("cannot serialize non-finite double in google.protobuf.Value".into()));
+            return Err(WireError::new("cannot serialize non-finite double in google.protobuf.Value"));
         }
         Some(V::StringValue(s)) => write_str(out, s),
         Some(V::ListValue(list)) => write_list(list, out)?,
@@ -820,7 +856,7 @@ fn is_default_value(field: &FieldPlan, bytes: &[u8]) -> Result<bool, WireError> 
 }
 
 /// A scalar's number off the wire: a varint, or fixed bytes (a fixed32 in the low half).
-#[inline]
+#[inline(always)]
 fn number(kind: Kind, bytes: &[u8]) -> Result<u64, WireError> {
     match natural_width(kind) {
         Width::Varint => wire::varint(bytes),
@@ -830,7 +866,7 @@ fn number(kind: Kind, bytes: &[u8]) -> Result<u64, WireError> {
 }
 
 /// Whether a scalar's number, as [`number`] reads it, is its kind's default.
-#[inline]
+#[inline(always)]
 fn is_default_number(kind: Kind, n: u64, default_enum: i32) -> bool {
     match kind {
         Kind::Double => f64::from_bits(n) == 0.0,
@@ -917,7 +953,7 @@ fn map_key(kind: Kind, bytes: &[u8]) -> Result<MapKey<'_>, WireError> {
         Kind::Fixed64 => MapKey::Unsigned(u64::from_le_bytes(fixed::<8>(bytes)?)),
         Kind::Sfixed32 => MapKey::Signed(i64::from(i32::from_le_bytes(fixed::<4>(bytes)?))),
         Kind::Sfixed64 => MapKey::Signed(i64::from_le_bytes(fixed::<8>(bytes)?)),
-        _ => return Err(WireError("invalid map key type".into())),
+        _ => return Err(WireError::new("invalid map key type")),
     })
 }
 
@@ -956,7 +992,7 @@ fn check_kind_wire_type(kind: Kind, wire_type: u8, list: bool) -> Result<(), Wir
     if wire_type == expected || (list && wire_type == LEN && is_packable(kind)) {
         Ok(())
     } else {
-        Err(WireError(format!("invalid wire type: {wire_type} (expected {expected})")))
+        Err(WireError::new(format!("invalid wire type: {wire_type} (expected {expected})")))
     }
 }
 
@@ -967,12 +1003,12 @@ fn slice(wire: &[u8], entry: Entry) -> &[u8] {
 
 #[inline]
 fn offset(n: usize) -> Result<u32, WireError> {
-    u32::try_from(n).map_err(|_| WireError("message larger than 4 GiB".into()))
+    u32::try_from(n).map_err(|_| WireError::new("message larger than 4 GiB"))
 }
 
 #[inline]
 fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], WireError> {
-    bytes.try_into().map_err(|_| WireError("buffer underflow".into()))
+    bytes.try_into().map_err(|_| WireError::new("buffer underflow"))
 }
 
 #[inline]
@@ -982,7 +1018,7 @@ fn utf8(bytes: &[u8]) -> Result<&str, WireError> {
 
 #[cold]
 fn not_utf8() -> WireError {
-    WireError("invalid string value: data is not UTF-8 encoded".into())
+    WireError::new("invalid string value: data is not UTF-8 encoded")
 }
 
 /// prost reads 32-bit varints as 64 bits and keeps the low half.

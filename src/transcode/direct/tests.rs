@@ -239,8 +239,9 @@ fn both(
     });
     let id = plans.id(desc.full_name()).unwrap();
     let mut out = Vec::new();
-    let direct =
-        render(plans, id, wire, render_options, &mut out).map(|()| String::from_utf8(out).unwrap()).map_err(|e| e.0);
+    let direct = render(plans, id, wire, render_options, &mut out)
+        .map(|()| String::from_utf8(out).unwrap())
+        .map_err(|e| e.message().to_owned());
     (reference, direct)
 }
 
@@ -339,6 +340,66 @@ fn wrapped_floats_that_are_not_finite_render_as_their_names() {
         render(plans, id, &wire, RenderOptions::default(), &mut out).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json, serde_json::json!({"wrappedFloat": name, "wrappedDouble": name}));
+    }
+}
+
+/// Every way seconds and nanos can arrive — as encoders write them (read in one pass), or
+/// with zeros written, fields reversed or repeated, unknown fields, padded varints, cut short
+/// (read field by field) — renders as prost-reflect renders it, or fails where it fails.
+#[test]
+fn timestamps_and_durations_render_as_prost_reflect_renders_them_however_encoded() {
+    fn put_varint(out: &mut Vec<u8>, value: u64, padded: bool) {
+        let start = out.len();
+        prost::encoding::encode_varint(value, out);
+        if padded && out.len() - start < 10 {
+            // A longer, still valid encoding of the same value.
+            if let Some(last) = out.last_mut() {
+                *last |= 0x80;
+            }
+            out.push(0);
+        }
+    }
+    let mut g = Gen::new(0x7157);
+    for name in ["google.protobuf.Timestamp", "google.protobuf.Duration"] {
+        let (plans, desc) = fixture(name);
+        for _ in 0..20_000 {
+            let seconds = match g.below(4) {
+                0 => 0,
+                1 => g.below(253_402_300_800) as i64,
+                2 => -(g.below(315_576_000_001) as i64),
+                _ => gen_i64(&mut g),
+            };
+            let nanos = match g.below(4) {
+                0 => 0,
+                1 => g.below(1_000_000_000) as i32,
+                2 => -(g.below(1_000) as i32 * 1_000_000),
+                _ => gen_i64(&mut g) as i32,
+            };
+            let mut fields: Vec<(u8, u64)> = [(1u8, seconds as u64), (2, i64::from(nanos) as u64)]
+                .into_iter()
+                .filter(|&(_, v)| v != 0 || g.chance(20))
+                .collect();
+            if g.chance(20) {
+                fields.reverse();
+            }
+            if g.chance(10) && !fields.is_empty() {
+                let again = (fields[0].0, gen_i64(&mut g) as u64 >> g.below(64));
+                fields.push(again);
+            }
+            let mut wire = Vec::new();
+            for (number, value) in fields {
+                wire.push(number << 3);
+                put_varint(&mut wire, value, g.chance(10));
+            }
+            if g.chance(10) {
+                // An unknown field: a string numbered 3.
+                wire.extend_from_slice(&[0x1a, 2, b'h', b'i']);
+            }
+            if g.chance(10) {
+                wire.truncate(g.below(wire.len() as u64 + 1) as usize);
+            }
+            assert_same(plans, &desc, &wire, g.below(8) as u8);
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The text forms of well-known types that the direct transcoder shares with prost-reflect:
 //! field-mask paths between snake_case and lowerCamelCase, and strict RFC 3339 timestamps.
 
+use super::json::{pair, put_digits};
+
 /// A field-mask path that does not survive the conversion between snake_case and lowerCamelCase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotConvertible;
@@ -272,34 +274,6 @@ fn fraction(dst: &mut [u8], nanos: u32) -> usize {
     dst[0] = b'.';
     put_digits(&mut dst[1..=digits], value);
     digits + 1
-}
-
-/// Writes `value` zero-padded into all of `dst`, two digits at a time.
-fn put_digits(dst: &mut [u8], mut value: u32) {
-    let mut end = dst.len();
-    while end >= 2 {
-        dst[end - 2..end].copy_from_slice(&pair(value % 100));
-        value /= 100;
-        end -= 2;
-    }
-    if end == 1 {
-        dst[0] = b'0' + (value % 10) as u8;
-    }
-}
-
-/// Two decimal digits of `n` (below 100).
-#[inline]
-fn pair(n: u32) -> [u8; 2] {
-    const PAIRS: [[u8; 2]; 100] = {
-        let mut table = [[0u8; 2]; 100];
-        let mut i = 0;
-        while i < 100 {
-            table[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
-            i += 1;
-        }
-        table
-    };
-    PAIRS[n as usize % 100]
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
