@@ -206,7 +206,8 @@ impl Renderer<'_> {
 
     /// A singular field's value with its key, or nothing when it holds its default and has no
     /// presence: each value read once, where the general path reads it to find its end, again
-    /// to compare it with the default, and again to write it.
+    /// to compare it with the default, and again to write it. Always inlined: the field loop
+    /// calls it from two places, and out of line it costs a call per field.
     #[inline(always)]
     fn singular(
         &mut self,
