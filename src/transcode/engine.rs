@@ -153,7 +153,7 @@ impl Transcoder {
 
     /// Step 5: the JSON body for route `index`'s encoded response message.
     pub fn render(&self, index: usize, route: &Route, wire: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        let mut out = Vec::with_capacity(wire.len() * 2 + 16);
+        let mut out = Vec::new();
         self.render_into(index, route, wire, &mut out)?;
         Ok(out)
     }
@@ -171,7 +171,13 @@ impl Transcoder {
             let decoded = DynamicMessage::decode(route.method.output(), wire).map_err(|e| TranscodeError::Render {
                 reason: format!("{}: {e}", route.method.output().full_name()),
             })?;
-            out.extend_from_slice(&response::render(&decoded, route.response_body.as_ref(), &self.json)?);
+            let json = response::render(&decoded, route.response_body.as_ref(), &self.json)?;
+            // A whole body (not a stream's next line) is the rendered buffer itself, uncopied.
+            if out.is_empty() {
+                *out = json;
+            } else {
+                out.extend_from_slice(&json);
+            }
             return Ok(());
         };
         let start = out.len();
